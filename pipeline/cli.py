@@ -1,0 +1,60 @@
+"""The `jmt` command line: assembles one sub-command per stage (each lives with its stage)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+
+from pipeline import __version__
+from pipeline.console import console
+from pipeline.demo import generate
+from pipeline.errors import JmtError
+
+app = typer.Typer(
+    name="jmt",
+    help="Audio-visual valence/arousal recognition: stage 1 caches per-frame embeddings, "
+    "stage 2 trains fusion heads (JMT and rivals) on them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _clear_errors(fn: Callable) -> Callable:
+    """Reports a JmtError as one red line and exit code 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except JmtError as exc:
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"jmt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """Audio-visual valence/arousal recognition with a two-stage feature cache."""
+
+
+app.command("demo")(_clear_errors(generate.command))
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="jmt")

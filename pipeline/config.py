@@ -1,0 +1,120 @@
+"""The one params loader: params.yaml -> typed, frozen, validated objects.
+
+params.yaml has one section per stage. Unknown keys, wrong types and bad values fail
+before any work starts, with a message naming the file and the key
+(e.g. ``params.yaml: demo.fps: Input should be greater than 0``).
+Paths inside params are relative to the params file's folder, so one checkout can
+serve several corpora, each with its own params file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from pipeline.errors import ParamsError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+PosInt = Annotated[int, Field(ge=1)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class Section(BaseModel):
+    """Base for every params section: frozen, strict types, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DemoSize(Section):
+    """How many videos of each split the demo corpus has, and how long they are."""
+
+    train: PosInt
+    validation: PosInt
+    test: PosInt
+    seconds: PosFloat
+    occlusion_seconds: NonNegFloat = Field(description="face occluded or out of frame")
+    audio_gap_seconds: NonNegFloat = Field(description="audio silent or drowned in noise")
+    invalid_label_seconds: NonNegFloat = Field(description="frames labelled -5,-5")
+
+    @model_validator(mode="after")
+    def _stretches_fit(self) -> DemoSize:
+        longest = max(self.occlusion_seconds, self.audio_gap_seconds, self.invalid_label_seconds)
+        if longest * 2 > self.seconds:
+            raise ValueError(
+                f"the unreliable stretches ({longest} s) must be at most half a video "
+                f"({self.seconds} s)"
+            )
+        return self
+
+
+class DemoParams(Section):
+    """`jmt demo`: the synthetic Aff-Wild2-layout corpus."""
+
+    out: str = "data/demo"
+    seed: int = 0
+    fps: PosFloat = 15.0
+    odd_fps: PosFloat | None = Field(
+        default=None, description="frame rate of one validation video (None: all at fps)"
+    )
+    width: Annotated[int, Field(ge=96, le=1920, multiple_of=2)] = 320
+    height: Annotated[int, Field(ge=96, le=1080, multiple_of=2)] = 240
+    sample_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
+    crf: Annotated[int, Field(ge=0, le=51)] = 20
+    full: DemoSize
+    tiny: DemoSize
+
+
+class Params(Section):
+    """All of params.yaml. Use `path()` to resolve a path relative to the params file."""
+
+    demo: DemoParams
+    _root: Path = PrivateAttr(default=Path("."))
+
+    @property
+    def root(self) -> Path:
+        """The folder of the params file; relative paths in params are taken from here."""
+        return self._root
+
+    def path(self, relative: str | Path) -> Path:
+        """Resolves a params path (relative to the params file's folder)."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self._root / p
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_params(data: Any, *, source: str = "params", root: Path | None = None) -> Params:
+    """Validates an already-parsed mapping; errors name `source` and every bad key."""
+    if not isinstance(data, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] not in ("missing", "extra_forbidden"):
+                msg += f" (got {err['input']!r})"
+            lines.append(f"{source}: {_key(err['loc'])}: {msg}")
+        raise ParamsError("\n".join(lines)) from None
+    params._root = (root or Path(".")).resolve()
+    return params
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Reads and validates a params file; raises ParamsError naming the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found (pass --params PATH)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(data, source=str(path), root=path.parent)

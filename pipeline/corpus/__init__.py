@@ -1,0 +1,1 @@
+"""Corpora: the Aff-Wild2 annotation format and (later) dataset adapters."""
