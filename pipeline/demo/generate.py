@@ -284,4 +284,4 @@ def command(
     splits = {s: sum(v["split"] == s for v in result.videos) for s in SPLITS}
     console.print(f"[green]demo corpus[/] ({result.size}, seed {result.seed}) -> {result.out}: "
                   f"{len(result.videos)} videos, {result.n_frames} frames "
-                  f"({', '.join(f'{k} {v}' for k, v in splits.items())})")
+                  f"({', '.join(f'{k} {v}' for k, v in splits.items())})", soft_wrap=True)

@@ -93,7 +93,7 @@ def degrade(audio: np.ndarray, start: int, stop: int, mode: str,
             rng: np.random.Generator, ramp: int = 160) -> None:
     """Makes samples [start, stop) unreliable in place: 'silent' or drowned in 'noise'."""
     seg = audio[start:stop]
-    fade = np.ones(len(seg), dtype=np.float32)
+    fade = np.zeros(len(seg), dtype=np.float32)  # 1 keeps the voice, 0 removes it
     r = min(ramp, len(seg) // 2)
     if r:
         fade[:r] = np.linspace(1, 0, r)

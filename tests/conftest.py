@@ -1,0 +1,31 @@
+"""Shared fixtures. Hub downloads are disabled: tests use only what ships in wheels."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pipeline.config import load_params  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def repo_params():
+    """The repository's own params.yaml, loaded."""
+    return load_params(REPO / "params.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory, repo_params):
+    """A tiny demo corpus (3 videos, a few seconds), generated once per test session."""
+    from pipeline.demo.generate import generate_demo
+
+    out = tmp_path_factory.mktemp("corpus") / "demo"
+    generate_demo(repo_params.demo, out, tiny=True, seed=0)
+    return out

@@ -1,0 +1,78 @@
+"""The `jmt` command line through typer's CliRunner (and once as a real process)."""
+
+import subprocess
+import sys
+
+import yaml
+from typer.testing import CliRunner
+
+from pipeline import __version__
+from pipeline.cli import app
+
+from .conftest import REPO
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command_with_a_description():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "demo" in result.output and "Generate the demo corpus" in result.output
+    commands = app.registered_commands
+    assert commands and all(c.callback.__doc__ for c in commands)
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"jmt {__version__}"
+
+
+def test_python_dash_m_is_the_same_program():
+    proc = subprocess.run([sys.executable, "-m", "pipeline", "--version"], capture_output=True,
+                          text=True, check=True)
+    assert proc.stdout.strip() == f"jmt {__version__}"
+
+
+def test_unknown_option_is_a_usage_error():
+    result = runner.invoke(app, ["demo", "--tinny"])
+    assert result.exit_code == 2
+    assert "No such option" in result.output and "--tinny" in result.output
+
+
+def test_typo_in_params_fails_before_any_work(tmp_path):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["demo"]["sead"] = 1
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["demo", "--tiny", "--params", str(params)])
+    assert result.exit_code == 2
+    assert "demo.sead: unknown key" in result.output and str(params) in result.output
+    assert not (tmp_path / "data").exists()
+
+
+def test_missing_params_file(tmp_path):
+    result = runner.invoke(app, ["demo", "--params", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "params file not found" in result.output
+
+
+def test_demo_writes_where_params_say(tmp_path):
+    """Paths in params are relative to the params file's folder, not to the working dir."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["demo"]["out"] = "corpora/mine"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["demo", "--tiny", "--seed", "5", "--params", str(params)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "corpora/mine/corpus.json").is_file()
+    assert "3 videos" in result.output
+
+
+def test_demo_refusal_is_one_clear_line(tmp_path):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "data.csv").write_text("1")
+    result = runner.invoke(app, ["demo", "--tiny", "--out", str(out),
+                                 "--params", str(REPO / "params.yaml")])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "holds no demo corpus" in result.output
+    assert "Traceback" not in result.output
