@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-PIP    := $(BIN)/python -m pip --disable-pip-version-check --progress-bar off
+INSTALL := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar off -q
 STAMP  := $(VENV)/.jmt-installed
 REQS   := requirements/torch.txt requirements/nodeps.txt requirements/base.txt \
           requirements/lock.txt pyproject.toml
@@ -25,10 +25,10 @@ system-deps:
 # pins ancient torch/numpy go in with --no-deps, then the rest under the lock file.
 $(STAMP): $(REQS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -r requirements/torch.txt
-	$(PIP) install -q --no-deps -r requirements/nodeps.txt
-	$(PIP) install -q -r requirements/base.txt -c requirements/lock.txt
-	$(PIP) install -q --no-deps -e .
+	$(INSTALL) -r requirements/torch.txt
+	$(INSTALL) --no-deps -r requirements/nodeps.txt
+	$(INSTALL) -r requirements/base.txt -c requirements/lock.txt
+	$(INSTALL) --no-deps -e .
 	@touch $(STAMP)
 
 demo: setup
