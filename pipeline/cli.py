@@ -11,6 +11,7 @@ import typer
 from pipeline import __version__
 from pipeline.console import console
 from pipeline.demo import generate
+from pipeline.stage1 import faces
 from pipeline.errors import JmtError
 
 app = typer.Typer(
@@ -53,6 +54,7 @@ def main(
 
 
 app.command("demo")(_clear_errors(generate.command))
+app.command("faces")(_clear_errors(faces.command))
 
 
 def run() -> None:

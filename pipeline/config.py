@@ -10,7 +10,7 @@ serve several corpora, each with its own params file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
@@ -69,10 +69,90 @@ class DemoParams(Section):
     tiny: DemoSize
 
 
+class CorpusParams(Section):
+    """Which corpus stage 1 reads, and how."""
+
+    root: str = "data/demo"
+    layout: Literal["affwild2", "manifest"] = "affwild2"
+    manifest: str | None = Field(default=None, description="CSV (layout: manifest)")
+    label_tolerance: Annotated[int, Field(ge=0)] = 5
+
+    @model_validator(mode="after")
+    def _manifest_given(self) -> CorpusParams:
+        if self.layout == "manifest" and not self.manifest:
+            raise ValueError("layout 'manifest' needs corpus.manifest (a CSV path)")
+        return self
+
+
+OnError = Literal["skip", "fail"]
+
+
+class FacesParams(Section):
+    """`jmt faces`: detection, tracking and alignment of the annotated person's face."""
+
+    out: str = "data/cache/faces"
+    source: Literal["mtcnn", "cropped_aligned"] = "mtcnn"
+    cropped_aligned: str | None = Field(default=None, description="<dir>/<entry>/%05d.jpg")
+    crop_size: Annotated[int, Field(ge=32, le=512)] = 112
+    jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 92
+    min_prob: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    detect_every: PosInt = 2
+    detect_max_side: Annotated[int, Field(ge=64)] | None = 480
+    min_face_size: Annotated[int, Field(ge=8)] = 20
+    batch_size: PosInt = 32
+    prefetch: bool = True
+    device: str = "auto"
+    on_error: OnError = "skip"
+
+    @model_validator(mode="after")
+    def _crops_dir_given(self) -> FacesParams:
+        if self.source == "cropped_aligned" and not self.cropped_aligned:
+            raise ValueError("source 'cropped_aligned' needs faces.cropped_aligned (a folder)")
+        return self
+
+
+class AudioParams(Section):
+    """`jmt audio`: log-mel spectrograms and each video frame's audio window."""
+
+    out: str = "data/cache/audio"
+    sample_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
+    n_mels: Annotated[int, Field(ge=8, le=256)] = 64
+    win_ms: PosFloat = 20.0
+    hop_ms: PosFloat = 10.0
+    f_min: NonNegFloat = 60.0
+    f_max: PosFloat = 7800.0
+    window_s: PosFloat = 1.0
+    on_error: OnError = "skip"
+
+
+class BackboneParams(Section):
+    """A frozen backbone by registry name, with where its weights come from."""
+
+    name: str
+    pretrained: bool = Field(default=False, description="download from the hub (online only)")
+    checkpoint: str | None = Field(default=None, description="local weights file")
+    allow_random: bool = Field(default=False, description="random weights (loud warning)")
+
+
+class EmbedParams(Section):
+    """`jmt embed`: frozen backbones over the cached faces and spectrograms."""
+
+    out: str = "data/cache/embeddings"
+    visual: BackboneParams
+    audio: BackboneParams
+    batch_size: PosInt = 128
+    device: str = "auto"
+    on_error: OnError = "skip"
+
+
 class Params(Section):
     """All of params.yaml. Use `path()` to resolve a path relative to the params file."""
 
     demo: DemoParams
+    corpus: CorpusParams
+    faces: FacesParams
+    audio: AudioParams
+    embed: EmbedParams
     _root: Path = PrivateAttr(default=Path("."))
 
     @property

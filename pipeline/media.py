@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,31 +144,37 @@ def iter_frames(path: Path, width: int, height: int, *, batch: int = 32):
     """Decodes a video as a stream of uint8 RGB batches (b, H, W, 3), never all in memory.
 
     Frames are scaled to width x height. Every decoded frame is kept (`-vsync passthrough`),
-    so the count matches the container's frames, not a resampled rate.
+    so the count matches the container's frames, not a resampled rate. A decoding error
+    (corrupt or truncated file) raises InputError naming the file after the frames that
+    could be decoded.
     """
     require_ffmpeg()
-    proc = (
+    args = (
         ffmpeg.input(str(path))
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
                 vsync="passthrough")
         .global_args("-loglevel", "error", "-nostdin")
-        .run_async(pipe_stdout=True, pipe_stderr=True)
+        .compile()
     )
     frame_bytes = width * height * 3
-    try:
-        while True:
-            buf = proc.stdout.read(frame_bytes * batch)
-            if not buf:
-                break
-            n = len(buf) // frame_bytes
-            yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, height, width, 3)
-            if len(buf) < frame_bytes * batch:
-                break
-    finally:
-        proc.stdout.close()
-        err = proc.stderr.read().decode(errors="replace")
-        if proc.wait() != 0:
-            raise InputError(f"{path}: ffmpeg cannot decode it: {err.strip()[-300:]}")
+    # stderr goes to a file: a pipe could fill up with error lines and stall the decoder.
+    with tempfile.TemporaryFile() as errfile:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile)
+        try:
+            while True:
+                buf = proc.stdout.read(frame_bytes * batch)
+                n = len(buf) // frame_bytes
+                if n:
+                    yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, height, width, 3)
+                if len(buf) < frame_bytes * batch:
+                    break
+        finally:
+            proc.stdout.close()
+            code = proc.wait()
+        if code != 0:
+            errfile.seek(0)
+            err = errfile.read().decode(errors="replace").strip()
+            raise InputError(f"{path}: ffmpeg cannot decode it: {err[-300:] or f'exit code {code}'}")
 
 
 def read_audio(path: Path, sample_rate: int) -> np.ndarray:
@@ -183,3 +191,18 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
         msg = (exc.stderr or b"").decode(errors="replace").strip()
         raise InputError(f"{path}: ffmpeg cannot decode its audio: {msg[-300:]}") from None
     return np.frombuffer(out, np.float32).copy()
+
+
+def video_timestamps(path: Path) -> np.ndarray:
+    """Presentation times (s) of the video stream's frames, from packets (no decoding).
+
+    Packets come in decode order; sorting their pts gives display order. Returns float64 (n,).
+    """
+    require_ffmpeg()
+    try:
+        info = ffmpeg.probe(str(path), select_streams="v:0", show_entries="packet=pts_time")
+    except ffmpeg.Error as exc:
+        msg = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise InputError(f"{path}: ffprobe cannot read it: {msg[-1] if msg else 'unknown error'}") from None
+    pts = [float(p["pts_time"]) for p in info.get("packets", []) if p.get("pts_time") not in (None, "N/A")]
+    return np.sort(np.asarray(pts, dtype=np.float64))

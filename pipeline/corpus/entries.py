@@ -9,6 +9,7 @@ collected, not raised, so a stage can skip them, record them in its report and g
 from __future__ import annotations
 
 import csv
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,3 +176,22 @@ def load_labels(entry: Entry, n_frames: int, tolerance: int) -> tuple[np.ndarray
         return np.full((n_frames, 2), INVALID, dtype=np.float32), 0
     return align_labels(read_annotation(entry.annotation), n_frames, tolerance=tolerance,
                         source=entry.annotation)
+
+
+def load_corpus(params) -> Corpus:
+    """The corpus that params' `corpus` section points at (paths relative to the params file)."""
+    c = params.corpus
+    if c.layout == "affwild2":
+        return affwild2(params.path(c.root))
+    return manifest(params.path(c.manifest))
+
+
+def fingerprint(entry: Entry) -> dict:
+    """What identifies an entry's inputs: sha256 of its video and annotation files."""
+    def sha(path: Path | None) -> str | None:
+        if path is None:
+            return None
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    return {"name": entry.name, "side": entry.side, "split": entry.split,
+            "video_sha256": sha(entry.video), "annotation_sha256": sha(entry.annotation)}

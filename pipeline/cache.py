@@ -1,0 +1,265 @@
+"""The HDF5 cache: one file per entry and stage, written atomically. Layout: docs/cache.md.
+
+Each stage (faces, audio, embed) writes a folder of `<entry>.h5` files, one per annotated
+person in a video. Per-entry files make every commit atomic: a file is written under a
+temporary name and renamed into place only when complete, so a crash or SIGKILL leaves
+either the whole entry or nothing, and a re-run resumes with the entries still missing.
+One process writes a stage's folder; readers open files lazily and never share handles.
+
+Every file carries its provenance as root attributes: schema, stage, entry, the stage's
+config (JSON) and its hash, package versions, and the stage's own facts (fps, backbone...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline import __version__
+from pipeline.errors import InputError
+
+SCHEMA_VERSION = 1
+REPORT = "report.json"
+_TMP = ".tmp-"
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short stable hash of a JSON-able config: what decides whether an entry is stale."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour shapes the cached numbers."""
+    out = {"jmt": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "torchaudio", "torchvision", "facenet-pytorch", "timm", "h5py", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def entry_path(folder: Path, name: str) -> Path:
+    """Where an entry's file lives in a stage folder."""
+    return Path(folder) / f"{name}.h5"
+
+
+@contextmanager
+def write_entry(folder: Path, name: str, *, stage: str, config: dict[str, Any],
+                attrs: dict[str, Any], hash_: str | None = None) -> Iterator[h5py.File]:
+    """Opens a new entry file for writing; it appears under its real name only on success.
+
+    Root attributes get the provenance (schema, stage, entry, config JSON, versions), the
+    hash that decides staleness (`hash_`, default: the config's hash) and `attrs`.
+    Datasets are written by the caller inside the `with` block.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = entry_path(folder, name)
+    tmp = folder / f"{_TMP}{os.getpid()}-{name}.h5"
+    try:
+        with h5py.File(tmp, "w", libver="latest") as f:
+            f.attrs["schema"] = f"jmt.{stage}/{SCHEMA_VERSION}"
+            f.attrs["stage"] = stage
+            f.attrs["entry"] = name
+            f.attrs["config"] = json.dumps(config, sort_keys=True, default=str)
+            f.attrs["config_hash"] = hash_ or config_hash(config)
+            f.attrs["versions"] = json.dumps(versions(), sort_keys=True)
+            for key, value in attrs.items():
+                f.attrs[key] = _attr(value)
+            yield f
+        with open(tmp, "rb") as fh:  # make the bytes durable before the rename publishes them
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _attr(value: Any) -> Any:
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list, tuple)) and not _is_numeric_seq(value):
+        return json.dumps(value, sort_keys=True, default=str)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _is_numeric_seq(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) for v in value)
+
+
+def remove_partial(folder: Path) -> int:
+    """Deletes temporary files left by a killed writer; returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = list(folder.glob(f"{_TMP}*.h5"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def is_current(folder: Path, name: str, expected_hash: str) -> bool:
+    """True when the entry's file exists, opens, and was made with the expected config."""
+    path = entry_path(folder, name)
+    if not path.is_file():
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("config_hash") == expected_hash
+    except OSError:
+        return False  # unreadable: it will be rebuilt
+
+
+def attrs_of(f: h5py.File) -> dict[str, Any]:
+    """Root attributes as plain Python values, JSON strings decoded."""
+    out = {}
+    for key, value in f.attrs.items():
+        if isinstance(value, bytes):
+            value = value.decode()
+        if isinstance(value, str) and value[:1] in "{[" or value == "null":
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        elif isinstance(value, np.generic):
+            value = value.item()
+        elif isinstance(value, np.ndarray):
+            value = value.tolist()
+        out[key] = value
+    return out
+
+
+def open_entry(path: Path) -> h5py.File:
+    """Opens an entry file read-only, with an error naming it when that fails."""
+    try:
+        return h5py.File(path, "r")
+    except (OSError, FileNotFoundError) as exc:
+        raise InputError(f"{path}: cannot open cache file ({exc})") from None
+
+
+def entries(folder: Path) -> list[str]:
+    """Names of the complete entries in a stage folder, sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.h5") if not p.name.startswith(_TMP))
+
+
+def write_report(folder: Path, report: dict[str, Any]) -> Path:
+    """Writes a stage's JSON report next to its entry files (atomically)."""
+    path = Path(folder) / REPORT
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------
+# The per-stage layouts. (name -> (dtype, trailing shape)); the first axis is frames except
+# for `logmel` (spectrogram frames). docs/cache.md explains every field; `jmt cache verify`
+# checks files against these.
+JPEG = h5py.vlen_dtype(np.uint8)
+LAYOUTS: dict[str, dict[str, tuple[Any, tuple]]] = {
+    "faces": {
+        "crops_jpeg": (JPEG, ()),             # aligned crop, JPEG bytes; empty where not found
+        "found": (np.bool_, ()),
+        "detected": (np.bool_, ()),           # MTCNN ran on this frame (else interpolated)
+        "scores": (np.float32, ()),
+        "boxes": (np.float32, (4,)),          # x0, y0, x1, y1 frame px; NaN where not found
+        "landmarks": (np.float32, (5, 2)),    # eyes, nose, mouth corners; NaN where not found
+        "timestamps": (np.float64, ()),       # presentation time, s
+        "labels": (np.float32, (2,)),         # valence, arousal; -5 = no valid label
+    },
+    "audio": {
+        "logmel": (np.float32, None),         # (spectrogram frames, n_mels), natural log
+        "frame_end": (np.int64, ()),          # spectrogram frame index where a video frame's window ends
+        "audio_valid": (np.bool_, ()),        # the window lies inside a real audio track
+        "energy_db": (np.float32, ()),        # RMS level of the samples during the frame, dBFS
+        "timestamps": (np.float64, ()),
+    },
+    "embed": {
+        "visual": (np.float16, None),         # (frames, Dv)
+        "audio": (np.float16, None),          # (frames, Da)
+        "visual_mask": (np.bool_, ()),
+        "audio_mask": (np.bool_, ()),
+        "labels": (np.float32, (2,)),
+        "label_mask": (np.bool_, ()),
+        "timestamps": (np.float64, ()),
+    },
+}
+
+
+class Appender:
+    """Grows a set of per-frame datasets chunk by chunk (streaming: memory stays flat)."""
+
+    def __init__(self, f: h5py.File, layout: dict[str, tuple[Any, tuple]], names: list[str],
+                 chunk: int = 1024) -> None:
+        self.ds = {}
+        for name in names:
+            dtype, shape = layout[name]
+            self.ds[name] = f.create_dataset(name, (0, *shape), dtype=dtype, maxshape=(None, *shape),
+                                             chunks=(chunk, *shape), compression="gzip",
+                                             compression_opts=1)
+
+    def append(self, **arrays: np.ndarray) -> None:
+        """Appends the same number of rows to every dataset."""
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1 or set(arrays) != set(self.ds):
+            raise ValueError(f"append needs equal-length arrays for {sorted(self.ds)}")
+        n = lengths.pop()
+        for name, arr in arrays.items():
+            ds = self.ds[name]
+            start = ds.shape[0]
+            ds.resize(start + n, axis=0)
+            if h5py.check_vlen_dtype(ds.dtype) is None:
+                ds[start:] = arr
+            else:  # variable-length rows: h5py would try to broadcast equal-length ones
+                for i, row in enumerate(arr):
+                    ds[start + i] = row
+
+    @property
+    def n(self) -> int:
+        return next(iter(self.ds.values())).shape[0]
+
+
+def encode_jpeg(crops: np.ndarray, found: np.ndarray, quality: int) -> np.ndarray:
+    """uint8 (n, S, S, 3) crops -> object array of JPEG byte arrays (empty where not found)."""
+    from PIL import Image
+
+    out = np.empty(len(crops), dtype=object)
+    for i, (crop, ok) in enumerate(zip(crops, found)):
+        if not ok:
+            out[i] = np.zeros(0, np.uint8)
+            continue
+        buf = io.BytesIO()
+        Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
+        out[i] = np.frombuffer(buf.getvalue(), np.uint8)
+    return out
+
+
+def read_crops(f: h5py.File, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Decodes a faces file's crops [start, stop) -> uint8 (n, S, S, 3); zeros where not found."""
+    from PIL import Image
+
+    size = int(f.attrs["crop_size"])
+    data = f["crops_jpeg"][start:stop]
+    out = np.zeros((len(data), size, size, 3), np.uint8)
+    for i, raw in enumerate(data):
+        if len(raw):
+            with Image.open(io.BytesIO(raw.tobytes())) as img:
+                out[i] = np.asarray(img.convert("RGB"))
+    return out

@@ -1,0 +1,219 @@
+"""`jmt faces`: each video -> the annotated person's aligned face crops, per frame.
+
+Decodes each video with ffmpeg as a stream (never the whole video in memory), keeps every
+frame's presentation time, detects faces with facenet-pytorch's MTCNN in batches, follows
+the annotated person (left/right in two-person videos), aligns the 5 landmarks to a fixed
+template with a similarity transform and stores the crops with box, landmarks, score and a
+`found` mask in `<faces.out>/<entry>.h5` (layout: docs/cache.md). Alternatively reads
+Aff-Wild2's own `cropped_aligned/<entry>/%05d.jpg` crops (gaps = not found).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Callable
+
+import h5py
+import numpy as np
+import torch
+import typer
+from PIL import Image
+
+from pipeline.config import DEFAULT_PARAMS, FacesParams, Params, load_params
+from pipeline.corpus.annotations import read_annotation
+from pipeline.corpus.entries import Entry, align_labels, load_corpus
+from pipeline.device import resolve_device
+from pipeline.errors import InputError
+from pipeline import cache
+from pipeline.media import iter_frames, probe, video_timestamps
+from pipeline.stage1.align import similarity, template, warp_crops
+from pipeline.stage1.detect import Detector, PersonTrack, track
+from pipeline.stage1.runner import StageResult, prefetch, run_stage
+
+# Params that change what is written (batch size, prefetch, device do not).
+CONTENT_KEYS = ("source", "crop_size", "jpeg_quality", "min_prob", "detect_every", "detect_max_side", "min_face_size")
+
+
+def stage_config(params: Params) -> dict:
+    """The content-relevant config of the faces stage (hashed into every entry)."""
+    cfg = params.faces
+    out = {k: getattr(cfg, k) for k in CONTENT_KEYS}
+    out["label_tolerance"] = params.corpus.label_tolerance
+    if cfg.source == "cropped_aligned":
+        out["cropped_aligned"] = str(params.path(cfg.cropped_aligned))
+    return out
+
+
+def _frame_count(video: Path) -> int:
+    info = probe(video)
+    if info.n_frames:
+        return info.n_frames
+    return int(round((info.video_duration or info.duration) * (info.fps or 25)))
+
+
+FRAME_DATASETS = ["crops_jpeg", "found", "detected", "scores", "boxes", "landmarks"]
+
+
+def _finish(f: h5py.File, entry: Entry, raw_labels: np.ndarray | None, n: int, fps: float,
+            timestamps: np.ndarray, tolerance: int) -> dict:
+    """Writes labels and timestamps once the frame count is known; returns stats."""
+    if raw_labels is None:
+        labels, diff = np.full((n, 2), -5.0, np.float32), 0
+    else:
+        labels, diff = align_labels(raw_labels, n, tolerance=tolerance, source=entry.annotation)
+    if len(timestamps) == n:
+        f.attrs["timestamps_source"] = "packet pts"
+    else:  # container without usable pts: fall back to the nominal rate
+        timestamps = np.arange(n) / fps
+        f.attrs["timestamps_source"] = "index / fps"
+    f.create_dataset("timestamps", data=timestamps.astype(np.float64))
+    f.create_dataset("labels", data=labels)
+    f.attrs["n_frames"] = n
+    f.attrs["label_rows_minus_frames"] = diff
+    found = f["found"][...]
+    return {"frames": n, "found_rate": round(float(found.mean()) if n else 0.0, 4),
+            "label_rows_minus_frames": diff}
+
+
+def _read_labels(entries: list[Entry]) -> dict[str, np.ndarray | None]:
+    # Read annotations before decoding: a bad file fails fast, naming file and line.
+    return {e.name: read_annotation(e.annotation) if e.annotation else None for e in entries}
+
+
+def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+                  detector: Detector, advance: Callable[[int], None]) -> dict[str, dict]:
+    """Detects, tracks and aligns the faces of one video's entries and writes their files."""
+    cfg, out = params.faces, params.path(params.faces.out)
+    t0 = time.time()
+    info = probe(video)
+    if info.video_codec is None:
+        raise InputError(f"{video}: no video stream (an audio-only file?)")
+    raw = _read_labels(entries)
+    tol = params.corpus.label_tolerance
+    if info.n_frames:
+        for e in entries:
+            if raw[e.name] is not None and abs(len(raw[e.name]) - info.n_frames) > tol:
+                align_labels(raw[e.name], info.n_frames, tolerance=tol, source=e.annotation)  # raises
+    timestamps = video_timestamps(video)
+    size = cfg.crop_size
+    dst = template(size)
+    attrs = {"video": str(video), "fps": info.fps, "width": info.width, "height": info.height,
+             "detector": "facenet-pytorch MTCNN", "source": "mtcnn",
+             "alignment": "similarity transform of 5 landmarks to the 112-px template, scaled",
+             "crop_size": size}
+    stats: dict[str, dict] = {}
+    with contextlib.ExitStack() as stack:
+        files = {e.name: stack.enter_context(cache.write_entry(
+            out, e.name, stage="faces", config=stage_config(params), hash_=hashes[e.name],
+            attrs={**attrs, "split": e.split, "side": e.side})) for e in entries}
+        writers = {name: cache.Appender(f, cache.LAYOUTS["faces"], FRAME_DATASETS)
+                   for name, f in files.items()}
+        tracks = [PersonTrack(e.side, info.width, cfg.min_prob) for e in entries]
+        frames = iter_frames(video, info.width, info.height, batch=cfg.batch_size)
+        if cfg.prefetch:
+            frames = prefetch(frames)
+        for batch, faces in track(frames, detector, tracks, cfg.detect_every):
+            frames_t = torch.as_tensor(batch)
+            for p, e in enumerate(entries):
+                chosen = [fr[p] for fr in faces]
+                found = np.array([c is not None for c in chosen])
+                crops = np.zeros((len(batch), size, size, 3), np.uint8)
+                boxes = np.full((len(batch), 4), np.nan, np.float32)
+                marks = np.full((len(batch), 5, 2), np.nan, np.float32)
+                scores = np.zeros(len(batch), np.float32)
+                detected = np.array([c is not None and c.detected for c in chosen])
+                idx = np.flatnonzero(found)
+                mats = [similarity(chosen[i].landmarks, dst) for i in idx]
+                keep = [k for k, m in enumerate(mats) if m is not None]
+                idx = idx[keep]
+                found[:] = False
+                found[idx] = True
+                if len(idx):
+                    crops[idx] = warp_crops(frames_t[idx], np.stack([mats[k] for k in keep]), size).numpy()
+                    for i in idx:
+                        boxes[i], marks[i], scores[i] = chosen[i].box, chosen[i].landmarks, chosen[i].prob
+                writers[e.name].append(crops_jpeg=cache.encode_jpeg(crops, found, cfg.jpeg_quality),
+                                       found=found, detected=detected, scores=scores, boxes=boxes,
+                                       landmarks=marks)
+            advance(len(batch))
+        for e in entries:
+            w = writers[e.name]
+            stats[e.name] = _finish(files[e.name], e, raw[e.name], w.n, info.fps or 25.0, timestamps, tol)
+            stats[e.name]["seconds"] = round(time.time() - t0, 2)
+    return stats
+
+
+def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+                    advance: Callable[[int], None]) -> dict[str, dict]:
+    """Reads Aff-Wild2's `cropped_aligned/<entry>/%05d.jpg` crops instead of detecting."""
+    cfg, out = params.faces, params.path(params.faces.out)
+    crops_root = params.path(cfg.cropped_aligned)
+    info = probe(video)
+    timestamps = video_timestamps(video)
+    n = info.n_frames or len(timestamps)
+    if not n:
+        raise InputError(f"{video}: cannot tell its frame count")
+    raw = _read_labels(entries)
+    size, stats = cfg.crop_size, {}
+    for e in entries:
+        folder = crops_root / e.name
+        unreadable = []
+        with cache.write_entry(out, e.name, stage="faces", config=stage_config(params),
+                               attrs={"video": str(video), "fps": info.fps, "width": info.width,
+                                      "height": info.height, "source": "cropped_aligned",
+                                      "crops_folder": str(folder), "crop_size": size,
+                                      "split": e.split, "side": e.side},
+                               hash_=hashes[e.name]) as f:
+            w = cache.Appender(f, cache.LAYOUTS["faces"], FRAME_DATASETS)
+            for start in range(0, n, 256):
+                idx = range(start, min(n, start + 256))
+                crops = np.zeros((len(idx), size, size, 3), np.uint8)
+                found = np.zeros(len(idx), bool)
+                for k, i in enumerate(idx):
+                    path = folder / f"{i + 1:05d}.jpg"  # Aff-Wild2 numbers crops from 00001
+                    if not path.is_file():
+                        continue
+                    try:
+                        with Image.open(path) as img:
+                            crops[k] = np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR))
+                        found[k] = True
+                    except (OSError, ValueError) as exc:
+                        unreadable.append(f"{path.name}: {exc}")
+                w.append(crops_jpeg=cache.encode_jpeg(crops, found, cfg.jpeg_quality), found=found,
+                         detected=np.zeros(len(idx), bool), scores=found.astype(np.float32),
+                         boxes=np.full((len(idx), 4), np.nan, np.float32),
+                         landmarks=np.full((len(idx), 5, 2), np.nan, np.float32))
+                advance(len(idx))
+            f.attrs["unreadable_crops"] = len(unreadable)
+            stats[e.name] = _finish(f, e, raw[e.name], n, info.fps or 25.0, timestamps,
+                                    params.corpus.label_tolerance)
+        if unreadable:
+            warnings.warn(f"{e.name}: {len(unreadable)} unreadable crop(s) treated as not found, "
+                          f"e.g. {folder / unreadable[0]}")
+            stats[e.name]["unreadable_crops"] = unreadable
+    return stats
+
+
+def run_faces(params: Params) -> StageResult:
+    """Runs the faces stage over the corpus; returns what it did (also in report.json)."""
+    cfg = params.faces
+    corpus = load_corpus(params)
+    out = params.path(cfg.out)
+    if cfg.source == "mtcnn":
+        device = resolve_device(cfg.device)
+        detector = Detector(device=device, max_side=cfg.detect_max_side, min_face_size=cfg.min_face_size)
+
+        def process(video, entries, hashes, advance):
+            return process_video(video, entries, hashes, params, detector, advance)
+    else:
+        def process(video, entries, hashes, advance):
+            return process_cropped(video, entries, hashes, params, advance)
+    return run_stage("faces", out, corpus, stage_config(params), cfg.on_error, process, _frame_count)
+
+
+def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:
+    """Detect, track and align faces in every video (stage 1)."""
+    run_faces(load_params(params))
