@@ -11,7 +11,7 @@ import typer
 from pipeline import __version__
 from pipeline.console import console
 from pipeline.demo import generate
-from pipeline.stage1 import faces
+from pipeline.stage1 import audio, embed, faces
 from pipeline.errors import JmtError
 
 app = typer.Typer(
@@ -55,6 +55,8 @@ def main(
 
 app.command("demo")(_clear_errors(generate.command))
 app.command("faces")(_clear_errors(faces.command))
+app.command("audio")(_clear_errors(audio.command))
+app.command("embed")(_clear_errors(embed.command))
 
 
 def run() -> None:

