@@ -33,8 +33,9 @@ $(STAMP): $(REQS)
 
 demo: setup
 	dvc repro
-	@echo "make demo: the pipeline currently ends with the demo corpus in data/demo;"
-	@echo "           the face/audio/embedding and training stages are not built yet."
+	jmt cache verify data/cache/embeddings --params params.yaml
+	@echo "make demo: the pipeline currently ends with the embedding cache (data/cache/embeddings);"
+	@echo "           the training and evaluation stages are not built yet."
 
 test: setup
 	$(BIN)/python -m pytest

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__
+from pipeline import cache_tools
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces
@@ -57,6 +58,11 @@ app.command("demo")(_clear_errors(generate.command))
 app.command("faces")(_clear_errors(faces.command))
 app.command("audio")(_clear_errors(audio.command))
 app.command("embed")(_clear_errors(embed.command))
+
+cache_app = typer.Typer(help="Inspect and check HDF5 caches (info, verify).", no_args_is_help=True)
+cache_app.command("info")(_clear_errors(cache_tools.info_command))
+cache_app.command("verify")(_clear_errors(cache_tools.verify_command))
+app.add_typer(cache_app, name="cache")
 
 
 def run() -> None:

@@ -1,0 +1,194 @@
+"""`jmt cache info PATH` and `jmt cache verify PATH`: look into and check a stage's cache.
+
+PATH is a stage folder (e.g. data/cache/embeddings) or one entry file (`<entry>.h5`).
+`verify` checks every file against the layouts in pipeline/cache.py: schema, datasets,
+dtypes, per-frame lengths, NaNs, masks, label ranges, timestamps, and completeness (no
+partial files; with --params, every corpus entry present unless its stage report skipped it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import h5py
+import numpy as np
+import typer
+from rich.table import Table
+
+from pipeline import cache
+from pipeline.config import load_params
+from pipeline.console import console
+from pipeline.errors import InputError
+
+def _files(path: Path) -> list[Path]:
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.glob("*.h5") if not p.name.startswith(".tmp-"))
+    raise InputError(f"{path}: no such cache file or folder")
+
+
+def info(path: Path) -> dict:
+    """Summary of a cache: entries, frames, dims, provenance, sizes."""
+    files = _files(path)
+    rows, provenance, total_bytes, frames = [], {}, 0, 0
+    for p in files:
+        with cache.open_entry(p) as f:
+            a = cache.attrs_of(f)
+            n = int(a.get("n_frames", 0))
+            dims = {k: tuple(f[k].shape[1:]) for k in ("visual", "audio", "logmel") if k in f}
+            rows.append({"entry": a.get("entry", p.stem), "split": a.get("split"), "frames": n,
+                         "bytes": p.stat().st_size, "dims": dims,
+                         "found_rate": round(float(f["found"][...].mean()), 3) if "found" in f and n else None})
+            for key in ("schema", "stage", "config", "detector", "visual_backbone", "visual_weights_sha256",
+                        "audio_backbone", "audio_weights_sha256", "sample_rate", "crop_size", "versions"):
+                if key in a:
+                    provenance.setdefault(key, set()).add(json.dumps(a[key], sort_keys=True))
+            total_bytes += p.stat().st_size
+            frames += n
+    report = None
+    folder = Path(path) if Path(path).is_dir() else Path(path).parent
+    if (folder / cache.REPORT).is_file():
+        report = json.loads((folder / cache.REPORT).read_text())
+    return {
+        "path": str(path), "entries": len(rows), "frames": frames, "bytes": total_bytes,
+        "bytes_per_1000_frames": round(total_bytes / frames * 1000) if frames else None,
+        "provenance": {k: [json.loads(v) for v in sorted(vals)] for k, vals in provenance.items()},
+        "skipped": report.get("skipped", []) if report else [],
+        "rows": rows,
+    }
+
+
+def _check_file(p: Path) -> list[str]:
+    faults: list[str] = []
+    try:
+        f = h5py.File(p, "r")
+    except OSError as exc:
+        return [f"{p}: cannot open ({exc})"]
+    with f:
+        a = cache.attrs_of(f)
+        stage = a.get("stage")
+        if stage not in cache.LAYOUTS or a.get("schema") != f"jmt.{stage}/{cache.SCHEMA_VERSION}":
+            return [f"{p}: unknown schema {a.get('schema')!r}"]
+        for key in ("entry", "config", "config_hash", "versions", "n_frames", "video", "fps"):
+            if key not in a:
+                faults.append(f"{p}: attribute {key!r} missing")
+        n = int(a.get("n_frames", -1))
+        for name, (dtype, shape) in cache.LAYOUTS[stage].items():
+            if name not in f:
+                faults.append(f"{p}: dataset {name!r} missing")
+                continue
+            ds = f[name]
+            if name != "logmel" and ds.shape[0] != n:
+                faults.append(f"{p}: {name} has {ds.shape[0]} rows, n_frames is {n}")
+            if shape is not None and tuple(ds.shape[1:]) != tuple(shape):
+                faults.append(f"{p}: {name} has shape {ds.shape}, expected (n, {', '.join(map(str, shape))})")
+            if dtype is not cache.JPEG and ds.dtype != np.dtype(dtype):
+                faults.append(f"{p}: {name} has dtype {ds.dtype}, expected {np.dtype(dtype)}")
+        if faults:
+            return faults
+        ts = f["timestamps"][...]
+        if n > 1 and not (np.diff(ts) > 0).all():
+            faults.append(f"{p}: timestamps are not increasing (frame {int(np.argmin(np.diff(ts) > 0)) + 1})")
+        faults += _check_stage(p, f, stage, n)
+    return faults
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _check_stage(p: Path, f: h5py.File, stage: str, n: int) -> list[str]:
+    faults = []
+    if stage in ("faces", "embed"):
+        labels = f["labels"][...]
+        bad = ~(((labels >= -1) & (labels <= 1)) | (labels == -5)).all(1)
+        if bad.any():
+            faults.append(f"{p}: label out of range at frame {_first(bad)}")
+    if stage == "faces":
+        found = f["found"][...]
+        empty = np.array([len(c) == 0 for c in f["crops_jpeg"][...]], bool)
+        if (found == empty).any():
+            faults.append(f"{p}: crop presence disagrees with `found` at frame {_first(found == empty)}")
+        boxes = f["boxes"][...]
+        if np.isnan(boxes[found]).any():
+            faults.append(f"{p}: NaN box on a frame marked found")
+    if stage == "audio":
+        end = f["frame_end"][...]
+        if len(end) and (end.min() < 0 or end.max() > f["logmel"].shape[0]):
+            faults.append(f"{p}: frame_end outside the spectrogram (0..{f['logmel'].shape[0]})")
+        if not np.isfinite(f["logmel"][...]).all():
+            faults.append(f"{p}: NaN/inf in logmel")
+    if stage == "embed":
+        for name in ("visual", "audio"):
+            arr = f[name][...]
+            finite = np.isfinite(arr).all(1)
+            if not finite.all():
+                faults.append(f"{p}: NaN/inf in {name} at frame {_first(~finite)}")
+        if (f["label_mask"][...] != (f["labels"][...] != -5).all(1)).any():
+            faults.append(f"{p}: label_mask disagrees with labels")
+    return faults
+
+
+def verify(path: Path, params_path: Path | None = None) -> list[str]:
+    """All faults found in a cache folder or file (empty list: the cache is sound)."""
+    path = Path(path)
+    faults = []
+    folder = path if path.is_dir() else path.parent
+    partial = list(folder.glob(".tmp-*.h5"))
+    if partial:
+        faults.append(f"{folder}: {len(partial)} partial file(s) from an interrupted run, e.g. {partial[0].name}")
+    files = _files(path)
+    if not files:
+        faults.append(f"{path}: no cache files")
+    for p in files:
+        faults += _check_file(p)
+    if params_path is not None and path.is_dir():
+        from pipeline.corpus.entries import load_corpus
+
+        corpus = load_corpus(load_params(params_path))
+        report = folder / cache.REPORT
+        skipped = {s["entry"] for s in json.loads(report.read_text()).get("skipped", [])} if report.is_file() else set()
+        have = {p.stem for p in files}
+        for e in corpus.entries:
+            if e.name not in have and e.name not in skipped:
+                faults.append(f"{folder}: entry {e.name!r} of the corpus is missing")
+    return faults
+
+
+def info_command(path: Annotated[Path, typer.Argument(help="Stage folder or entry file.")],
+                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Show entries, frames, dims, provenance and sizes of a cache."""
+    data = info(path)
+    if as_json:
+        typer.echo(json.dumps(data, indent=1))
+        return
+    table = Table(title=f"{data['path']}: {data['entries']} entries, {data['frames']} frames, "
+                        f"{data['bytes'] / 1e6:.1f} MB ({data['bytes_per_1000_frames'] or 0:,} B / 1000 frames)")
+    for col in ("entry", "split", "frames", "dims", "found", "KB"):
+        table.add_column(col)
+    for r in data["rows"]:
+        table.add_row(r["entry"], str(r["split"]), str(r["frames"]),
+                      " ".join(f"{k}{list(v)}" for k, v in r["dims"].items()),
+                      "" if r["found_rate"] is None else f"{r['found_rate']:.3f}", f"{r['bytes'] / 1e3:.0f}")
+    console.print(table)
+    for key, values in data["provenance"].items():
+        shown = values[0] if len(values) == 1 else f"{len(values)} DIFFERENT values: {values}"
+        console.print(f"[bold]{key}[/]: {shown}", highlight=False, soft_wrap=True)
+    if data["skipped"]:
+        console.print(f"[yellow]{len(data['skipped'])} entries skipped by the stage (report.json)[/]")
+
+
+def verify_command(path: Annotated[Path, typer.Argument(help="Stage folder or entry file.")],
+                   params: Annotated[Path | None, typer.Option(help="Also check completeness against this "
+                                                                    "params file's corpus.")] = None) -> None:
+    """Check schema, shapes, NaNs, masks and completeness; exit 1 on any fault."""
+    faults = verify(path, params)
+    for fault in faults:
+        console.print(f"[red]fault[/] {fault}", highlight=False, soft_wrap=True)
+    if faults:
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/] {path}: {len(_files(path))} file(s) verified")
