@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from pipeline.corpus.entries import affwild2, align_labels, fingerprint, manifest
+from pipeline.errors import InputError
+
+
+def test_affwild2_adapter_on_the_demo_corpus(tiny_corpus):
+    corpus = affwild2(tiny_corpus)
+    names = {e.name: e for e in corpus.entries}
+    assert set(names) == {"demo_00_left", "demo_00_right", "demo_01", "demo_02"}
+    assert corpus.problems == []
+    left, right = names["demo_00_left"], names["demo_00_right"]
+    assert left.video == right.video and (left.side, right.side) == ("left", "right")
+    assert left.source == "videos/batch1/demo_00.mp4"
+    assert {e.split for e in corpus.entries} == {"train", "validation", "test"}
+    assert names["demo_02"].video.parent.name == "batch2"
+    assert len(corpus.videos()) == 3
+
+
+def _layout(tmp_path):
+    ann = tmp_path / "annotations/VA_Estimation_Challenge"
+    (ann / "Train_Set").mkdir(parents=True)
+    (tmp_path / "videos/batch1").mkdir(parents=True)
+    return ann
+
+
+def test_unlabelled_test_entries_and_missing_videos(tmp_path):
+    ann = _layout(tmp_path)
+    (tmp_path / "videos/batch1/a.mp4").write_bytes(b"x")
+    (tmp_path / "videos/batch1/t.avi").write_bytes(b"x")
+    (ann / "Train_Set/a.txt").write_text("valence,arousal\n0,0\n")
+    (ann / "Train_Set/ghost.txt").write_text("valence,arousal\n0,0\n")
+    (ann / "Test_Set_names.txt").write_text("t\n")
+    corpus = affwild2(tmp_path)
+    assert [(e.name, e.split, e.annotation) for e in corpus.entries][1] == ("t", "test", None)
+    assert corpus.problems == [{"entry": "ghost", "file": str(ann / "Train_Set/ghost.txt"),
+                                "error": "no video named 'ghost' under the videos folder"}]
+
+
+def test_affwild2_missing_folders(tmp_path):
+    with pytest.raises(InputError, match="videos: folder not found"):
+        affwild2(tmp_path)
+    _layout(tmp_path)
+    with pytest.raises(InputError, match="no annotation files found"):
+        affwild2(tmp_path)
+
+
+def test_manifest_adapter(tmp_path):
+    (tmp_path / "v1.mp4").write_bytes(b"x")
+    (tmp_path / "csv").mkdir()
+    csv = tmp_path / "csv/m.csv"
+    csv.write_text("video,annotation,split,name,side\n../v1.mp4,../a.txt,Train,,\n"
+                   "../v1.mp4,,test,v1_right,right\n../missing.mp4,../b.txt,validation,,\n")
+    corpus = manifest(csv)
+    assert [(e.name, e.split, e.side) for e in corpus.entries] == [("a", "train", None), ("v1_right", "test", "right")]
+    assert corpus.entries[1].annotation is None
+    assert corpus.problems[0]["entry"] == "b" and corpus.problems[0]["error"] == "video file not found"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("video,split\n", r"missing column\(s\) annotation"),
+     ("video,annotation,split\nv.mp4,a.txt,dev\n", "line 2: split 'dev' is not one of"),
+     ("video,annotation,split,name,side\nv.mp4,,test,x,up\n", "line 2: side 'up'"),
+     ("video,annotation,split\nv.mp4,a.txt,train\nv.mp4,a.txt,test\n", "entry names must be unique; repeated: a")],
+)
+def test_manifest_errors_name_file_and_line(tmp_path, text, message):
+    (tmp_path / "v.mp4").write_bytes(b"x")
+    csv = tmp_path / "m.csv"
+    csv.write_text(text)
+    with pytest.raises(InputError, match=message) as info:
+        manifest(csv)
+    assert str(info.value).startswith(str(csv))
+
+
+def test_align_labels_rule():
+    labels = np.arange(20, dtype=np.float32).reshape(10, 2) / 100
+    same, d = align_labels(labels, 10, tolerance=3, source="x.txt")
+    assert d == 0 and np.array_equal(same, labels)
+    fewer, d = align_labels(labels, 8, tolerance=3, source="x.txt")      # extra rows dropped
+    assert d == 2 and np.array_equal(fewer, labels[:8])
+    more, d = align_labels(labels, 12, tolerance=3, source="x.txt")      # missing rows -> -5
+    assert d == -2 and np.array_equal(more[:10], labels) and (more[10:] == -5).all()
+    with pytest.raises(InputError, match=r"x.txt: 10 label rows for 20 video frames \(difference -10 exceeds the tolerance of 3\)"):
+        align_labels(labels, 20, tolerance=3, source="x.txt")
+
+
+def test_fingerprint_changes_with_content(tiny_corpus, tmp_path):
+    entry = affwild2(tiny_corpus).entries[0]
+    first = fingerprint(entry)
+    assert len(first["video_sha256"]) == 64 and first["annotation_sha256"]
+    assert fingerprint(entry) == first

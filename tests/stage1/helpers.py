@@ -1,0 +1,72 @@
+"""Helpers for stage-1 tests: params files pointing at a corpus, and small real videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pipeline.config import load_params
+from pipeline.demo import face, voice
+from pipeline.media import VideoWriter, write_wav
+
+from ..conftest import REPO
+
+
+def write_params(folder: Path, corpus_root: Path, **sections) -> Path:
+    """A params.yaml in `folder` reading `corpus_root`, caches under folder/cache/.
+
+    `sections` override keys, e.g. faces={"detect_every": 1}.
+    """
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["corpus"]["root"] = str(corpus_root)
+    for stage, sub in (("faces", "faces"), ("audio", "audio"), ("embed", "embeddings")):
+        data[stage]["out"] = f"cache/{sub}"
+    for section, values in sections.items():
+        for key, value in values.items():
+            target = data[section]
+            *parents, last = key.split(".")
+            for p in parents:
+                target = target[p]
+            target[last] = value
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def params_at(folder: Path, corpus_root: Path, **sections):
+    return load_params(write_params(folder, corpus_root, **sections))
+
+
+def make_video(path: Path, *, seconds: float = 1.0, fps: float = 10.0, with_face: bool = True,
+               with_audio: bool = True, size: tuple[int, int] = (160, 120), seed: int = 0) -> int:
+    """Writes a small real H.264(+AAC) video; returns its frame count."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    n = int(round(seconds * fps))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    wav = None
+    if with_audio:
+        wav = path.with_suffix(".wav")
+        audio = voice.synthesize(np.zeros(n), np.zeros(n), np.full(n, 150.0), fps, 16000, rng)
+        write_wav(wav, audio, 16000)
+    look = face.Appearance(center=(w / 2, h / 2), scale=0.5 * h / 120, rotation_deg=0.0, mirror=False,
+                           gain=(1.0, 1.0, 1.0), gradient=0.0, motion_phase=0.0)
+    bg = face.background(rng, h, w)
+    with VideoWriter(path, w, h, fps, audio_wav=wav) as writer:
+        for i in range(n):
+            frame = bg.copy()
+            if with_face:
+                face.draw_face(frame, look, 0.0, 0.0, i / fps)
+            writer.write((frame * 255).astype(np.uint8))
+    if wav:
+        wav.unlink()
+    return n
+
+
+def write_labels(path: Path, n: int, *, value: float = 0.1) -> None:
+    from pipeline.corpus.annotations import write_annotation
+
+    write_annotation(path, np.full((n, 2), value))

@@ -1,0 +1,146 @@
+"""`jmt faces` on real videos (the tiny demo corpus): detection, tracking, crops, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import cache
+from pipeline.corpus.annotations import read_annotation
+from pipeline.stage1.faces import run_faces
+
+from .helpers import params_at, write_params
+
+
+def manifest(corpus):
+    return json.loads((corpus / "corpus.json").read_text())
+
+
+def hidden_mask(person, n):
+    mask = np.zeros(n, bool)
+    for a, b in person["face_hidden"]:
+        mask[a:b] = True
+    return mask
+
+
+def test_faces_found_where_visible_and_not_behind_occluders(tiny_cache, tiny_corpus):
+    params, results = tiny_cache
+    assert results["faces"].skipped == [] and len(results["faces"].done) == 4
+    folder = params.path(params.faces.out)
+    for v in manifest(tiny_corpus)["videos"]:
+        for p in v["persons"]:
+            name = v["name"] if p["side"] is None else f"{v['name']}_{p['side']}"
+            with h5py.File(cache.entry_path(folder, name)) as f:
+                found = f["found"][...]
+                hidden = hidden_mask(p, v["n_frames"])
+                assert found[~hidden].mean() >= 0.95
+                if v["face_hidden_mode"] == "occluder" and hidden.any():
+                    assert found[hidden].mean() <= 0.1
+                np.testing.assert_array_equal(f["labels"][...], read_annotation(tiny_corpus / p["annotation"]))
+                np.testing.assert_allclose(f["timestamps"][...], np.arange(v["n_frames"]) / v["fps"], atol=1e-4)
+                assert f.attrs["video"] == v["video"] and f.attrs["side"] == (p["side"] or "null")
+                crops = cache.read_crops(f)
+                assert crops.shape == (v["n_frames"], 112, 112, 3)
+                assert crops[found].mean() > 40 and not crops[~found].any()
+                boxes = f["boxes"][...][found]
+                centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+                if p["side"] == "left":
+                    assert (centre_x < v["width"] / 2).all()
+                elif p["side"] == "right":
+                    assert (centre_x >= v["width"] / 2).all()
+                assert f["detected"][...].sum() < len(found)  # keyframes: not every frame ran MTCNN
+
+
+def test_rerun_reuses_and_param_change_rebuilds(tiny_cache, tmp_path):
+    params, _ = tiny_cache
+    again = run_faces(params)
+    assert again.done == {} and len(again.cached) == 4
+    changed = params_at(tmp_path, params.path(params.corpus.root), faces={"out": str(params.path(params.faces.out)),
+                                                                       "min_prob": 0.95})
+    before = {n: os.path.getmtime(cache.entry_path(params.path(params.faces.out), n)) for n in again.cached}
+    rebuilt = run_faces(changed)
+    assert sorted(rebuilt.done) == sorted(before)
+
+
+def _contents(folder):
+    out = {}
+    for path in sorted(folder.glob("*.h5")):
+        with h5py.File(path) as f:
+            data = {k: f[k][...] for k in f}
+            data["crops_jpeg"] = [bytes(x) for x in data["crops_jpeg"]]
+            out[path.name] = (cache.attrs_of(f), data)
+    return out
+
+
+def _same(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        (attrs_a, data_a), (attrs_b, data_b) = a[name], b[name]
+        assert attrs_a == attrs_b, name
+        assert data_a.keys() == data_b.keys()
+        for k in data_a:
+            if k == "crops_jpeg":
+                assert data_a[k] == data_b[k], (name, k)
+            else:
+                np.testing.assert_array_equal(data_a[k], data_b[k], err_msg=f"{name}/{k}")
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_corpus, tmp_path):
+    """Kill `jmt faces` with SIGKILL mid-run; the re-run resumes and the cache is identical."""
+    clean = write_params(tmp_path / "clean", tiny_corpus, faces={"batch_size": 8})
+    killed = write_params(tmp_path / "killed", tiny_corpus, faces={"batch_size": 8})
+    jmt = [sys.executable, "-m", "pipeline", "faces", "--params"]
+    subprocess.run(jmt + [str(clean)], check=True, capture_output=True)
+
+    folder = tmp_path / "killed/cache/faces"
+    proc = subprocess.Popen(jmt + [str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    def committed_files():
+        return sorted(p.name for p in folder.glob("*.h5") if not p.name.startswith(".tmp-"))
+
+    while time.time() < deadline and not committed_files():
+        time.sleep(0.02)  # wait until the first entry is committed
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    committed = committed_files()
+    assert 1 <= len(committed) < 4, "the kill should land mid-run"
+    for name in committed:  # what was committed is whole
+        h5py.File(folder / name).close()
+
+    resumed = subprocess.run(jmt + [str(killed)], check=True, capture_output=True, text=True)
+    assert f"{len(committed)} already cached" in resumed.stderr.replace("\n", " ")
+    assert not list(folder.glob(".tmp-*"))
+    _same(_contents(tmp_path / "clean/cache/faces"), _contents(folder))
+
+
+def test_cropped_aligned_source(tiny_cache, tmp_path):
+    """Aff-Wild2's own crops: gaps are 'not found', an unreadable jpg is skipped and reported."""
+    params, _ = tiny_cache
+    crops_dir = tmp_path / "cropped_aligned/demo_02"
+    crops_dir.mkdir(parents=True)
+    with h5py.File(cache.entry_path(params.path(params.faces.out), "demo_02")) as f:
+        crops, found = cache.read_crops(f), f["found"][...]
+    from PIL import Image
+    for i in np.flatnonzero(found):
+        Image.fromarray(crops[i]).save(crops_dir / f"{i + 1:05d}.jpg")
+    first = int(np.flatnonzero(found)[0])
+    (crops_dir / f"{first + 1:05d}.jpg").write_bytes(b"not a jpeg")
+    other = params_at(tmp_path / "w", params.path(params.corpus.root),
+                      faces={"source": "cropped_aligned", "cropped_aligned": str(tmp_path / "cropped_aligned")})
+    result = run_faces(other)
+    assert "demo_02" in result.done
+    assert any("unreadable crop" in w["warning"] and f"{first + 1:05d}.jpg" in w["warning"] for w in result.warnings)
+    skipped = {s["entry"] for s in result.skipped}
+    assert {"demo_00_left", "demo_00_right", "demo_01"} <= set(result.done) | skipped
+    with h5py.File(cache.entry_path(other.path(other.faces.out), "demo_02")) as f:
+        got = f["found"][...]
+    expected = found.copy()
+    expected[first] = False
+    np.testing.assert_array_equal(got, expected)
