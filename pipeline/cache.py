@@ -162,6 +162,7 @@ def entries(folder: Path) -> list[str]:
 def write_report(folder: Path, report: dict[str, Any]) -> Path:
     """Writes a stage's JSON report next to its entry files (atomically)."""
     path = Path(folder) / REPORT
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=1, sort_keys=True, default=str) + "\n")
     os.replace(tmp, path)

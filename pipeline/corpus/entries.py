@@ -199,8 +199,8 @@ def load_corpus(params) -> Corpus:
 def fingerprint(entry: Entry) -> dict:
     """What identifies an entry's inputs: sha256 of its video and annotation files."""
     def sha(path: Path | None) -> str | None:
-        if path is None:
-            return None
+        if path is None or not path.is_file():
+            return None  # a missing file is reported when the entry is processed
         with open(path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
     return {"name": entry.name, "side": entry.side, "split": entry.split,

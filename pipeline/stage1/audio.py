@@ -107,8 +107,11 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
                                       "has_audio": info.audio_codec is not None,
                                       "audio_seconds": seconds, "window_frames": window_frames(params),
                                       "log_floor": LOG_FLOOR, "n_frames": len(timestamps)}) as f:
-            f.create_dataset("logmel", data=spec, chunks=(min(max(len(spec), 1), 4096), cfg.n_mels),
-                             compression="gzip", compression_opts=1)
+            if len(spec):
+                f.create_dataset("logmel", data=spec, chunks=(min(len(spec), 4096), cfg.n_mels),
+                                 compression="gzip", compression_opts=1)
+            else:  # no audio track: an empty spectrogram (HDF5 cannot chunk zero rows)
+                f.create_dataset("logmel", data=spec)
             app = cache.Appender(f, cache.LAYOUTS["audio"], FRAME_DATASETS)
             app.append(frame_end=frame_end, audio_valid=valid, energy_db=level, timestamps=timestamps)
         stats[e.name] = {"frames": len(timestamps), "audio_seconds": round(seconds, 3),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -20,6 +21,7 @@ import typer
 
 from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
+from pipeline.console import console
 from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
@@ -145,11 +147,16 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
 def run_embed(params: Params) -> StageResult:
     """Runs the embed stage over the corpus; returns what it did (also in report.json)."""
     corpus = load_corpus(params)
-    nets = Backbones(params)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        nets = Backbones(params)
+    notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    for note in notes:  # loud: random weights make meaningless embeddings
+        console.print(f"[bold yellow]WARNING[/] {note}", highlight=False, soft_wrap=True)
     return run_stage("embed", params.path(params.embed.out), corpus, stage_config(params, nets),
                      params.embed.on_error,
                      lambda v, es, hs, adv: process_entries(v, es, hs, params, nets, adv),
-                     faces_stage._frame_count)
+                     faces_stage._frame_count, notes)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:

@@ -74,6 +74,8 @@ def _finish(f: h5py.File, entry: Entry, raw_labels: np.ndarray | None, n: int, f
     f.attrs["n_frames"] = n
     f.attrs["label_rows_minus_frames"] = diff
     found = f["found"][...]
+    if n and not found.any():
+        warnings.warn(f"{entry.name}: no face found in any of its {n} frames (all masked)")
     return {"frames": n, "found_rate": round(float(found.mean()) if n else 0.0, 4),
             "label_rows_minus_frames": diff}
 
@@ -139,6 +141,10 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
                                        found=found, detected=detected, scores=scores, boxes=boxes,
                                        landmarks=marks)
             advance(len(batch) * len(entries))
+        decoded = next(iter(writers.values())).n
+        if info.n_frames and decoded < info.n_frames - tol:
+            raise InputError(f"{video}: decoded only {decoded} of the {info.n_frames} frames its "
+                             "container lists (truncated or corrupt file?)")
         for e in entries:
             w = writers[e.name]
             stats[e.name] = _finish(files[e.name], e, raw[e.name], w.n, info.fps or 25.0, timestamps, tol)

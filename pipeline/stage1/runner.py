@@ -49,15 +49,17 @@ def entry_hash(stage_config: dict, entry: Entry) -> str:
 
 def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_error: str,
               process: Callable[[Path, list[Entry], dict[str, str], Callable[[int], None]], dict[str, dict]],
-              frames_of: Callable[[Path], int]) -> StageResult:
+              frames_of: Callable[[Path], int], notes: list[str] = ()) -> StageResult:
     """Runs `process(video, entries_to_do, hashes, advance)` for every video needing work.
 
     `process` writes each entry's file (cache.write_entry), calls `advance(frames)` as it goes
     (frames summed over entries), and returns per-entry stats; it raises InputError for a bad
-    input. `frames_of(video)` estimates a video's frames for the progress bar.
+    input. `frames_of(video)` estimates a video's frames for the progress bar. `notes` are
+    stage-wide warnings (e.g. random weights) to keep in the report.
     """
     t0 = time.time()
     result = StageResult(stage=stage, out=out)
+    result.warnings += [{"entry": "*", "warning": note} for note in notes]
     removed = cache.remove_partial(out)
     if removed:
         console.print(f"{stage}: removed {removed} partial file(s) left by an interrupted run")
@@ -92,8 +94,7 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
                 for e in need:
                     _problem(result, {"entry": e.name, "file": str(video), "error": str(exc)}, on_error)
     result.seconds = time.time() - t0
-    if out.is_dir() or result.done or result.skipped:
-        cache.write_report(out, result.as_report())
+    cache.write_report(out, result.as_report())
     _summary(result)
     return result
 

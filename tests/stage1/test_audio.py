@@ -1,0 +1,52 @@
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import cache
+from pipeline.stage1.audio import frame_windows, logmel
+
+
+def test_frame_windows_by_hand():
+    # 10 fps video, 10 ms hop: frame i (t = i/10) ends at (i+1)/10 s -> spectrogram frames
+    # centred at 0, 10, ..., 100 ms are <= 100 ms for frame 0: end index 11 (exclusive).
+    ts = np.array([0.0, 0.1, 0.2, 0.3])
+    end, valid = frame_windows(ts, 10.0, n_spec=25, hop_s=0.01, audio_seconds=0.25)
+    assert end.tolist() == [11, 21, 25, 25]          # clipped to the spectrogram
+    assert valid.tolist() == [True, True, True, False]  # frame 3 starts after the track ends
+    end, valid = frame_windows(ts, 10.0, n_spec=0, hop_s=0.01, audio_seconds=0.0)
+    assert end.tolist() == [0, 0, 0, 0] and not valid.any()
+
+
+def test_logmel_shape_and_tone(repo_params):
+    sr = repo_params.audio.sample_rate
+    t = np.arange(sr) / sr
+    spec = logmel((0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), repo_params)
+    hop = int(repo_params.audio.hop_ms * sr / 1000)
+    assert spec.shape == (sr // hop + 1, repo_params.audio.n_mels)
+    band = int(np.argmax(spec[50]))
+    assert 0 < band < repo_params.audio.n_mels - 1 and spec[50, band] > spec[50].mean() + 5
+
+
+def test_audio_cache_follows_the_corpus(tiny_cache, tiny_corpus):
+    params, results = tiny_cache
+    assert results["audio"].skipped == []
+    folder = params.path(params.audio.out)
+    videos = json.loads((tiny_corpus / "corpus.json").read_text())["videos"]
+    for v in videos:
+        name = v["name"] if len(v["persons"]) == 1 else f"{v['name']}_left"
+        with h5py.File(cache.entry_path(folder, name)) as f:
+            assert f.attrs["has_audio"] and f["audio_valid"][...].all()
+            assert len(f["frame_end"]) == v["n_frames"]
+            level = f["energy_db"][...]
+            (a, b), = v["audio_gap"]
+            inside = level[a + 2:b - 2].mean()
+            outside = np.r_[level[:a], level[b:]].mean()
+            if v["audio_gap_mode"] == "silent":
+                assert inside < outside - 20
+            else:
+                assert inside > outside + 5
+    with h5py.File(cache.entry_path(folder, "demo_00_left")) as left, \
+            h5py.File(cache.entry_path(folder, "demo_00_right")) as right:
+        np.testing.assert_array_equal(left["logmel"][...], right["logmel"][...])  # one shared track

@@ -1,0 +1,119 @@
+"""Bad input: a clear error or a documented skip in report.json, and nothing cached is lost."""
+
+import json
+import shutil
+import subprocess
+
+import h5py
+import pytest
+
+from pipeline import cache
+from pipeline.errors import InputError
+from pipeline.stage1.audio import run_audio
+from pipeline.stage1.embed import run_embed
+from pipeline.stage1.faces import run_faces
+
+from .helpers import make_video, params_at, write_labels
+
+ANN = "annotations/VA_Estimation_Challenge/Train_Set"
+
+
+@pytest.fixture(scope="module")
+def bad_corpus(tmp_path_factory):
+    """A small Aff-Wild2-layout corpus: one good video, then every kind of bad input."""
+    root = tmp_path_factory.mktemp("bad") / "corpus"
+    videos = root / "videos/batch1"
+    n = make_video(videos / "good.mp4")
+    write_labels(root / ANN / "good.txt", n)
+    return root, n
+
+
+def add_bad_inputs(root, n):
+    videos, ann = root / "videos/batch1", root / ANN
+    (videos / "zero.mp4").write_bytes(b"")
+    write_labels(ann / "zero.txt", n)
+    make_video(videos / "full.mp4", seconds=2.0)
+    data = (videos / "full.mp4").read_bytes()
+    (videos / "truncated.mp4").write_bytes(data[: len(data) // 2])
+    (videos / "full.mp4").unlink()
+    write_labels(ann / "truncated.txt", 20)
+    write_labels(ann / "silent.txt", make_video(videos / "silent.mp4", with_audio=False))
+    write_labels(ann / "faceless.txt", make_video(videos / "faceless.mp4", with_face=False))
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:duration=1",
+                    "-c:a", "aac", str(videos / "audioonly.mp4")], check=True)
+    write_labels(ann / "audioonly.txt", n)
+    make_video(videos / "words.mp4")
+    (ann / "words.txt").write_text("valence,arousal\n0.1,0.2\nhigh,low\n")
+    make_video(videos / "headless.mp4")
+    (ann / "headless.txt").write_text("0.1,0.2\n0.1,0.2\n")
+
+
+def reasons(result):
+    return {s["entry"]: s["error"] for s in result.skipped}
+
+
+def test_every_bad_input_is_skipped_with_a_reason_and_good_work_is_kept(bad_corpus, tmp_path):
+    root, n = bad_corpus
+    corpus = tmp_path / "corpus"
+    shutil.copytree(root, corpus)
+    params = params_at(tmp_path / "w", corpus)
+    first = run_faces(params)
+    assert list(first.done) == ["good"]
+    good_file = cache.entry_path(params.path(params.faces.out), "good")
+    stamp = good_file.stat().st_mtime_ns
+
+    add_bad_inputs(corpus, n)
+    faces = run_faces(params)
+    why = reasons(faces)
+    assert faces.cached == ["good"] and good_file.stat().st_mtime_ns == stamp  # nothing lost
+    assert "zero.mp4: ffprobe cannot read it" in why["zero"]
+    assert "truncated.mp4" in why["truncated"]
+    assert "audioonly.mp4: no video stream" in why["audioonly"]
+    assert why["words"].endswith("words.txt: line 3: expected 'valence,arousal', got 'high,low'")
+    assert "headless.txt: line 1: expected header 'valence,arousal'" in why["headless"]
+    assert set(faces.done) == {"silent", "faceless"}
+    assert any("faceless: no face found" in w["warning"] for w in faces.warnings)
+    with h5py.File(cache.entry_path(params.path(params.faces.out), "faceless")) as f:
+        assert not f["found"][...].any() and f.attrs["n_frames"] == n
+    report = json.loads((params.path(params.faces.out) / "report.json").read_text())
+    assert {s["entry"] for s in report["skipped"]} == set(why)
+
+    audio = run_audio(params)
+    assert "silent" in audio.done and any("no audio stream" in w["warning"] for w in audio.warnings)
+    with h5py.File(cache.entry_path(params.path(params.audio.out), "silent")) as f:
+        assert not f.attrs["has_audio"] and not f["audio_valid"][...].any()
+    assert "audioonly" in reasons(audio) and "zero" in reasons(audio)
+
+    embed = run_embed(params)
+    assert {"good", "silent", "faceless"} <= set(embed.done)
+    assert "missing; run `jmt faces` first" in reasons(embed)["zero"]
+    with h5py.File(cache.entry_path(params.path(params.embed.out), "silent")) as f:
+        assert not f["audio_mask"][...].any() and f["visual_mask"][...].all()
+
+
+def test_on_error_fail_stops_with_the_reason(bad_corpus, tmp_path):
+    root, n = bad_corpus
+    corpus = tmp_path / "corpus"
+    shutil.copytree(root, corpus)
+    (corpus / ANN / "good.txt").write_text("valence,arousal\n1,x\n")
+    params = params_at(tmp_path / "w", corpus, faces={"on_error": "fail"})
+    with pytest.raises(InputError, match="good.txt: line 2"):
+        run_faces(params)
+
+
+def test_label_count_far_off_is_an_error_naming_the_file(bad_corpus, tmp_path):
+    root, n = bad_corpus
+    corpus = tmp_path / "corpus"
+    shutil.copytree(root, corpus)
+    write_labels(corpus / ANN / "good.txt", n + 40)
+    result = run_faces(params_at(tmp_path / "w", corpus))
+    assert f"good.txt: {n + 40} label rows for {n} video frames" in reasons(result)["good"]
+
+
+def test_missing_annotation_file_in_a_manifest(bad_corpus, tmp_path):
+    root, _ = bad_corpus
+    csv = tmp_path / "m.csv"
+    csv.write_text(f"video,annotation,split\n{root}/videos/batch1/good.mp4,{tmp_path}/gone.txt,train\n")
+    params = params_at(tmp_path / "w", root, corpus={"layout": "manifest", "manifest": str(csv)})
+    result = run_faces(params)
+    assert "gone.txt: annotation file not found" in reasons(result)["gone"]
