@@ -29,3 +29,17 @@ def tiny_corpus(tmp_path_factory, repo_params):
     out = tmp_path_factory.mktemp("corpus") / "demo"
     generate_demo(repo_params.demo, out, tiny=True, seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory, tiny_corpus):
+    """faces, audio and embed caches of the tiny demo corpus, built once (real MTCNN, FER)."""
+    from pipeline.stage1.audio import run_audio
+    from pipeline.stage1.embed import run_embed
+    from pipeline.stage1.faces import run_faces
+
+    from .stage1.helpers import params_at
+
+    params = params_at(tmp_path_factory.mktemp("work"), tiny_corpus)
+    results = {"faces": run_faces(params), "audio": run_audio(params), "embed": run_embed(params)}
+    return params, results

@@ -76,3 +76,21 @@ def test_demo_refusal_is_one_clear_line(tmp_path):
     assert result.exit_code == 2
     assert "error:" in result.output and "holds no demo corpus" in result.output
     assert "Traceback" not in result.output
+
+
+def test_stage1_commands_through_the_cli(tiny_corpus, tmp_path):
+    from .stage1.helpers import write_params
+
+    params = write_params(tmp_path, tiny_corpus)
+    for stage in ("faces", "audio", "embed"):
+        result = runner.invoke(app, [stage, "--params", str(params)])
+        assert result.exit_code == 0, result.output
+        assert "4 written" in result.output
+    result = runner.invoke(app, ["cache", "verify", str(tmp_path / "cache/embeddings"), "--params", str(params)])
+    assert result.exit_code == 0, result.output
+
+
+def test_help_lists_stage1_commands():
+    result = runner.invoke(app, ["--help"])
+    for name in ("demo", "faces", "audio", "embed", "cache"):
+        assert f" {name} " in result.output
