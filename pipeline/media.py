@@ -206,3 +206,11 @@ def video_timestamps(path: Path) -> np.ndarray:
         raise InputError(f"{path}: ffprobe cannot read it: {msg[-1] if msg else 'unknown error'}") from None
     pts = [float(p["pts_time"]) for p in info.get("packets", []) if p.get("pts_time") not in (None, "N/A")]
     return np.sort(np.asarray(pts, dtype=np.float64))
+
+
+def estimate_frames(path: Path) -> int:
+    """A video's frame count from its container (no decoding), for progress bars."""
+    info = probe(path)
+    if info.n_frames:
+        return info.n_frames
+    return int(round((info.video_duration or info.duration) * (info.fps or 25.0)))

@@ -24,8 +24,7 @@ from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.errors import InputError
-from pipeline.media import probe, read_audio, video_timestamps
-from pipeline.stage1.faces import _frame_count
+from pipeline.media import estimate_frames, probe, read_audio, video_timestamps
 from pipeline.stage1.runner import StageResult, run_stage
 
 LOG_FLOOR = 1e-6  # logmel = log(mel power + LOG_FLOOR)
@@ -125,7 +124,7 @@ def run_audio(params: Params) -> StageResult:
     corpus = load_corpus(params)
     return run_stage("audio", params.path(params.audio.out), corpus, stage_config(params),
                      params.audio.on_error,
-                     lambda v, es, hs, adv: process_video(v, es, hs, params, adv), _frame_count)
+                     lambda v, es, hs, adv: process_video(v, es, hs, params, adv), estimate_frames)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:

@@ -25,6 +25,7 @@ from pipeline.console import console
 from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
+from pipeline.media import estimate_frames
 from pipeline.stage1 import audio as audio_stage
 from pipeline.stage1 import faces as faces_stage
 from pipeline.stage1.backbones import AUDIO, VISUAL, build, weights_sha256
@@ -156,7 +157,7 @@ def run_embed(params: Params) -> StageResult:
     return run_stage("embed", params.path(params.embed.out), corpus, stage_config(params, nets),
                      params.embed.on_error,
                      lambda v, es, hs, adv: process_entries(v, es, hs, params, nets, adv),
-                     faces_stage._frame_count, notes)
+                     estimate_frames, notes)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:

@@ -28,7 +28,7 @@ from pipeline.corpus.entries import Entry, align_labels, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline import cache
-from pipeline.media import iter_frames, probe, video_timestamps
+from pipeline.media import estimate_frames, iter_frames, probe, video_timestamps
 from pipeline.stage1.align import similarity, template, warp_crops
 from pipeline.stage1.detect import Detector, PersonTrack, track
 from pipeline.stage1.runner import StageResult, prefetch, run_stage
@@ -45,13 +45,6 @@ def stage_config(params: Params) -> dict:
     if cfg.source == "cropped_aligned":
         out["cropped_aligned"] = str(params.path(cfg.cropped_aligned))
     return out
-
-
-def _frame_count(video: Path) -> int:
-    info = probe(video)
-    if info.n_frames:
-        return info.n_frames
-    return int(round((info.video_duration or info.duration) * (info.fps or 25)))
 
 
 FRAME_DATASETS = ["crops_jpeg", "found", "detected", "scores", "boxes", "landmarks"]
@@ -217,7 +210,7 @@ def run_faces(params: Params) -> StageResult:
     else:
         def process(video, entries, hashes, advance):
             return process_cropped(video, entries, hashes, params, advance)
-    return run_stage("faces", out, corpus, stage_config(params), cfg.on_error, process, _frame_count)
+    return run_stage("faces", out, corpus, stage_config(params), cfg.on_error, process, estimate_frames)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:
