@@ -27,13 +27,14 @@ from pipeline.errors import InputError
 from pipeline.media import estimate_frames, probe, read_audio, video_timestamps
 from pipeline.stage1.runner import StageResult, run_stage
 
+ALGORITHM = 1  # bump when a code change alters what this stage writes (see faces.ALGORITHM)
 LOG_FLOOR = 1e-6  # logmel = log(mel power + LOG_FLOOR)
 FRAME_DATASETS = ["frame_end", "audio_valid", "energy_db", "timestamps"]
 
 
 def stage_config(params: Params) -> dict:
     """The content-relevant config of the audio stage (hashed into every entry)."""
-    return params.audio.model_dump(exclude={"out", "on_error"})
+    return {"algorithm": ALGORITHM, **params.audio.model_dump(exclude={"out", "on_error"})}
 
 
 def window_frames(params: Params) -> int:

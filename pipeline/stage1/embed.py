@@ -32,6 +32,9 @@ from pipeline.stage1.backbones import AUDIO, VISUAL, build, weights_sha256
 from pipeline.stage1.runner import StageResult, run_stage
 
 
+ALGORITHM = 1  # bump when a code change alters what this stage writes (see faces.ALGORITHM)
+
+
 def audio_windows(logmel: np.ndarray, frame_end: np.ndarray, width: int, floor: float) -> np.ndarray:
     """Cuts each frame's window logmel[end - width : end] -> (n, width, n_mels); before the
     track starts (or with no track) the window is padded with silence (log of the floor)."""
@@ -82,7 +85,8 @@ def _source(bp, module) -> str:
 
 def stage_config(params: Params, nets: Backbones) -> dict:
     """Content-relevant config: backbones and their weights, and the inputs' own configs."""
-    return {"visual": params.embed.visual.model_dump(), "audio": params.embed.audio.model_dump(),
+    return {"algorithm": ALGORITHM,
+            "visual": params.embed.visual.model_dump(), "audio": params.embed.audio.model_dump(),
             "visual_weights_sha256": nets.visual_sha, "audio_weights_sha256": nets.audio_sha,
             "faces": faces_stage.stage_config(params), "audio_stage": audio_stage.stage_config(params)}
 

@@ -33,6 +33,9 @@ from pipeline.stage1.align import similarity, template, warp_crops
 from pipeline.stage1.detect import Detector, PersonTrack, track
 from pipeline.stage1.runner import StageResult, prefetch, run_stage
 
+# Bump when a code change alters what this stage writes: cached entries made by another
+# version are then rebuilt (a re-run otherwise reuses every entry whose inputs and params match).
+ALGORITHM = 1
 # Params that change what is written (batch size, prefetch, device do not).
 CONTENT_KEYS = ("source", "crop_size", "jpeg_quality", "min_prob", "detect_every", "detect_max_side", "min_face_size")
 
@@ -40,7 +43,7 @@ CONTENT_KEYS = ("source", "crop_size", "jpeg_quality", "min_prob", "detect_every
 def stage_config(params: Params) -> dict:
     """The content-relevant config of the faces stage (hashed into every entry)."""
     cfg = params.faces
-    out = {k: getattr(cfg, k) for k in CONTENT_KEYS}
+    out = {"algorithm": ALGORITHM, **{k: getattr(cfg, k) for k in CONTENT_KEYS}}
     out["label_tolerance"] = params.corpus.label_tolerance
     if cfg.source == "cropped_aligned":
         out["cropped_aligned"] = str(params.path(cfg.cropped_aligned))
