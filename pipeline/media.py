@@ -214,3 +214,11 @@ def estimate_frames(path: Path) -> int:
     if info.n_frames:
         return info.n_frames
     return int(round((info.video_duration or info.duration) * (info.fps or 25.0)))
+
+
+def probe_video(path: Path) -> MediaInfo:
+    """probe() for a file that must have a video stream (InputError naming it otherwise)."""
+    info = probe(path)
+    if info.video_codec is None:
+        raise InputError(f"{path}: no video stream (an audio-only file?)")
+    return info

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import cache
 from pipeline.cache_tools import info, verify
 from pipeline.cli import app
 

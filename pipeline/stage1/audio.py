@@ -24,7 +24,7 @@ from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.errors import InputError
-from pipeline.media import estimate_frames, probe, read_audio, video_timestamps
+from pipeline.media import estimate_frames, probe_video, read_audio, video_timestamps
 from pipeline.stage1.runner import StageResult, run_stage
 
 ALGORITHM = 1  # bump when a code change alters what this stage writes (see faces.ALGORITHM)
@@ -82,9 +82,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     """Computes one video's spectrogram and frame windows; writes one file per entry."""
     cfg, out = params.audio, params.path(params.audio.out)
     t0 = time.time()
-    info = probe(video)
-    if info.video_codec is None:
-        raise InputError(f"{video}: no video stream (an audio-only file?)")
+    info = probe_video(video)
     timestamps = video_timestamps(video)
     fps = info.fps or 25.0
     if len(timestamps) == 0:

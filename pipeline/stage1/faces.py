@@ -22,13 +22,13 @@ import torch
 import typer
 from PIL import Image
 
-from pipeline.config import DEFAULT_PARAMS, FacesParams, Params, load_params
+from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.corpus.annotations import read_annotation
 from pipeline.corpus.entries import Entry, align_labels, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline import cache
-from pipeline.media import estimate_frames, iter_frames, probe, video_timestamps
+from pipeline.media import estimate_frames, iter_frames, probe_video, video_timestamps
 from pipeline.stage1.align import similarity, template, warp_crops
 from pipeline.stage1.detect import Detector, PersonTrack, track
 from pipeline.stage1.runner import StageResult, prefetch, run_stage
@@ -86,9 +86,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     """Detects, tracks and aligns the faces of one video's entries and writes their files."""
     cfg, out = params.faces, params.path(params.faces.out)
     t0 = time.time()
-    info = probe(video)
-    if info.video_codec is None:
-        raise InputError(f"{video}: no video stream (an audio-only file?)")
+    info = probe_video(video)
     raw = _read_labels(entries)
     tol = params.corpus.label_tolerance
     if info.n_frames:
@@ -153,7 +151,7 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
     """Reads Aff-Wild2's `cropped_aligned/<entry>/%05d.jpg` crops instead of detecting."""
     cfg, out = params.faces, params.path(params.faces.out)
     crops_root = params.path(cfg.cropped_aligned)
-    info = probe(video)
+    info = probe_video(video)
     timestamps = video_timestamps(video)
     n = info.n_frames or len(timestamps)
     if not n:

@@ -2,7 +2,6 @@ import json
 
 import h5py
 import numpy as np
-import pytest
 
 from pipeline import cache
 from pipeline.stage1.audio import frame_windows, logmel
