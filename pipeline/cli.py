@@ -13,6 +13,7 @@ from pipeline import cache_tools
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces
+from pipeline.stage2 import train
 from pipeline.errors import JmtError
 
 app = typer.Typer(
@@ -58,6 +59,7 @@ app.command("demo")(_clear_errors(generate.command))
 app.command("faces")(_clear_errors(faces.command))
 app.command("audio")(_clear_errors(audio.command))
 app.command("embed")(_clear_errors(embed.command))
+app.command("train")(_clear_errors(train.command))
 
 cache_app = typer.Typer(help="Inspect and check HDF5 caches (info, verify).", no_args_is_help=True)
 cache_app.command("info")(_clear_errors(cache_tools.info_command))

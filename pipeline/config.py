@@ -145,6 +145,44 @@ class EmbedParams(Section):
     on_error: OnError = "skip"
 
 
+class ModelParams(Section):
+    """The fusion head and its temporal encoders (stage 2)."""
+
+    fusion: str = "jmt"
+    d_model: PosInt = 128
+    temporal: str = "tcn"
+    heads: PosInt = 1
+    layers: PosInt = 1
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    temporal_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    aggregation: Literal["self_attention", "fc"] = "self_attention"  # jmt only
+    iterations: PosInt = 2                                           # rjca only
+
+
+class TrainParams(Section):
+    """`jmt train`: optimisation on the cached embeddings."""
+
+    out: str = "models/model.pt"
+    live_dir: str = "dvclive/train"
+    seed: int = 0
+    epochs: PosInt = 30
+    batch_size: PosInt = 16
+    window: Annotated[int, Field(ge=4)] = 64
+    hop: PosInt = 32
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 1e-4
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    schedule: Literal["warmup_cosine", "plateau", "none"] = "warmup_cosine"
+    warmup_epochs: Annotated[int, Field(ge=0)] = 2
+    grad_clip: NonNegFloat = 1.0
+    patience: PosInt = 8
+    modality_dropout: Annotated[float, Field(ge=0, le=1)] = 0.0
+    preload_max_mb: NonNegFloat = 2000.0
+    device: str = "auto"
+    amp: bool = True
+
+
 class Params(Section):
     """All of params.yaml. Use `path()` to resolve a path relative to the params file."""
 
@@ -153,6 +191,8 @@ class Params(Section):
     faces: FacesParams
     audio: AudioParams
     embed: EmbedParams
+    model: ModelParams
+    train: TrainParams
     _root: Path = PrivateAttr(default=Path("."))
 
     @property

@@ -11,7 +11,6 @@ them and records (name, kwargs) on the module so checkpoints can rebuild it.
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from pipeline.registry import Registry

@@ -1,0 +1,202 @@
+"""`jmt train`: a fusion head on the cached embeddings, with a CCC loss.
+
+Loss (1 - CCC_valence) + (1 - CCC_arousal) over the valid frames of each batch (population
+moments, pipeline.metrics). AdamW or SGD, warm-up + cosine or plateau schedule, gradient
+clipping, early stopping on the validation mean CCC (official protocol, every frame), AMP on
+CUDA, seeded and deterministic on CPU. The best model is saved with everything needed to
+rebuild it (head name and arguments, params, cache provenance, versions); metrics and curves
+go to dvclive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+
+from pipeline import cache
+from pipeline.config import DEFAULT_PARAMS, ModelParams, Params, load_params
+from pipeline.console import console, progress
+from pipeline.device import resolve_device
+from pipeline.errors import InputError
+from pipeline.metrics import ccc_torch
+from pipeline.stage2.data import WindowDataset, dims, load_split
+from pipeline.stage2.heads import build_head, count_parameters
+from pipeline.stage2.protocol import labels_of, predict_split, score
+
+HEAD_ONLY = {"aggregation": "jmt", "iterations": "rjca"}
+
+
+def head_kwargs(model: ModelParams, audio_dim: int, visual_dim: int) -> dict:
+    """The one place that maps `model` params to a head's constructor arguments."""
+    kwargs = {"audio_dim": audio_dim, "visual_dim": visual_dim, "d_model": model.d_model,
+              "temporal": model.temporal, "heads": model.heads, "layers": model.layers,
+              "dropout": model.dropout, "temporal_dropout": model.temporal_dropout}
+    for key, head in HEAD_ONLY.items():
+        if model.fusion == head:
+            kwargs[key] = getattr(model, key)
+    return kwargs
+
+
+def ccc_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """(1 - CCC_v) + (1 - CCC_a) over valid frames; None when a batch has < 2 valid frames."""
+    m = mask.reshape(-1)
+    if int(m.sum()) < 2:
+        return None
+    p, y = pred.reshape(-1, 2)[m].float(), labels.reshape(-1, 2)[m].float()
+    return 2 - ccc_torch(p[:, 0], y[:, 0]) - ccc_torch(p[:, 1], y[:, 1])
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return torch.Generator().manual_seed(seed)
+
+
+def _schedule(optimizer, cfg, steps_per_epoch: int):
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
+    if cfg.schedule == "none":
+        return None
+    warm, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    best_epoch: int
+    best: dict
+    history: list[dict]
+    parameters: int
+    seconds: float
+    frames_per_s: float
+
+
+def cache_provenance(folder: Path) -> dict:
+    """What made the embeddings (must match at evaluation and prediction time)."""
+    name = cache.entries(folder)[0]
+    with cache.open_entry(cache.entry_path(folder, name)) as f:
+        a = cache.attrs_of(f)
+    keys = ("visual_backbone", "visual_weights_sha256", "visual_dim", "audio_backbone",
+            "audio_weights_sha256", "audio_dim", "detector", "crop_size", "sample_rate")
+    return {k: a.get(k) for k in keys}
+
+
+def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
+    """Trains params.model on the cache at params.embed.out; saves the best checkpoint."""
+    from dvclive import Live
+
+    cfg, mcfg = params.train, params.model
+    t0 = time.time()
+    gen = seed_everything(cfg.seed)
+    folder = params.path(params.embed.out)
+    train_entries = load_split(folder, "train", preload_max_mb=cfg.preload_max_mb)
+    val_entries = load_split(folder, "validation", preload_max_mb=cfg.preload_max_mb)
+    audio_dim, visual_dim = dims(train_entries)
+    if dims(val_entries) != (audio_dim, visual_dim):
+        raise InputError(f"{folder}: validation embeddings have other widths than train")
+    device = resolve_device(cfg.device)
+    model = build_head(mcfg.fusion, **head_kwargs(mcfg, audio_dim, visual_dim)).to(device)
+    data = WindowDataset(train_entries, cfg.window, cfg.hop)
+    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                         drop_last=len(data) > cfg.batch_size)
+    if cfg.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                              weight_decay=cfg.weight_decay)
+    sched = _schedule(opt, cfg, len(loader))
+    amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    val_labels = labels_of(val_entries)
+    out = params.path(cfg.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    best, best_epoch, history, stale, frames, step_time = -math.inf, -1, [], 0, 0, 0.0
+    live = Live(dir=str(params.path(cfg.live_dir)), save_dvc_exp=False, dvcyaml=None)
+    try:
+        live.log_params({"fusion": mcfg.fusion, "seed": cfg.seed})
+        with progress(transient=quiet) as bar:
+            task = bar.add_task(f"train {mcfg.fusion}", total=cfg.epochs)
+            for epoch in range(cfg.epochs):
+                model.train()
+                losses = []
+                s0 = time.time()
+                for batch in loader:
+                    batch = {k: v.to(device) for k, v in batch.items()}
+                    if cfg.modality_dropout > 0:  # mask one stream in some windows
+                        drop = torch.rand(len(batch["labels"]), generator=gen) < cfg.modality_dropout
+                        which = torch.rand(len(batch["labels"]), generator=gen) < 0.5
+                        batch["audio_mask"] &= ~(drop & which).to(device)[:, None]
+                        batch["visual_mask"] &= ~(drop & ~which).to(device)[:, None]
+                    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                        pred = model(batch["audio"], batch["visual"], batch["audio_mask"], batch["visual_mask"])
+                    loss = ccc_loss(pred, batch["labels"], batch["label_mask"])
+                    if loss is None:
+                        continue
+                    opt.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    if cfg.grad_clip > 0:
+                        scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                    if sched is not None and cfg.schedule == "warmup_cosine":
+                        sched.step()
+                    losses.append(float(loss))
+                    frames += int(batch["labels"].shape[0] * batch["labels"].shape[1])
+                step_time += time.time() - s0
+                val = score(predict_split(model, val_entries, cfg.window, cfg.window // 2, device),
+                            val_labels, "validation")
+                if sched is not None and cfg.schedule == "plateau":
+                    sched.step(val["ccc_mean"])
+                row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                       **{f"val_{k}": v for k, v in val.items() if k.startswith("ccc")}}
+                history.append(row)
+                for k, v in row.items():
+                    if k != "epoch":
+                        live.log_metric(k, v)
+                live.next_step()
+                if val["ccc_mean"] > best:
+                    best, best_epoch, stale = val["ccc_mean"], epoch, 0
+                    torch.save({
+                        "head": model.spec, "state_dict": model.state_dict(),
+                        "params": params.model_dump(), "cache": cache_provenance(folder),
+                        "versions": cache.versions(), "epoch": epoch, "validation": val,
+                    }, out)
+                else:
+                    stale += 1
+                bar.update(task, advance=1, description=f"train {mcfg.fusion} val ccc {val['ccc_mean']:.3f}")
+                if stale >= cfg.patience:
+                    break
+    finally:
+        live.end()
+    seconds = time.time() - t0
+    result = TrainResult(out, best_epoch, history[best_epoch], history, count_parameters(model), seconds,
+                         frames / step_time if step_time else 0.0)
+    if not quiet:
+        console.print(f"[green]train[/] {mcfg.fusion}: best validation CCC mean {best:.4f} at epoch "
+                      f"{best_epoch} ({len(history)} epochs, {seconds:.0f} s) -> {out}", highlight=False)
+    return result
+
+
+def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:
+    """Train the fusion head on the cached embeddings (stage 2)."""
+    result = train_model(load_params(params))
+    console.print(json.dumps(result.best))
