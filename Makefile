@@ -34,8 +34,9 @@ $(STAMP): $(REQS)
 demo: setup
 	dvc repro
 	jmt cache verify data/cache/embeddings --params params.yaml
-	@echo "make demo: the pipeline currently ends with the embedding cache (data/cache/embeddings);"
-	@echo "           the training and evaluation stages are not built yet."
+	dvc metrics show
+	@echo "make demo: trained and evaluated one head (params model.fusion); the multi-head"
+	@echo "           comparison (jmt compare) and report are not built yet."
 
 test: setup
 	$(BIN)/python -m pytest

@@ -183,6 +183,16 @@ class TrainParams(Section):
     amp: bool = True
 
 
+class EvaluateParams(Section):
+    """`jmt evaluate`: the official protocol, optional post-processing, prediction files."""
+
+    metrics: str = "metrics/eval.json"
+    out: str = "reports/eval"
+    clip: bool = True
+    smooth_valence: Annotated[int, Field(ge=0)] = 0   # moving-average width in frames (0: off)
+    smooth_arousal: Annotated[int, Field(ge=0)] = 0
+
+
 class Params(Section):
     """All of params.yaml. Use `path()` to resolve a path relative to the params file."""
 
@@ -193,6 +203,7 @@ class Params(Section):
     embed: EmbedParams
     model: ModelParams
     train: TrainParams
+    evaluate: EvaluateParams
     _root: Path = PrivateAttr(default=Path("."))
 
     @property

@@ -159,7 +159,7 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
                     scaler.update()
                     if sched is not None and cfg.schedule == "warmup_cosine":
                         sched.step()
-                    losses.append(float(loss))
+                    losses.append(float(loss.detach()))
                     frames += int(batch["labels"].shape[0] * batch["labels"].shape[1])
                 step_time += time.time() - s0
                 val = score(predict_split(model, val_entries, cfg.window, cfg.window // 2, device),

@@ -1,0 +1,136 @@
+"""`jmt evaluate`: the official protocol on the validation and test splits.
+
+CCC on all valid frames of a split concatenated across videos, per axis and their mean (plus
+PCC and RMSE), from a checkpoint that must match the cache's backbones. Post-processing is
+explicit and reported: clipping to [-1, 1] and a per-video moving average with separate
+valence/arousal widths; metrics are given raw and post-processed. Writes per-video
+predictions (CSV), Aff-Wild2 submission files for the test split
+(`image_location,valence,arousal`) and `metrics/eval.json` (top-level `ccc_valence`,
+`ccc_arousal`, `ccc_mean` are the validation split's, post-processed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+
+from pipeline.config import DEFAULT_PARAMS, EvaluateParams, Params, load_params
+from pipeline.console import console
+from pipeline.device import resolve_device
+from pipeline.errors import InputError, JmtError
+from pipeline.stage2.data import load_split
+from pipeline.stage2.heads import build_head
+from pipeline.stage2.protocol import labels_of, predict_split, score
+from pipeline.stage2.train import cache_provenance
+
+
+def load_checkpoint(path: Path, cache_folder: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuilds the model from a checkpoint; the cache must come from the same backbones."""
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found; run `jmt train` first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    have = cache_provenance(cache_folder)
+    for key in ("visual_backbone", "visual_weights_sha256", "visual_dim", "audio_backbone",
+                "audio_weights_sha256", "audio_dim"):
+        if ckpt["cache"].get(key) != have.get(key):
+            raise JmtError(f"{path} was trained on {key} = {ckpt['cache'].get(key)!r} but {cache_folder} "
+                           f"has {have.get(key)!r}; re-embed or use the matching checkpoint")
+    try:
+        model = build_head(ckpt["head"]["name"], **ckpt["head"]["kwargs"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise JmtError(f"{path}: arguments or weights do not fit head {ckpt['head']['name']!r} "
+                       f"({str(exc).splitlines()[0]})") from None
+    return model, ckpt
+
+
+def postprocess(pred: np.ndarray, cfg: EvaluateParams) -> np.ndarray:
+    """Clip and/or smooth one video's predictions (n, 2), as configured."""
+    out = pred.astype(np.float64).copy()
+    if cfg.clip:
+        out = np.clip(out, -1, 1)
+    for k, width in enumerate((cfg.smooth_valence, cfg.smooth_arousal)):
+        if width > 1:
+            kernel = np.ones(width) / width
+            padded = np.pad(out[:, k], (width // 2, width - 1 - width // 2), mode="edge")
+            out[:, k] = np.convolve(padded, kernel, mode="valid")
+    return out.astype(np.float32)
+
+
+def _write_predictions(folder: Path, name: str, pred: np.ndarray, labels: np.ndarray, fps: float) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{name}.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["frame", "time", "valence", "arousal", "label_valence", "label_arousal"])
+        for i, (p, y) in enumerate(zip(pred, labels)):
+            w.writerow([i, f"{i / fps:.3f}", f"{p[0]:.4f}", f"{p[1]:.4f}", f"{y[0]:.4f}", f"{y[1]:.4f}"])
+
+
+def write_submission(folder: Path, name: str, pred: np.ndarray) -> None:
+    """One Aff-Wild2 test submission file: header, then `<frame:05d>.jpg,v,a` per frame."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["image_location,valence,arousal"]
+    lines += [f"{name}/{i + 1:05d}.jpg,{v:.4f},{a:.4f}" for i, (v, a) in enumerate(pred)]
+    (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: bool = True) -> dict:
+    """Scores a checkpoint on validation and test; returns (and writes) the metrics."""
+    cfg = params.evaluate
+    folder = params.path(params.embed.out)
+    model, ckpt = load_checkpoint(checkpoint or params.path(params.train.out), folder)
+    device = resolve_device(params.train.device)
+    model.to(device)
+    window = ckpt["params"]["train"]["window"]
+    result: dict = {"checkpoint": str(checkpoint or params.train.out), "head": ckpt["head"]["name"],
+                    "postprocess": {"clip": cfg.clip, "smooth_valence": cfg.smooth_valence,
+                                    "smooth_arousal": cfg.smooth_arousal}}
+    out = params.path(cfg.out)
+    for split in ("validation", "test"):
+        try:
+            entries = load_split(folder, split, preload_max_mb=params.train.preload_max_mb)
+        except InputError:
+            if split == "validation":
+                raise
+            result[split] = None  # no test entries in this cache
+            continue
+        raw = predict_split(model, entries, window, window // 2, device)
+        post = {n: postprocess(p, cfg) for n, p in raw.items()}
+        labels = labels_of(entries)
+        has_labels = any(m.any() for _, m in labels.values())
+        result[split] = {"raw": score(raw, labels, split) if has_labels else None,
+                         "post": score(post, labels, split) if has_labels else None,
+                         "entries": len(entries)}
+        if write:
+            for e in entries:
+                _write_predictions(out / "predictions" / split, e.name, post[e.name], labels[e.name][0], e.fps)
+                if split == "test":
+                    write_submission(out / "submission", e.name, post[e.name])
+    val = result["validation"]["post"]
+    result.update({k: val[k] for k in ("ccc_valence", "ccc_arousal", "ccc_mean")})
+    if write:
+        path = params.path(cfg.metrics)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def command(
+    params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint [default: params train.out].")] = None,
+) -> None:
+    """Evaluate a checkpoint with the official protocol (stage 2)."""
+    p = load_params(params)
+    r = evaluate_model(p, checkpoint=checkpoint)
+    for split in ("validation", "test"):
+        if r[split] and r[split]["post"]:
+            m = r[split]["post"]
+            console.print(f"{split:>10}: CCC valence {m['ccc_valence']:.4f}  arousal {m['ccc_arousal']:.4f}  "
+                          f"mean {m['ccc_mean']:.4f}  ({m['frames']} frames)", highlight=False)
+    console.print(f"metrics -> {p.path(p.evaluate.metrics)}")
