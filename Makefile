@@ -34,7 +34,8 @@ $(STAMP): $(REQS)
 demo: setup
 	dvc repro
 	jmt cache verify data/cache/embeddings --params params.yaml
-	dvc metrics show
+	@$(BIN)/python -c "import json; m = json.load(open('metrics/eval.json')); \
+	  [print(f\"{s:>10}: CCC valence {m[s]['post']['ccc_valence']:.4f}  arousal {m[s]['post']['ccc_arousal']:.4f}  mean {m[s]['post']['ccc_mean']:.4f}  ({m['head']})\") for s in ('validation', 'test') if m.get(s) and m[s]['post']]"
 	@echo "make demo: trained and evaluated one head (params model.fusion); the multi-head"
 	@echo "           comparison (jmt compare) and report are not built yet."
 
