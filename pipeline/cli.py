@@ -13,7 +13,7 @@ from pipeline import cache_tools
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces
-from pipeline.stage2 import evaluate, heads_cli, train
+from pipeline.stage2 import evaluate, heads_cli, predict, train
 from pipeline.errors import JmtError
 
 app = typer.Typer(
@@ -62,6 +62,7 @@ app.command("embed")(_clear_errors(embed.command))
 app.command("train")(_clear_errors(train.command))
 app.command("evaluate")(_clear_errors(evaluate.command))
 app.command("heads")(_clear_errors(heads_cli.command))
+app.command("predict")(_clear_errors(predict.command))
 
 cache_app = typer.Typer(help="Inspect and check HDF5 caches (info, verify).", no_args_is_help=True)
 cache_app.command("info")(_clear_errors(cache_tools.info_command))

@@ -11,16 +11,6 @@ from pipeline.cli import app
 from pipeline.config import EvaluateParams
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2.evaluate import evaluate_model, postprocess
-from pipeline.stage2.train import train_model
-
-from .test_train import stage2_params
-
-
-@pytest.fixture(scope="module")
-def trained(tiny_cache, tmp_path_factory):
-    params = stage2_params(tiny_cache, tmp_path_factory.mktemp("trained"))
-    train_model(params, quiet=True)
-    return params
 
 
 def test_evaluate_writes_metrics_predictions_and_submission(trained):
