@@ -55,16 +55,19 @@ def _handle(path: Path) -> h5py.File:
     return _HANDLES[key]
 
 
-def _check(name: str, arrays: dict[str, np.ndarray]) -> None:
+def _check(name: str, arrays: dict[str, np.ndarray], offset: int = 0) -> None:
+    """NaN/inf embeddings are an error naming the entry and the (absolute) frame."""
     for field in ("audio", "visual"):
         finite = np.isfinite(arrays[field]).all(axis=1)
         if not finite.all():
             raise InputError(f"{name}: NaN/inf in the {field} embeddings at frame "
-                             f"{int(np.flatnonzero(~finite)[0])}")
+                             f"{offset + int(np.flatnonzero(~finite)[0])}")
 
 
-def load_split(folder: Path, split: str, *, preload_max_mb: float) -> list[Entry]:
-    """The entries of one split in an embeddings folder; errors if there are none."""
+def load_split(folder: Path, split: str, *, preload_max_mb: float,
+               expected: list[str] | None = None) -> list[Entry]:
+    """The entries of one split in an embeddings folder; errors if there are none, or if any
+    of the `expected` entry names (the corpus's) is missing from the cache."""
     folder = Path(folder)
     names = cache.entries(folder)
     if not names:
@@ -81,6 +84,11 @@ def load_split(folder: Path, split: str, *, preload_max_mb: float) -> list[Entry
             total += sum(f[k].size * f[k].dtype.itemsize for k in FIELDS)
     if not entries:
         raise InputError(f"{folder}: no entries of split {split!r} in the cache")
+    missing = sorted(set(expected or []) - {e.name for e in entries})
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"{folder}: the cache lacks {len(missing)} {split} entr{'y' if len(missing) == 1 else 'ies'} "
+                         f"of the corpus ({shown}); see the stage-1 report.json files or re-run jmt faces/audio/embed")
     if total <= preload_max_mb * 1e6:
         for e in entries:
             with cache.open_entry(e.path) as f:
@@ -89,6 +97,18 @@ def load_split(folder: Path, split: str, *, preload_max_mb: float) -> list[Entry
             e.arrays["visual"] = e.arrays["visual"].astype(np.float32)
             _check(e.name, e.arrays)
     return entries
+
+
+def corpus_names(params, split: str) -> list[str] | None:
+    """The corpus's entry names for a split, or None when the corpus is not at hand (a cache
+    can be evaluated without its videos)."""
+    from pipeline.corpus.entries import load_corpus
+
+    try:
+        corpus = load_corpus(params)
+    except InputError:
+        return None
+    return [e.name for e in corpus.entries if e.split == split]
 
 
 def dims(entries: list[Entry]) -> tuple[int, int]:
@@ -142,7 +162,7 @@ class WindowDataset(Dataset):
         arrays = e.read(start, start + self.window)
         if e.arrays is None:
             arrays["audio"], arrays["visual"] = arrays["audio"].astype(np.float32), arrays["visual"].astype(np.float32)
-            _check(e.name, arrays)
+            _check(e.name, arrays, start)
         return _pad(arrays, self.window)
 
 
@@ -158,7 +178,7 @@ def predict_entry(model: torch.nn.Module, entry: Entry, window: int, hop: int,
         arrays = entry.read(start, start + window)
         if entry.arrays is None:
             arrays["audio"], arrays["visual"] = arrays["audio"].astype(np.float32), arrays["visual"].astype(np.float32)
-            _check(entry.name, arrays)
+            _check(entry.name, arrays, start)
         n = len(arrays["labels"])
         x = {k: v.unsqueeze(0).to(device) for k, v in _pad(arrays, window).items()}
         if drop:

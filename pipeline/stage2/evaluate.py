@@ -24,7 +24,7 @@ from pipeline.config import DEFAULT_PARAMS, EvaluateParams, Params, load_params
 from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError, JmtError
-from pipeline.stage2.data import load_split
+from pipeline.stage2.data import corpus_names, load_split
 from pipeline.stage2.heads import build_head
 from pipeline.stage2.protocol import labels_of, predict_split, score
 from pipeline.stage2.train import cache_provenance
@@ -94,9 +94,10 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
     out = params.path(cfg.out)
     for split in ("validation", "test"):
         try:
-            entries = load_split(folder, split, preload_max_mb=params.train.preload_max_mb)
-        except InputError:
-            if split == "validation":
+            entries = load_split(folder, split, preload_max_mb=params.train.preload_max_mb,
+                                 expected=corpus_names(params, split))
+        except InputError as exc:
+            if split == "validation" or "lacks" in str(exc):
                 raise
             result[split] = None  # no test entries in this cache
             continue

@@ -28,7 +28,7 @@ from pipeline.console import console, progress
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.metrics import ccc_torch
-from pipeline.stage2.data import WindowDataset, dims, load_split
+from pipeline.stage2.data import WindowDataset, corpus_names, dims, load_split
 from pipeline.stage2.heads import build_head, count_parameters
 from pipeline.stage2.protocol import labels_of, predict_split, score
 
@@ -107,8 +107,10 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
     t0 = time.time()
     gen = seed_everything(cfg.seed)
     folder = params.path(params.embed.out)
-    train_entries = load_split(folder, "train", preload_max_mb=cfg.preload_max_mb)
-    val_entries = load_split(folder, "validation", preload_max_mb=cfg.preload_max_mb)
+    train_entries = load_split(folder, "train", preload_max_mb=cfg.preload_max_mb,
+                               expected=corpus_names(params, "train"))
+    val_entries = load_split(folder, "validation", preload_max_mb=cfg.preload_max_mb,
+                             expected=corpus_names(params, "validation"))
     audio_dim, visual_dim = dims(train_entries)
     if dims(val_entries) != (audio_dim, visual_dim):
         raise InputError(f"{folder}: validation embeddings have other widths than train")

@@ -91,3 +91,23 @@ def test_missing_split_is_a_clear_error(tiny_cache, tmp_path):
         load_split(params.path(params.embed.out), "dev", preload_max_mb=1)
     with pytest.raises(InputError, match="no embedding files; run `jmt embed` first"):
         load_split(tmp_path, "train", preload_max_mb=1)
+
+
+def test_missing_video_and_nan_embeddings_are_named(tiny_cache, tmp_path):
+    import shutil
+
+    import h5py
+
+    params, _ = tiny_cache
+    folder = tmp_path / "emb"
+    shutil.copytree(params.path(params.embed.out), folder)
+    (folder / "demo_00_right.h5").unlink()
+    with pytest.raises(InputError, match=r"lacks 1 train entry of the corpus \(demo_00_right\)"):
+        load_split(folder, "train", preload_max_mb=100, expected=["demo_00_left", "demo_00_right"])
+    with h5py.File(folder / "demo_00_left.h5", "r+") as f:
+        f["visual"][17, 0] = np.nan
+    with pytest.raises(InputError, match="demo_00_left: NaN/inf in the visual embeddings at frame 17"):
+        load_split(folder, "train", preload_max_mb=100)
+    lazy = load_split(folder, "train", preload_max_mb=0)
+    with pytest.raises(InputError, match="demo_00_left: NaN/inf in the visual embeddings at frame 17"):
+        WindowDataset(lazy, 16, 8)[1]
