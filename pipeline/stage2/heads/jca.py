@@ -51,6 +51,8 @@ class JCABlock(nn.Module):
 
 @HEADS.register("jca")
 class JCA(FusionHead):
+    iterations = 1  # rjca.py's subclass applies the block recursively
+
     def __init__(self, **common) -> None:
         """Arguments: FusionHead's (heads/layers unused)."""
         super().__init__(**common)
@@ -61,5 +63,6 @@ class JCA(FusionHead):
     def forward(self, audio, visual, audio_mask, visual_mask) -> torch.Tensor:
         a = self.temporal_a(self.audio_in(audio, audio_mask))             # (B, T, d)
         v = self.temporal_v(self.visual_in(visual, visual_mask))          # (B, T, d)
-        a, v = self.block(a, v)
+        for _ in range(self.iterations):
+            a, v = self.block(a, v)
         return self.head(torch.cat([a, v], dim=-1))                       # (B, T, 2)
