@@ -58,9 +58,10 @@ def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
     video = Path(video)
     if not video.is_file():
         raise InputError(f"{video}: file not found")
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False) if Path(checkpoint).is_file() else None
-    if ckpt is None:
+    if not Path(checkpoint).is_file():
         raise InputError(f"{checkpoint}: checkpoint not found")
+    # only its params are needed here; load_checkpoint below rebuilds (and checks) the model
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="jmt-predict-") as tmp:
         work = Path(tmp)

@@ -20,7 +20,11 @@ def predict_split(model: torch.nn.Module, entries: list[Entry], window: int, hop
 
 def labels_of(entries: list[Entry]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-entry (labels (n, 2), label_mask (n,))."""
-    return {e.name: (e.read(0, e.n)["labels"], e.read(0, e.n)["label_mask"]) for e in entries}
+    out = {}
+    for e in entries:
+        arrays = e.read(0, e.n)
+        out[e.name] = (arrays["labels"], arrays["label_mask"])
+    return out
 
 
 def score(preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
