@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
 #   make demo   install everything, then run the whole pipeline on the demo corpus (dvc repro)
+#               and print the comparison of the fusion heads
 #   make test   install everything, then run the test suite
 # Re-running either on a ready machine skips the installs (a stamp file records them).
 
@@ -31,13 +32,15 @@ $(STAMP): $(REQS)
 	$(INSTALL) --no-deps -e .
 	@touch $(STAMP)
 
+# The whole pipeline (demo corpus -> stage 1 -> stage 2 -> comparison -> report), then a
+# cache check, README's results section from metrics/compare.json, and the tables.
 demo: setup
 	dvc repro
 	jmt cache verify data/cache/embeddings --params params.yaml
-	@$(BIN)/python -c "import json; m = json.load(open('metrics/eval.json')); \
-	  [print(f\"{s:>10}: CCC valence {m[s]['post']['ccc_valence']:.4f}  arousal {m[s]['post']['ccc_arousal']:.4f}  mean {m[s]['post']['ccc_mean']:.4f}  ({m['head']})\") for s in ('validation', 'test') if m.get(s) and m[s]['post']]"
-	@echo "make demo: trained and evaluated one head (params model.fusion); the multi-head"
-	@echo "           comparison (jmt compare) and report are not built yet."
+	jmt readme
+	jmt evaluate --show
+	jmt compare --show
+	@echo "make demo: figures in reports/figures/, the report in reports/index.md"
 
 test: setup
 	$(BIN)/python -m pytest

@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__
-from pipeline import cache_tools
+from pipeline import cache_tools, report
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces
-from pipeline.stage2 import evaluate, heads_cli, predict, train
+from pipeline.stage2 import compare, evaluate, heads_cli, predict, train
 from pipeline.errors import JmtError
 
 app = typer.Typer(
@@ -63,6 +63,9 @@ app.command("train")(_clear_errors(train.command))
 app.command("evaluate")(_clear_errors(evaluate.command))
 app.command("heads")(_clear_errors(heads_cli.command))
 app.command("predict")(_clear_errors(predict.command))
+app.command("compare")(_clear_errors(compare.command))
+app.command("report")(_clear_errors(report.command))
+app.command("readme")(_clear_errors(report.readme_command))
 
 cache_app = typer.Typer(help="Inspect and check HDF5 caches (info, verify).", no_args_is_help=True)
 cache_app.command("info")(_clear_errors(cache_tools.info_command))

@@ -193,6 +193,38 @@ class EvaluateParams(Section):
     smooth_arousal: Annotated[int, Field(ge=0)] = 0
 
 
+class CompareParams(Section):
+    """`jmt compare`: heads x seeds on one cache, with paired intervals, cost and robustness."""
+
+    heads: list[str] = Field(default_factory=lambda: ["jmt", "mt", "jca", "rjca", "concat", "late",
+                                                      "audio_only", "visual_only"], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    reference: str = "jmt"          # every other head is compared with this one, paired by seed
+    runs: str = "runs/compare"      # one folder per (head, seed): checkpoint, predictions, run.json
+    metrics: str = "metrics/compare.json"
+    table: str = "reports/compare.md"
+    confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    bootstrap: Annotated[int, Field(ge=100)] = 2000   # resamples of the videos
+    latency_repeats: PosInt = 5
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompareParams:
+        for key, values in (("heads", self.heads), ("seeds", self.seeds)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{key} has duplicates: {values}")
+        if self.reference not in self.heads:
+            raise ValueError(f"reference {self.reference!r} is not among heads {self.heads}")
+        return self
+
+
+class ReportParams(Section):
+    """`jmt report`: figures and reports/index.md from the comparison."""
+
+    out: str = "reports"            # index.md here, PNGs in <out>/figures/
+    videos: PosInt = 3              # validation videos drawn as curves
+    dpi: Annotated[int, Field(ge=50, le=600)] = 110
+
+
 class Params(Section):
     """All of params.yaml. Use `path()` to resolve a path relative to the params file."""
 
@@ -204,6 +236,8 @@ class Params(Section):
     model: ModelParams
     train: TrainParams
     evaluate: EvaluateParams
+    compare: CompareParams = Field(default_factory=CompareParams)
+    report: ReportParams = Field(default_factory=ReportParams)
     _root: Path = PrivateAttr(default=Path("."))
 
     @property

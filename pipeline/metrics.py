@@ -40,28 +40,37 @@ def ccc_torch(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tens
     return 2 * cov / (vx + vy + (mx - my) ** 2 + eps)
 
 
+def ccc_sums(pred: Array, target: Array) -> np.ndarray:
+    """The sufficient statistics (n, sx, sy, sxx, syy, sxy) of CCC, float64: sums of these
+    over parts of a split give the split's CCC exactly (`ccc_from_sums`)."""
+    x = torch.as_tensor(pred, dtype=torch.float64).flatten()
+    y = torch.as_tensor(target, dtype=torch.float64).flatten()
+    return np.array([x.numel(), float(x.sum()), float(y.sum()), float((x * x).sum()),
+                     float((y * y).sum()), float((x * y).sum())])
+
+
+def ccc_from_sums(sums: np.ndarray) -> np.ndarray:
+    """CCC from summed statistics (..., 6) -> (...); NaN where undefined (n < 2 or both constant)."""
+    n, sx, sy, sxx, syy, sxy = np.moveaxis(np.asarray(sums, np.float64), -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mx, my = sx / n, sy / n
+        vx, vy = sxx / n - mx * mx, syy / n - my * my
+        cov = sxy / n - mx * my
+        out = 2 * cov / (vx + vy + (mx - my) ** 2)
+    return np.where(n >= 2, out, np.nan)
+
+
 class CCCAccumulator:
     """Running sums for CCC over many batches (exact, float64), so a whole split's frames can
     be scored without keeping them all: update(pred, target) per batch, then compute()."""
 
     def __init__(self) -> None:
-        self.n = 0
-        self.sx = self.sy = self.sxx = self.syy = self.sxy = 0.0
+        self.sums = np.zeros(6)
 
     def update(self, pred: Array, target: Array) -> None:
-        x = torch.as_tensor(pred, dtype=torch.float64).flatten()
-        y = torch.as_tensor(target, dtype=torch.float64).flatten()
-        self.n += x.numel()
-        self.sx += float(x.sum())
-        self.sy += float(y.sum())
-        self.sxx += float((x * x).sum())
-        self.syy += float((y * y).sum())
-        self.sxy += float((x * y).sum())
+        self.sums += ccc_sums(pred, target)
 
     def compute(self) -> float:
-        if self.n < 2:
-            raise ValueError(f"CCC needs at least 2 valid frames, got {self.n}")
-        mx, my = self.sx / self.n, self.sy / self.n
-        vx, vy = self.sxx / self.n - mx * mx, self.syy / self.n - my * my
-        cov = self.sxy / self.n - mx * my
-        return 2 * cov / (vx + vy + (mx - my) ** 2)
+        if self.sums[0] < 2:
+            raise ValueError(f"CCC needs at least 2 valid frames, got {int(self.sums[0])}")
+        return float(ccc_from_sums(self.sums))

@@ -43,3 +43,14 @@ def tiny_cache(tmp_path_factory, tiny_corpus):
     params = params_at(tmp_path_factory.mktemp("work"), tiny_corpus)
     results = {"faces": run_faces(params), "audio": run_audio(params), "embed": run_embed(params)}
     return params, results
+
+
+@pytest.fixture(scope="session")
+def compared(tiny_cache, tmp_path_factory):
+    """`jmt compare` of three heads x two seeds on the tiny cache: (params, result)."""
+    from pipeline.stage2.compare import run_compare
+
+    from .stage2.test_compare import compare_params
+
+    params = compare_params(tiny_cache, tmp_path_factory.mktemp("compare"))
+    return params, run_compare(params)

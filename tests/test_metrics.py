@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.metrics import CCCAccumulator, ccc, ccc_torch
+from pipeline.metrics import CCCAccumulator, ccc, ccc_from_sums, ccc_sums, ccc_torch
 
 
 def ccc_reference(x, y):
@@ -58,3 +58,12 @@ def test_errors():
         ccc(np.ones(5), np.ones(5))
     with pytest.raises(ValueError, match="at least 2 valid frames"):
         CCCAccumulator().compute()
+
+
+def test_ccc_from_summed_parts_equals_ccc_of_the_whole():
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=90), rng.normal(size=90) + 0.3
+    parts = np.stack([ccc_sums(x[i:i + 30], y[i:i + 30]) for i in (0, 30, 60)])
+    assert float(ccc_from_sums(parts.sum(0))) == pytest.approx(ccc(x, y), abs=1e-12)
+    batched = ccc_from_sums(np.stack([parts.sum(0), parts[0], ccc_sums(x[:1], y[:1])]))
+    assert batched.shape == (3,) and batched[1] == pytest.approx(ccc(x[:30], y[:30])) and np.isnan(batched[2])

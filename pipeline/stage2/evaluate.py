@@ -122,16 +122,26 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
     return result
 
 
+def _print(result: dict) -> None:
+    for split in ("validation", "test"):
+        if result.get(split) and result[split]["post"]:
+            m = result[split]["post"]
+            console.print(f"{split:>10}: CCC valence {m['ccc_valence']:.4f}  arousal {m['ccc_arousal']:.4f}  "
+                          f"mean {m['ccc_mean']:.4f}  ({m['frames']} frames, {result['head']})", highlight=False)
+
+
 def command(
     params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint [default: params train.out].")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Only print the last evaluation's metrics.")] = False,
 ) -> None:
     """Evaluate a checkpoint with the official protocol (stage 2)."""
     p = load_params(params)
-    r = evaluate_model(p, checkpoint=checkpoint)
-    for split in ("validation", "test"):
-        if r[split] and r[split]["post"]:
-            m = r[split]["post"]
-            console.print(f"{split:>10}: CCC valence {m['ccc_valence']:.4f}  arousal {m['ccc_arousal']:.4f}  "
-                          f"mean {m['ccc_mean']:.4f}  ({m['frames']} frames)", highlight=False)
-    console.print(f"metrics -> {p.path(p.evaluate.metrics)}")
+    path = p.path(p.evaluate.metrics)
+    if show:
+        if not path.is_file():
+            raise InputError(f"{path}: no evaluation yet; run `jmt evaluate`")
+        _print(json.loads(path.read_text()))
+        return
+    _print(evaluate_model(p, checkpoint=checkpoint))
+    console.print(f"metrics -> {path}")

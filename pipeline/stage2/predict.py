@@ -25,6 +25,7 @@ from pipeline.config import Params, parse_params
 from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
+from pipeline.plots import pyplot, shade_missing
 from pipeline.stage2.data import load_split, predict_entry
 from pipeline.stage2.evaluate import load_checkpoint, postprocess
 
@@ -91,20 +92,11 @@ def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
 def plot(path: Path, times: np.ndarray, pred: np.ndarray, face: np.ndarray, audio: np.ndarray,
          title: str) -> None:
     """Valence and arousal over time; frames without a face (red) or audio (blue) shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 3.5), constrained_layout=True)
     ax.plot(times, pred[:, 0], label="valence", color="tab:orange")
     ax.plot(times, pred[:, 1], label="arousal", color="tab:purple")
-    step = float(np.median(np.diff(times))) if len(times) > 1 else 0.04
-    for mask, colour, name in ((~face, "tab:red", "no face"), (~audio, "tab:blue", "no audio")):
-        first = True
-        for i in np.flatnonzero(mask):
-            ax.axvspan(times[i], times[i] + step, color=colour, alpha=0.12, lw=0, label=name if first else None)
-            first = False
+    shade_missing(ax, times, face, audio)
     ax.set(ylim=(-1.05, 1.05), xlabel="time (s)", ylabel="prediction", title=title)
     ax.axhline(0, color="grey", lw=0.5)
     ax.legend(loc="upper right", ncol=4, fontsize=8)

@@ -59,5 +59,7 @@ def test_cli_evaluate_and_heads(trained):
     params = str(trained.root / "params.yaml")
     result = runner.invoke(app, ["evaluate", "--params", params])
     assert result.exit_code == 0 and "validation: CCC valence" in result.output
+    shown = runner.invoke(app, ["evaluate", "--params", params, "--show"])
+    assert shown.exit_code == 0 and shown.output.splitlines()[0] == result.output.splitlines()[0]
     result = runner.invoke(app, ["heads", "--params", params])
     assert result.exit_code == 0 and "jmt" in result.output and "visual_only" in result.output

@@ -1,0 +1,374 @@
+"""`jmt compare`: every head in `compare.heads` x every seed in `compare.seeds`, trained and
+evaluated on the same cache, with numbers a reviewer can check.
+
+Per (head, seed) run, in `<compare.runs>/<head>-seed<seed>/`: the best checkpoint, the
+post-processed predictions of every validation and test frame under three conditions (both
+streams; audio masked everywhere; visual masked everywhere: the same trained model, nothing
+retrained) and `run.json` (scores, training history, timing, the run's key). The key hashes
+everything that decides the run's numbers: the head's params, the train and evaluate params
+(the seed included), the embeddings' bytes, the stage-2 training code and the torch version.
+A run whose folder holds the same key is reused, not recomputed; a run is written to a
+temporary folder and renamed when complete, so an interrupted comparison resumes.
+
+Then, per head: CCC valence/arousal/mean on validation and test as mean +- sample std over
+seeds, for each condition; the paired difference from `compare.reference` (per-seed CCC mean
+differences, Student t interval over seeds; and a percentile bootstrap over videos, paired by
+video and seed); parameters, MFLOPs per frame and CPU latency per 1000 frames. Written to
+`compare.metrics` (JSON) and `compare.table` (markdown), and printed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from pipeline import cache
+from pipeline.config import DEFAULT_PARAMS, CompareParams, Params, load_params
+from pipeline.console import console
+from pipeline.device import resolve_device
+from pipeline.errors import InputError, ParamsError
+from pipeline.stage2.cost import head_cost
+from pipeline.stage2.data import Entry, corpus_names, dims, load_split
+from pipeline.stage2.evaluate import load_checkpoint, postprocess
+from pipeline.stage2.heads import HEADS, build_head
+from pipeline.stage2.protocol import labels_of, predict_split, score
+from pipeline.stage2.train import cache_provenance, head_kwargs, train_model
+from pipeline.stats import bootstrap_videos, paired_t
+
+SPLITS = ("validation", "test")
+CONDITIONS = {"full": None, "no_audio": "audio", "no_visual": "visual"}  # name -> stream masked
+METRICS = ("ccc_valence", "ccc_arousal", "ccc_mean")
+SHORT = {"validation": "val", "test": "test"}  # column labels
+# The code whose change changes a run's numbers (compare.py and the report are not in it).
+_STAGE2 = Path(__file__).resolve().parent
+TRAINING_CODE = sorted([*_STAGE2.glob("heads/*.py"), *(_STAGE2 / f for f in (
+    "data.py", "layers.py", "protocol.py", "train.py", "evaluate.py")), _STAGE2.parent / "metrics.py"])
+
+
+def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
+    """sha256 over the names (relative to root) and bytes of files, in the given order."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(str(path.relative_to(root) if root else path.name).encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def cache_fingerprint(folder: Path) -> str:
+    """sha256 of every embeddings file of the cache (names and bytes)."""
+    return files_fingerprint([cache.entry_path(folder, n) for n in cache.entries(folder)], folder)
+
+
+def run_params(params: Params, head: str, seed: int, folder: Path) -> Params:
+    """params with model.fusion = head, train.seed = seed, outputs inside the run folder."""
+    run = params.model_copy(update={
+        "model": params.model.model_copy(update={"fusion": head}),
+        "train": params.train.model_copy(update={"seed": seed, "out": str(folder / "model.pt"),
+                                                 "live_dir": str(folder / "live")}),
+    })
+    run._root = params.root
+    return run
+
+
+def run_key(params: Params, head: str, seed: int, fingerprints: dict[str, str]) -> str:
+    """The hash that decides whether a stored (head, seed) run can be reused."""
+    train = params.train.model_dump(exclude={"out", "live_dir", "preload_max_mb"})
+    what = {"model": {**params.model.model_dump(), "fusion": head}, "train": {**train, "seed": seed},
+            "evaluate": params.evaluate.model_dump(exclude={"metrics", "out"}),
+            "torch": torch.__version__, **fingerprints}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _load_run(folder: Path, key: str) -> dict | None:
+    """A finished run with this key, or None."""
+    try:
+        info = json.loads((folder / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if info.get("key") != key or not (folder / "model.pt").is_file() or not (folder / "predictions.npz").is_file():
+        return None
+    return info
+
+
+def load_predictions(folder: Path) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """(split, condition) -> {entry name: predictions (n, 2)} of one run folder."""
+    out: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+    with np.load(folder / "predictions.npz") as z:
+        for k in z.files:
+            split, condition, name = k.split("/", 2)
+            out.setdefault((split, condition), {})[name] = z[k]
+    return out
+
+
+def _execute_run(params: Params, head: str, seed: int, folder: Path, key: str,
+                 splits: dict[str, list[Entry]]) -> dict:
+    """Trains one (head, seed), evaluates it under every condition, writes the run folder."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    run = run_params(params, head, seed, tmp)
+    t0 = time.time()
+    trained = train_model(run, quiet=True)
+    model, ckpt = load_checkpoint(tmp / "model.pt", params.path(params.embed.out))
+    device = resolve_device(params.train.device)
+    model.to(device)
+    window = params.train.window
+    scores: dict = {}
+    arrays: dict[str, np.ndarray] = {}
+    for split, entries in splits.items():
+        labels = labels_of(entries)
+        scores[split] = {}
+        for condition, drop in CONDITIONS.items():
+            raw = predict_split(model, entries, window, window // 2, device, drop=drop)
+            post = {n: postprocess(p, params.evaluate) for n, p in raw.items()}
+            scores[split][condition] = score(post, labels, split)
+            arrays.update({f"{split}/{condition}/{n}": p for n, p in post.items()})
+    np.savez_compressed(tmp / "predictions.npz", **arrays)
+    info = {"head": head, "seed": seed, "key": key, "epochs": len(trained.history),
+            "best_epoch": trained.best_epoch, "parameters": trained.parameters,
+            "seconds": round(time.time() - t0, 1), "train_frames_per_s": round(trained.frames_per_s, 1),
+            "scores": scores, "history": trained.history}
+    (tmp / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return info
+
+
+def _summary(values: list[float]) -> dict:
+    """mean and sample std (n - 1; None for one value) of per-seed values."""
+    v = np.asarray(values, np.float64)
+    return {"mean": round(float(v.mean()), 6), "std": round(float(v.std(ddof=1)), 6) if len(v) > 1 else None,
+            "n": len(v)}
+
+
+def _interval(iv) -> dict:
+    return {"mean": round(iv.mean, 6), "low": round(iv.low, 6), "high": round(iv.high, 6), "n": iv.n,
+            "method": iv.method, "excludes_zero": iv.excludes_zero}
+
+
+def _corpus_facts(params: Params, splits: dict[str, list[Entry]], folder: Path) -> dict:
+    frames = {s: int(sum(m.sum() for _, m in labels_of(e).values())) for s, e in splits.items()}
+    train = load_split(folder, "train", preload_max_mb=0)
+    return {"root": str(params.corpus.root), "layout": params.corpus.layout,
+            "videos": {"train": len(train), **{s: len(e) for s, e in splits.items()}},
+            "scored_frames": frames, "cache": cache_provenance(folder)}
+
+
+def run_compare(params: Params, *, out_console: Console | None = None) -> dict:
+    """Runs (or reuses) every (head, seed), aggregates, writes the JSON and markdown table."""
+    cfg: CompareParams = params.compare
+    for head in cfg.heads:
+        HEADS.get(head)  # an unknown head fails before any training, listing the known ones
+    t0 = time.time()
+    folder = params.path(params.embed.out)
+    splits: dict[str, list[Entry]] = {}
+    for split in SPLITS:
+        try:
+            splits[split] = load_split(folder, split, preload_max_mb=params.train.preload_max_mb,
+                                       expected=corpus_names(params, split))
+        except InputError as exc:
+            if split == "validation" or "lacks" in str(exc):
+                raise
+            console.print(f"[yellow]compare:[/] no test entries in {folder}; validation only", highlight=False)
+    labels = {s: labels_of(e) for s, e in splits.items()}
+    fingerprints = {"cache": cache_fingerprint(folder),
+                    "code": files_fingerprint(TRAINING_CODE, _STAGE2.parent)}
+    runs_dir = params.path(cfg.runs)
+    runs: dict[tuple[str, int], dict] = {}
+    preds: dict[tuple[str, int], dict] = {}
+    total = len(cfg.heads) * len(cfg.seeds)
+    for i, (head, seed) in enumerate(((h, s) for h in cfg.heads for s in cfg.seeds), 1):
+        run_dir = runs_dir / f"{head}-seed{seed}"
+        key = run_key(params, head, seed, fingerprints)
+        info = _load_run(run_dir, key)
+        reused = info is not None
+        if info is None:
+            info = _execute_run(params, head, seed, run_dir, key, splits)
+        info["reused"] = reused
+        runs[head, seed], preds[head, seed] = info, load_predictions(run_dir)
+        s = info["scores"]
+        test = f", test {s['test']['full']['ccc_mean']:.4f}" if "test" in s else ""
+        how = "reused" if reused else f"trained in {info['seconds']:.0f} s"
+        console.print(f"[{i}/{total}] {head} seed {seed}: {how}, "
+                      f"validation CCC mean {s['validation']['full']['ccc_mean']:.4f}{test}", highlight=False)
+
+    audio_dim, visual_dim = dims(splits["validation"])
+    results: dict = {}
+    for head in cfg.heads:
+        mine = [runs[head, s] for s in cfg.seeds]
+        model = build_head(head, **head_kwargs(params.model.model_copy(update={"fusion": head}), audio_dim, visual_dim))
+        r: dict = head_cost(model, audio_dim, visual_dim, params.train.window, repeats=cfg.latency_repeats)
+        r["train_seconds"] = _summary([m["seconds"] for m in mine])
+        for split in splits:
+            r[split] = {c: {k: _summary([m["scores"][split][c][k] for m in mine]) for k in METRICS}
+                        for c in CONDITIONS}
+        if head != cfg.reference:
+            r["vs_reference"] = {}
+            for split in splits:
+                ref = [runs[cfg.reference, s]["scores"][split]["full"]["ccc_mean"] for s in cfg.seeds]
+                own = [runs[head, s]["scores"][split]["full"]["ccc_mean"] for s in cfg.seeds]
+                d = np.subtract(own, ref)
+                seeds_iv = _interval(paired_t(d, cfg.confidence)) if len(d) > 1 else None
+                videos_iv = bootstrap_videos([preds[head, s][split, "full"] for s in cfg.seeds],
+                                             [preds[cfg.reference, s][split, "full"] for s in cfg.seeds],
+                                             labels[split], n_boot=cfg.bootstrap, confidence=cfg.confidence)
+                r["vs_reference"][split] = {"per_seed": [round(float(x), 6) for x in d],
+                                            "seeds": seeds_iv, "videos": _interval(videos_iv)}
+        results[head] = r
+    seconds = time.time() - t0
+    out = {
+        "corpus": _corpus_facts(params, splits, folder),
+        "heads": list(cfg.heads), "seeds": list(cfg.seeds), "reference": cfg.reference,
+        "confidence": cfg.confidence, "bootstrap": cfg.bootstrap,
+        "params": {"model": params.model.model_dump(exclude={"fusion"}),
+                   "train": params.train.model_dump(exclude={"seed", "out", "live_dir", "preload_max_mb"}),
+                   "evaluate": params.evaluate.model_dump(exclude={"metrics", "out"})},
+        "fingerprints": fingerprints,
+        "results": results,
+        "runs": [{"head": h, "seed": s, "folder": f"{h}-seed{s}", "reused": runs[h, s]["reused"],
+                  "seconds": runs[h, s]["seconds"], "epochs": runs[h, s]["epochs"],
+                  "best_epoch": runs[h, s]["best_epoch"],
+                  **{split: {c: {k: round(v[k], 6) for k in METRICS} for c, v in sc.items()}
+                     for split, sc in runs[h, s]["scores"].items()}}
+                 for h in cfg.heads for s in cfg.seeds],
+        "timing": {"seconds": round(seconds, 1), "trained": sum(not r["reused"] for r in runs.values()),
+                   "reused": sum(r["reused"] for r in runs.values())},
+    }
+    metrics_path, table_path = params.path(cfg.metrics), params.path(cfg.table)
+    for path in (metrics_path, table_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(out, indent=1) + "\n")
+    table_path.write_text(markdown(out))
+    (out_console or table_console()).print(Markdown(markdown(out)))
+    console.print(f"[green]compare[/]: {out['timing']['trained']} runs trained, {out['timing']['reused']} reused, "
+                  f"{seconds:.0f} s -> {metrics_path}, {table_path}", highlight=False)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The markdown tables (compare.table, reports/index.md and README's results section).
+
+def _pm(s: dict) -> str:
+    return f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s.get("std") is not None else "")
+
+
+def _iv(iv: dict | None) -> str:
+    if iv is None:
+        return "n/a (one seed)"
+    mark = " *" if iv["excludes_zero"] else ""
+    return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}]{mark}"
+
+
+def describe(result: dict) -> str:
+    """One paragraph: corpus, cache, seeds, params and how to read the numbers."""
+    c, p = result["corpus"], result["params"]
+    videos = ", ".join(f"{n} {s}" for s, n in c["videos"].items())  # entries: a two-person video has two
+    frames = ", ".join(f"{n:,} {s}" for s, n in c["scored_frames"].items())
+    train, model = p["train"], p["model"]
+    seeds = ", ".join(map(str, result["seeds"]))
+    n = len(result["seeds"])
+    return (
+        f"Corpus `{c['root']}` ({c['layout']} layout; entries: {videos}; valid frames scored: {frames}). "
+        f"Cache: visual `{c['cache']['visual_backbone']}`, audio `{c['cache']['audio_backbone']}`. "
+        f"Seeds {seeds} for every head. Params: d_model {model['d_model']}, temporal `{model['temporal']}`, "
+        f"{model['layers']} layer(s), {model['heads']} attention head(s); {train['optimizer']} lr {train['lr']}, "
+        f"{train['epochs']} epochs (patience {train['patience']}), windows of {train['window']} frames, "
+        f"modality dropout {train['modality_dropout']}; predictions clipped: {p['evaluate']['clip']}, "
+        f"smoothing: {p['evaluate']['smooth_valence'] or 'off'}/{p['evaluate']['smooth_arousal'] or 'off'}. "
+        f"CCC on all valid frames of a split (the official protocol); ± is the sample standard "
+        f"deviation over the {n} seeds."
+    )
+
+
+def markdown(result: dict) -> str:
+    """The comparison as markdown tables (accuracy, paired differences, robustness, cost)."""
+    res, ref = result["results"], result["reference"]
+    splits = [s for s in SPLITS if s in res[ref]]
+    order = sorted(result["heads"], key=lambda h: -res[h]["validation"]["full"]["ccc_mean"]["mean"])
+    name = {h: f"**`{h}`**" if h == ref else f"`{h}`" for h in order}
+    conf = f"{result['confidence']:.0%}"
+    lines = [describe(result), "", "**Accuracy** (CCC, mean ± std over seeds; sorted by validation mean)", ""]
+    cols = [f"{SHORT[s]} {k.removeprefix('ccc_')}" for s in splits for k in METRICS]
+    lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for h in order:
+        lines.append(f"| {name[h]} | " + " | ".join(_pm(res[h][s]["full"][k]) for s in splits for k in METRICS) + " |")
+    lines += ["", f"**Paired difference from `{ref}`** (CCC mean, head − {ref}, {conf} intervals; * = excludes 0). "
+              f"*Over seeds*: Student t on the per-seed differences (n = {len(result['seeds'])} seeds). "
+              f"*Over videos*: percentile bootstrap, {result['bootstrap']} resamples of the split's videos, "
+              "each scoring every seed of both heads on the same draw (n = videos; few videos make it coarse).", ""]
+    cols = [f"{SHORT[s]} over {w}" for s in splits for w in ("seeds", "videos")]
+    lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for h in order:
+        if h != ref:
+            v = res[h]["vs_reference"]
+            lines.append(f"| {name[h]} | " + " | ".join(_iv(v[s][w]) for s in splits for w in ("seeds", "videos")) + " |")
+    lines += ["", "**Robustness** (CCC mean ± std; the same trained models evaluated with one stream masked "
+              "on every frame)", ""]
+    cols = [f"{SHORT[s]} {c.replace('_', ' ')}" for s in splits for c in CONDITIONS]
+    lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for h in order:
+        lines.append(f"| {name[h]} | " + " | ".join(_pm(res[h][s][c]["ccc_mean"]) for s in splits for c in CONDITIONS) + " |")
+    lines += ["", f"**Cost** (parameters; MFLOPs per frame at the training window of {result['params']['train']['window']} "
+              "frames, matmuls and convolutions; CPU latency per 1000 frames in batches of 16 windows; training "
+              "time per run on this machine)", "",
+              "| head | parameters | MFLOPs / frame | CPU ms / 1000 frames | train s / run |", "|---|---|---|---|---|"]
+    for h in order:
+        r = res[h]
+        lines.append(f"| {name[h]} | {r['parameters']:,} | {r['mflops_per_frame']:.3f} | "
+                     f"{r['cpu_ms_per_1000_frames']:.1f} | {r['train_seconds']['mean']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def table_console() -> Console:
+    """stdout, as wide as the terminal; 200 columns when not a terminal (logs, CI) so the
+    tables do not wrap."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _override(cfg: CompareParams, heads: str | None, seeds: str | None, source: Path) -> CompareParams:
+    data = cfg.model_dump()
+    if heads:
+        data["heads"] = [h.strip() for h in heads.split(",") if h.strip()]
+        if data["reference"] not in data["heads"]:
+            data["reference"] = data["heads"][0]
+    if seeds:
+        try:
+            data["seeds"] = [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise ParamsError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    try:
+        return CompareParams.model_validate(data)
+    except ValueError as exc:
+        raise ParamsError(f"{source}: compare: {exc}") from None
+
+
+def command(
+    params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
+    heads: Annotated[str | None, typer.Option(help="Comma-separated heads [default: compare.heads].")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds [default: compare.seeds].")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Only print the last comparison's table.")] = False,
+) -> None:
+    """Train and evaluate several heads over several seeds on the same cache; compare them."""
+    p = load_params(params)
+    if show:
+        table = p.path(p.compare.table)
+        if not table.is_file():
+            raise InputError(f"{table}: no comparison yet; run `jmt compare`")
+        table_console().print(Markdown(table.read_text()))
+        return
+    if heads or seeds:
+        root = p.root
+        p = p.model_copy(update={"compare": _override(p.compare, heads, seeds, params)})
+        p._root = root
+    run_compare(p)
