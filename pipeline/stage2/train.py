@@ -55,6 +55,19 @@ def ccc_loss(pred: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> to
     return 2 - ccc_torch(p[:, 0], y[:, 0]) - ccc_torch(p[:, 1], y[:, 1])
 
 
+def drop_modalities(audio_mask: torch.Tensor, visual_mask: torch.Tensor, p: float,
+                    generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modality dropout: each window (row of the (B, T) masks, True = present) loses, with
+    probability p, one stream on all its frames, audio or visual with equal chance; the head
+    then sees its learned "missing" vector there, as at a stretch without a face or audio."""
+    n = len(audio_mask)
+    drop = torch.rand(n, generator=generator) < p
+    audio = torch.rand(n, generator=generator) < 0.5
+    audio_mask = audio_mask & ~(drop & audio).to(audio_mask.device)[:, None]
+    visual_mask = visual_mask & ~(drop & ~audio).to(visual_mask.device)[:, None]
+    return audio_mask, visual_mask
+
+
 def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
@@ -142,11 +155,9 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
                 s0 = time.time()
                 for batch in loader:
                     batch = {k: v.to(device) for k, v in batch.items()}
-                    if cfg.modality_dropout > 0:  # mask one stream in some windows
-                        drop = torch.rand(len(batch["labels"]), generator=gen) < cfg.modality_dropout
-                        which = torch.rand(len(batch["labels"]), generator=gen) < 0.5
-                        batch["audio_mask"] &= ~(drop & which).to(device)[:, None]
-                        batch["visual_mask"] &= ~(drop & ~which).to(device)[:, None]
+                    if cfg.modality_dropout > 0:
+                        batch["audio_mask"], batch["visual_mask"] = drop_modalities(
+                            batch["audio_mask"], batch["visual_mask"], cfg.modality_dropout, gen)
                     with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
                         pred = model(batch["audio"], batch["visual"], batch["audio_mask"], batch["visual_mask"])
                     loss = ccc_loss(pred, batch["labels"], batch["label_mask"])

@@ -8,7 +8,7 @@ from pipeline.errors import InputError
 from pipeline.stage2.data import WindowDataset, load_split, window_starts
 from pipeline.stage2.heads import build_head
 from pipeline.stage2.protocol import score
-from pipeline.stage2.train import ccc_loss, head_kwargs, train_model
+from pipeline.stage2.train import ccc_loss, drop_modalities, head_kwargs, train_model
 
 from ..stage1.helpers import params_at
 
@@ -111,3 +111,30 @@ def test_missing_video_and_nan_embeddings_are_named(tiny_cache, tmp_path):
     lazy = load_split(folder, "train", preload_max_mb=0)
     with pytest.raises(InputError, match="demo_00_left: NaN/inf in the visual embeddings at frame 17"):
         WindowDataset(lazy, 16, 8)[1]
+
+
+def test_modality_dropout_masks_one_whole_stream_per_chosen_window():
+    audio = torch.ones(400, 8, dtype=torch.bool)
+    visual = torch.ones(400, 8, dtype=torch.bool)
+    visual[:, :2] = False                                       # frames already without a face stay so
+    a, v = drop_modalities(audio, visual, 0.0, torch.Generator().manual_seed(0))
+    assert torch.equal(a, audio) and torch.equal(v, visual)
+    a, v = drop_modalities(audio, visual, 1.0, torch.Generator().manual_seed(0))
+    lost_audio, lost_visual = ~a.any(1), ~v.any(1)
+    assert torch.equal(lost_audio, ~lost_visual)                # exactly one stream per window
+    assert 150 < int(lost_audio.sum()) < 250                    # audio or visual, about equally
+    assert torch.equal(a[~lost_audio], audio[~lost_audio]) and torch.equal(v[lost_audio], visual[lost_audio])
+    a, v = drop_modalities(audio, visual, 0.3, torch.Generator().manual_seed(1))
+    dropped = int((~a.any(1) | ~v.any(1)).sum())
+    assert 80 < dropped < 160                                   # about 30 % of 400
+    again = drop_modalities(audio, visual, 0.3, torch.Generator().manual_seed(1))
+    assert torch.equal(again[0], a) and torch.equal(again[1], v)
+
+
+def test_training_with_modality_dropout_runs_and_changes_training(tiny_cache, tmp_path):
+    plain = train_model(stage2_params(tiny_cache, tmp_path / "plain"), quiet=True)
+    params = stage2_params(tiny_cache, tmp_path / "md")
+    params = params.model_copy(update={"train": params.train.model_copy(update={"modality_dropout": 0.5})})
+    dropped = train_model(params, quiet=True)
+    assert len(dropped.history) == len(plain.history)
+    assert [h["train_loss"] for h in dropped.history] != [h["train_loss"] for h in plain.history]
