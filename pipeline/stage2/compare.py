@@ -291,6 +291,34 @@ def describe(result: dict) -> str:
     )
 
 
+def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
+    """A few generated sentences: the best head, which heads differ from the reference with
+    intervals that exclude zero, and how much of the reference's score survives a masked stream."""
+    res, ref = result["results"], result["reference"]
+
+    def names(heads: list[str]) -> str:
+        return ", ".join(f"`{h}`" for h in heads) or "none"
+
+    best = order[0]
+    lines = [f"- Highest validation CCC mean: `{best}` ({res[best]['validation']['full']['ccc_mean']['mean']:.3f}); "
+             f"reference `{ref}`: {res[ref]['validation']['full']['ccc_mean']['mean']:.3f}."]
+    for split in splits:
+        for which, label in (("seeds", "t over seeds"), ("videos", "bootstrap over videos")):
+            ivs = {h: res[h]["vs_reference"][split][which] for h in order if h != ref}
+            if all(iv is None for iv in ivs.values()):
+                continue
+            above = [h for h, iv in ivs.items() if iv and iv["low"] > 0]
+            below = [h for h, iv in ivs.items() if iv and iv["high"] < 0]
+            lines.append(f"- {split.capitalize()}, {label}: above `{ref}`: {names(above)}; below: {names(below)}; "
+                         f"the other intervals include 0.")
+    full = res[ref][splits[0]]["full"]["ccc_mean"]["mean"]
+    if full > 0:
+        kept = {c: res[ref][splits[0]][c]["ccc_mean"]["mean"] / full for c in ("no_audio", "no_visual")}
+        lines.append(f"- `{ref}` keeps {kept['no_audio']:.0%} of its {splits[0]} CCC mean with the audio masked "
+                     f"and {kept['no_visual']:.0%} with the visual stream masked.")
+    return lines
+
+
 def markdown(result: dict) -> str:
     """The comparison as markdown tables (accuracy, paired differences, robustness, cost)."""
     res, ref = result["results"], result["reference"]
@@ -298,7 +326,8 @@ def markdown(result: dict) -> str:
     order = sorted(result["heads"], key=lambda h: -res[h]["validation"]["full"]["ccc_mean"]["mean"])
     name = {h: f"**`{h}`**" if h == ref else f"`{h}`" for h in order}
     conf = f"{result['confidence']:.0%}"
-    lines = [describe(result), "", "**Accuracy** (CCC, mean ± std over seeds; sorted by validation mean)", ""]
+    lines = [describe(result), "", *_findings(result, order, splits), "",
+             "**Accuracy** (CCC, mean ± std over seeds; sorted by validation mean)", ""]
     cols = [f"{SHORT[s]} {k.removeprefix('ccc_')}" for s in splits for k in METRICS]
     lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for h in order:

@@ -101,6 +101,13 @@ def test_markdown_tables_name_every_head_and_the_reference(compared):
         assert f"`{head}`" in text
     assert "Paired difference from `jmt`" in text and "Robustness" in text and "MFLOPs / frame" in text
     assert "Seeds 0, 1 for every head" in text
+    best = max(HEADS, key=lambda h: result["results"][h]["validation"]["full"]["ccc_mean"]["mean"])
+    assert f"- Highest validation CCC mean: `{best}`" in text
+    for split, name in (("validation", "Validation"), ("test", "Test")):
+        below = [h for h in ("concat", "audio_only")
+                 if result["results"][h]["vs_reference"][split]["seeds"]["high"] < 0]
+        line = next(x for x in text.splitlines() if x.startswith(f"- {name}, t over seeds"))
+        assert all(f"`{h}`" in line.split("below:")[1] for h in below)
 
 
 def test_second_run_reuses_everything(compared):
