@@ -335,7 +335,7 @@ def markdown(result: dict) -> str:
     lines += ["", f"**Paired difference from `{ref}`** (CCC mean, head − {ref}, {conf} intervals; * = excludes 0). "
               f"*Over seeds*: Student t on the per-seed differences (n = {len(result['seeds'])} seeds). "
               f"*Over videos*: percentile bootstrap, {result['bootstrap']} resamples of the split's videos, "
-              "each scoring every seed of both heads on the same draw (n = videos; few videos make it coarse).", ""]
+              "each scoring every seed of both heads on the same draw (n = videos; with few videos it is coarse and too narrow: trust the t interval then).", ""]
     cols = [f"{SHORT[s]} over {w}" for s in splits for w in ("seeds", "videos")]
     lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for h in order:
