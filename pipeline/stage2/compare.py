@@ -291,6 +291,12 @@ def describe(result: dict) -> str:
     )
 
 
+def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table whose first column is the head."""
+    out = ["| head | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    return out + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
     """A few generated sentences: the best head, which heads differ from the reference with
     intervals that exclude zero, and how much of the reference's score survives a masked stream."""
@@ -328,34 +334,27 @@ def markdown(result: dict) -> str:
     conf = f"{result['confidence']:.0%}"
     lines = [describe(result), "", *_findings(result, order, splits), "",
              "**Accuracy** (CCC, mean ± std over seeds; sorted by validation mean)", ""]
-    cols = [f"{SHORT[s]} {k.removeprefix('ccc_')}" for s in splits for k in METRICS]
-    lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for h in order:
-        lines.append(f"| {name[h]} | " + " | ".join(_pm(res[h][s]["full"][k]) for s in splits for k in METRICS) + " |")
+    lines += _table([f"{SHORT[s]} {k.removeprefix('ccc_')}" for s in splits for k in METRICS],
+                    [[name[h], *(_pm(res[h][s]["full"][k]) for s in splits for k in METRICS)] for h in order])
     lines += ["", f"**Paired difference from `{ref}`** (CCC mean, head − {ref}, {conf} intervals; * = excludes 0). "
               f"*Over seeds*: Student t on the per-seed differences (n = {len(result['seeds'])} seeds). "
               f"*Over videos*: percentile bootstrap, {result['bootstrap']} resamples of the split's videos, "
-              "each scoring every seed of both heads on the same draw (n = videos; with few videos it is coarse and too narrow: trust the t interval then).", ""]
-    cols = [f"{SHORT[s]} over {w}" for s in splits for w in ("seeds", "videos")]
-    lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for h in order:
-        if h != ref:
-            v = res[h]["vs_reference"]
-            lines.append(f"| {name[h]} | " + " | ".join(_iv(v[s][w]) for s in splits for w in ("seeds", "videos")) + " |")
+              "each scoring every seed of both heads on the same draw (n = videos; with few videos it is "
+              "coarse and too narrow: trust the t interval then).", ""]
+    pairs = [(s, w) for s in splits for w in ("seeds", "videos")]
+    lines += _table([f"{SHORT[s]} over {w}" for s, w in pairs],
+                    [[name[h], *(_iv(res[h]["vs_reference"][s][w]) for s, w in pairs)] for h in order if h != ref])
     lines += ["", "**Robustness** (CCC mean ± std; the same trained models evaluated with one stream masked "
               "on every frame)", ""]
-    cols = [f"{SHORT[s]} {c.replace('_', ' ')}" for s in splits for c in CONDITIONS]
-    lines += ["| head | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for h in order:
-        lines.append(f"| {name[h]} | " + " | ".join(_pm(res[h][s][c]["ccc_mean"]) for s in splits for c in CONDITIONS) + " |")
+    lines += _table([f"{SHORT[s]} {c.replace('_', ' ')}" for s in splits for c in CONDITIONS],
+                    [[name[h], *(_pm(res[h][s][c]["ccc_mean"]) for s in splits for c in CONDITIONS)] for h in order])
     lines += ["", f"**Cost** (parameters; MFLOPs per frame at the training window of {result['params']['train']['window']} "
               "frames, matmuls and convolutions; CPU latency per 1000 frames in batches of 16 windows; training "
-              "time per run on this machine)", "",
-              "| head | parameters | MFLOPs / frame | CPU ms / 1000 frames | train s / run |", "|---|---|---|---|---|"]
-    for h in order:
-        r = res[h]
-        lines.append(f"| {name[h]} | {r['parameters']:,} | {r['mflops_per_frame']:.3f} | "
-                     f"{r['cpu_ms_per_1000_frames']:.1f} | {r['train_seconds']['mean']:.0f} |")
+              "time per run on this machine)", ""]
+    lines += _table(["parameters", "MFLOPs / frame", "CPU ms / 1000 frames", "train s / run"],
+                    [[name[h], f"{res[h]['parameters']:,}", f"{res[h]['mflops_per_frame']:.3f}",
+                      f"{res[h]['cpu_ms_per_1000_frames']:.1f}", f"{res[h]['train_seconds']['mean']:.0f}"]
+                     for h in order])
     return "\n".join(lines) + "\n"
 
 
