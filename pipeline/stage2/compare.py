@@ -112,7 +112,7 @@ def load_predictions(folder: Path) -> dict[tuple[str, str], dict[str, np.ndarray
 
 
 def _execute_run(params: Params, head: str, seed: int, folder: Path, key: str,
-                 splits: dict[str, list[Entry]]) -> dict:
+                 splits: dict[str, list[Entry]], labels: dict[str, dict]) -> dict:
     """Trains one (head, seed), evaluates it under every condition, writes the run folder."""
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -120,19 +120,18 @@ def _execute_run(params: Params, head: str, seed: int, folder: Path, key: str,
     run = run_params(params, head, seed, tmp)
     t0 = time.time()
     trained = train_model(run, quiet=True)
-    model, ckpt = load_checkpoint(tmp / "model.pt", params.path(params.embed.out))
+    model, _ = load_checkpoint(tmp / "model.pt", params.path(params.embed.out))
     device = resolve_device(params.train.device)
     model.to(device)
     window = params.train.window
     scores: dict = {}
     arrays: dict[str, np.ndarray] = {}
     for split, entries in splits.items():
-        labels = labels_of(entries)
         scores[split] = {}
         for condition, drop in CONDITIONS.items():
             raw = predict_split(model, entries, window, window // 2, device, drop=drop)
             post = {n: postprocess(p, params.evaluate) for n, p in raw.items()}
-            scores[split][condition] = score(post, labels, split)
+            scores[split][condition] = score(post, labels[split], split)
             arrays.update({f"{split}/{condition}/{n}": p for n, p in post.items()})
     np.savez_compressed(tmp / "predictions.npz", **arrays)
     info = {"head": head, "seed": seed, "key": key, "epochs": len(trained.history),
@@ -157,15 +156,15 @@ def _interval(iv) -> dict:
             "method": iv.method, "excludes_zero": iv.excludes_zero}
 
 
-def _corpus_facts(params: Params, splits: dict[str, list[Entry]], folder: Path) -> dict:
-    frames = {s: int(sum(m.sum() for _, m in labels_of(e).values())) for s, e in splits.items()}
+def _corpus_facts(params: Params, splits: dict[str, list[Entry]], labels: dict[str, dict], folder: Path) -> dict:
+    frames = {s: int(sum(m.sum() for _, m in labels[s].values())) for s in splits}
     train = load_split(folder, "train", preload_max_mb=0)
     return {"root": str(params.corpus.root), "layout": params.corpus.layout,
             "videos": {"train": len(train), **{s: len(e) for s, e in splits.items()}},
             "scored_frames": frames, "cache": cache_provenance(folder)}
 
 
-def run_compare(params: Params, *, out_console: Console | None = None) -> dict:
+def run_compare(params: Params) -> dict:
     """Runs (or reuses) every (head, seed), aggregates, writes the JSON and markdown table."""
     cfg: CompareParams = params.compare
     for head in cfg.heads:
@@ -194,7 +193,7 @@ def run_compare(params: Params, *, out_console: Console | None = None) -> dict:
         info = _load_run(run_dir, key)
         reused = info is not None
         if info is None:
-            info = _execute_run(params, head, seed, run_dir, key, splits)
+            info = _execute_run(params, head, seed, run_dir, key, splits, labels)
         info["reused"] = reused
         runs[head, seed], preds[head, seed] = info, load_predictions(run_dir)
         s = info["scores"]
@@ -228,7 +227,7 @@ def run_compare(params: Params, *, out_console: Console | None = None) -> dict:
         results[head] = r
     seconds = time.time() - t0
     out = {
-        "corpus": _corpus_facts(params, splits, folder),
+        "corpus": _corpus_facts(params, splits, labels, folder),
         "heads": list(cfg.heads), "seeds": list(cfg.seeds), "reference": cfg.reference,
         "confidence": cfg.confidence, "bootstrap": cfg.bootstrap,
         "params": {"model": params.model.model_dump(exclude={"fusion"}),
@@ -250,7 +249,7 @@ def run_compare(params: Params, *, out_console: Console | None = None) -> dict:
         path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(out, indent=1) + "\n")
     table_path.write_text(markdown(out))
-    (out_console or table_console()).print(Markdown(markdown(out)))
+    table_console().print(Markdown(markdown(out)))
     console.print(f"[green]compare[/]: {out['timing']['trained']} runs trained, {out['timing']['reused']} reused, "
                   f"{seconds:.0f} s -> {metrics_path}, {table_path}", highlight=False)
     return out
