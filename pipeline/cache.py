@@ -190,6 +190,8 @@ LAYOUTS: dict[str, dict[str, tuple[Any, tuple]]] = {
         "frame_end": (np.int64, ()),          # spectrogram frame index where a video frame's window ends
         "audio_valid": (np.bool_, ()),        # the window lies inside a real audio track
         "energy_db": (np.float32, ()),        # RMS level of the samples during the frame, dBFS
+        "vad_prob": (np.float32, ()),         # voice activity score in [0, 1] (silero-vad / voicing)
+        "voice": (np.bool_, ()),              # voice present (audio.mask), always inside the track
         "timestamps": (np.float64, ()),
     },
     "embed": {
@@ -201,6 +203,14 @@ LAYOUTS: dict[str, dict[str, tuple[Any, tuple]]] = {
         "label_mask": (np.bool_, ()),
         "timestamps": (np.float64, ()),
     },
+}
+
+
+# Per-track datasets (first axis: samples or spectrogram frames, not video frames), written
+# next to a stage's LAYOUTS datasets: the decoded mono track, int16 x `waveform_scale` (1/32767)
+# at the file's `sample_rate`, gzip in 64 Ki-sample chunks (docs/cache.md: size per hour).
+TRACKS: dict[str, dict[str, tuple[Any, tuple]]] = {
+    "audio": {"waveform": (np.int16, ())},
 }
 
 

@@ -122,6 +122,13 @@ def _check_stage(p: Path, f: h5py.File, stage: str, n: int) -> list[str]:
             faults.append(f"{p}: frame_end outside the spectrogram (0..{f['logmel'].shape[0]})")
         if not np.isfinite(f["logmel"][...]).all():
             faults.append(f"{p}: NaN/inf in logmel")
+        outside = f["voice"][...] & ~f["audio_valid"][...]
+        if outside.any():
+            faults.append(f"{p}: voice outside the audio track at frame {_first(outside)}")
+        prob = f["vad_prob"][...]
+        bad = ~((prob >= 0) & (prob <= 1))
+        if bad.any():
+            faults.append(f"{p}: vad_prob outside [0, 1] at frame {_first(bad)}")
     if stage == "embed":
         for name in ("visual", "audio"):
             arr = f[name][...]
@@ -133,8 +140,31 @@ def _check_stage(p: Path, f: h5py.File, stage: str, n: int) -> list[str]:
     return faults
 
 
-def verify(path: Path, params_path: Path | None = None) -> list[str]:
-    """All faults found in a cache folder or file (empty list: the cache is sound)."""
+def _check_timing(p: Path, video: Path) -> list[str]:
+    """The cached frame count and times against the video's own (media.frame_times)."""
+    from pipeline.media import frame_times
+
+    with cache.open_entry(p) as f:
+        n, cached = int(f.attrs["n_frames"]), f["timestamps"][...]
+    try:
+        times = frame_times(video).times
+    except InputError as exc:
+        return [f"{p}: {exc}"]
+    if len(times) != n:
+        return [f"{p}: {n} frames cached but {video} decodes to {len(times)}"]
+    off = np.abs(cached - times) > 1e-3
+    if off.any():
+        i = _first(off)
+        return [f"{p}: frame {i} cached at {cached[i]:.3f} s but {video} shows it at {times[i]:.3f} s"]
+    return []
+
+
+def verify(path: Path, params_path: Path | None = None, media: bool = False) -> list[str]:
+    """All faults found in a cache folder or file (empty list: the cache is sound).
+
+    With `params_path`, a folder must hold every corpus entry; with `media` too, every
+    entry's frame count and times are checked against its video (decodes every video).
+    """
     path = Path(path)
     faults = []
     folder = path if path.is_dir() else path.parent
@@ -144,8 +174,12 @@ def verify(path: Path, params_path: Path | None = None) -> list[str]:
     files = _files(path)
     if not files:
         faults.append(f"{path}: no cache files")
+    sound = set()
     for p in files:
-        faults += _check_file(p)
+        found = _check_file(p)
+        faults += found
+        if not found:
+            sound.add(p.stem)
     if params_path is not None and path.is_dir():
         from pipeline.corpus.entries import load_corpus
 
@@ -156,6 +190,10 @@ def verify(path: Path, params_path: Path | None = None) -> list[str]:
         for e in corpus.entries:
             if e.name not in have and e.name not in skipped:
                 faults.append(f"{folder}: entry {e.name!r} of the corpus is missing")
+            elif media and e.name in sound:
+                faults += _check_timing(cache.entry_path(folder, e.name), e.video)
+    elif media:
+        raise InputError("--media needs --params (to find each entry's video) and a cache folder")
     return faults
 
 
@@ -184,9 +222,12 @@ def info_command(path: Annotated[Path, typer.Argument(help="Stage folder or entr
 
 def verify_command(path: Annotated[Path, typer.Argument(help="Stage folder or entry file.")],
                    params: Annotated[Path | None, typer.Option(help="Also check completeness against this "
-                                                                    "params file's corpus.")] = None) -> None:
+                                                                    "params file's corpus.")] = None,
+                   media: Annotated[bool, typer.Option("--media", help="With --params: also re-read every "
+                                                        "video's frame times and compare (decodes them).")] = False,
+                   ) -> None:
     """Check schema, shapes, NaNs, masks and completeness; exit 1 on any fault."""
-    faults = verify(path, params)
+    faults = verify(path, params, media)
     for fault in faults:
         console.print(f"[red]fault[/] {fault}", highlight=False, soft_wrap=True)
     if faults:

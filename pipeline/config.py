@@ -122,6 +122,13 @@ class AudioParams(Section):
     f_min: NonNegFloat = 60.0
     f_max: PosFloat = 7800.0
     window_s: PosFloat = 1.0
+    # The per-frame audio mask stage 2 sees (docs/cache.md): voice present inside the track.
+    mask: Literal["energy", "vad"] = "vad"
+    energy_db: Annotated[float, Field(ge=-120, le=0)] = -45.0   # energy: voiced above this RMS, dBFS
+    vad_threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5    # vad: voiced above this score
+    vad_voicing: bool = Field(default=True, description="vad: periodic sound louder than energy_db "
+                                                        "counts as voice too (synthetic voices)")
+    fill_gaps_s: NonNegFloat = 1.0   # both: unvoiced gaps shorter than this between voiced frames count as voice
     on_error: OnError = "skip"
 
 
@@ -132,6 +139,9 @@ class BackboneParams(Section):
     pretrained: bool = Field(default=False, description="download from the hub (online only)")
     checkpoint: str | None = Field(default=None, description="local weights file")
     allow_random: bool = Field(default=False, description="random weights (loud warning)")
+    layer: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="which transformer layer's output to pool (SSL audio backbones; "
+                                  "default: the last)")
 
 
 class EmbedParams(Section):
@@ -157,6 +167,7 @@ class ModelParams(Section):
     temporal_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.1
     aggregation: Literal["self_attention", "fc"] = "self_attention"  # jmt only
     iterations: PosInt = 2                                           # rjca only
+    standardize: bool = True        # inputs standardised per feature (training split's mean/std) before the L2 norm
 
 
 class TrainParams(Section):
@@ -165,7 +176,7 @@ class TrainParams(Section):
     out: str = "models/model.pt"
     live_dir: str = "dvclive/train"
     seed: int = 0
-    epochs: PosInt = 30
+    epochs: PosInt = 30             # the most epochs a run may take (early stopping ends most runs first)
     batch_size: PosInt = 16
     window: Annotated[int, Field(ge=4)] = 64
     hop: PosInt = 32
@@ -173,10 +184,12 @@ class TrainParams(Section):
     lr: PosFloat = 1e-3
     weight_decay: NonNegFloat = 1e-4
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    schedule: Literal["warmup_cosine", "plateau", "none"] = "warmup_cosine"
+    schedule: Literal["warmup_plateau", "warmup_cosine", "plateau", "none"] = "warmup_cosine"
     warmup_epochs: Annotated[int, Field(ge=0)] = 2
+    lr_patience: PosInt = 3         # plateau schedules: halve the lr after this many epochs without gain
     grad_clip: NonNegFloat = 1.0
     patience: PosInt = 8
+    min_delta: NonNegFloat = 0.0    # a validation gain must exceed this to count as one (early stopping)
     modality_dropout: Annotated[float, Field(ge=0, le=1)] = 0.0
     preload_max_mb: NonNegFloat = 2000.0
     device: str = "auto"
@@ -205,6 +218,9 @@ class CompareParams(Section):
     table: str = "reports/compare.md"
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
     bootstrap: Annotated[int, Field(ge=100)] = 2000   # resamples of the videos
+    # below this many videos the bootstrap is shown as indicative, never used in verdicts
+    min_videos_bootstrap: Annotated[int, Field(ge=2)] = 8
+    min_subset_frames: PosInt = 50  # availability subsets with fewer valid frames are not scored
     latency_repeats: PosInt = 5
 
     @model_validator(mode="after")

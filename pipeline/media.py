@@ -8,7 +8,7 @@ import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import ffmpeg
 import numpy as np
@@ -110,17 +110,25 @@ def _rate(text: str | None) -> float | None:
     return float(num) / float(den or 1)
 
 
+def _probe_or_fail(path: Path, **kwargs: Any) -> dict:
+    try:
+        return ffmpeg.probe(str(path), **kwargs)
+    except ffmpeg.Error as exc:
+        msg = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise InputError(f"{path}: ffprobe cannot read it: {msg[-1] if msg else 'unknown error'}") from None
+
+
+def _seconds(value: Any) -> float:
+    return float(value) if value not in (None, "N/A", "") else np.nan
+
+
 def probe(path: Path) -> MediaInfo:
     """Runs ffprobe; raises InputError naming the file when it is missing or unreadable."""
     require_ffmpeg()
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    try:
-        info = ffmpeg.probe(str(path))
-    except ffmpeg.Error as exc:
-        msg = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise InputError(f"{path}: ffprobe cannot read it: {msg[-1] if msg else 'unknown error'}") from None
+    info = _probe_or_fail(path)
     v = next((s for s in info["streams"] if s.get("codec_type") == "video"), None)
     a = next((s for s in info["streams"] if s.get("codec_type") == "audio"), None)
 
@@ -177,9 +185,51 @@ def iter_frames(path: Path, width: int, height: int, *, batch: int = 32):
             raise InputError(f"{path}: ffmpeg cannot decode it: {err[-300:] or f'exit code {code}'}")
 
 
-def read_audio(path: Path, sample_rate: int) -> np.ndarray:
-    """Decodes a file's audio track to mono float32 at `sample_rate` (ffmpeg resamples)."""
+def _origin(info: dict) -> float:
+    """The file's start (ffprobe's format start_time): time 0 of `frame_times` and `read_audio`."""
+    t = _seconds(info.get("format", {}).get("start_time"))
+    return 0.0 if np.isnan(t) else t
+
+
+class AudioSpan(NamedTuple):
+    """Where the first audio track plays, in s from the file's start (the `frame_times` clock)."""
+
+    start: float          # the first decoded sample
+    end: float | None     # the container's end of the track (None when it does not say)
+
+
+def audio_span(path: Path) -> AudioSpan | None:
+    """Start and end of the first audio track (None when there is none), from ffprobe.
+
+    The start is the first decoded audio frame's time (decoding a few packets: the encoder
+    delay that the decoder drops is already accounted for); the end is the stream's
+    start_time + duration, which excludes the codec's tail padding.
+    """
     require_ffmpeg()
+    info = _probe_or_fail(path, select_streams="a:0", read_intervals="%+#8",
+                          show_entries="frame=pts_time,best_effort_timestamp_time")
+    if not info.get("streams"):
+        return None
+    stream, origin = info["streams"][0], _origin(info)
+    firsts = [t for fr in info.get("frames", [])
+              for t in (_seconds(fr.get("pts_time")), _seconds(fr.get("best_effort_timestamp_time")))
+              if not np.isnan(t)]
+    stream_start = _seconds(stream.get("start_time"))
+    start = firsts[0] if firsts else (stream_start if not np.isnan(stream_start) else origin)
+    end = stream_start + _seconds(stream.get("duration"))
+    return AudioSpan(start - origin, None if np.isnan(end) else end - origin)
+
+
+def read_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Decodes a file's audio track to mono float32 at `sample_rate` (ffmpeg resamples).
+
+    Sample k plays at k / sample_rate s from the file's start, the origin of `frame_times`:
+    a track that starts after the file does is padded with silence in front (its start from
+    `audio_span`); samples before the file's start are dropped. The tail keeps the codec's
+    padding (cut it at `audio_span(...).end`).
+    """
+    require_ffmpeg()
+    span = audio_span(path)
     try:
         out, _ = (
             ffmpeg.input(str(path))
@@ -190,22 +240,85 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
     except ffmpeg.Error as exc:
         msg = (exc.stderr or b"").decode(errors="replace").strip()
         raise InputError(f"{path}: ffmpeg cannot decode its audio: {msg[-300:]}") from None
-    return np.frombuffer(out, np.float32).copy()
+    audio = np.frombuffer(out, np.float32)
+    shift = int(round(span.start * sample_rate)) if span else 0
+    if shift > 0:
+        return np.concatenate([np.zeros(shift, np.float32), audio])
+    return audio[-shift:].copy()
 
 
-def video_timestamps(path: Path) -> np.ndarray:
-    """Presentation times (s) of the video stream's frames, from packets (no decoding).
+class FrameTimes(NamedTuple):
+    """Every decoded video frame's presentation time, and where the times came from."""
 
-    Packets come in decode order; sorting their pts gives display order. Returns float64 (n,).
+    times: np.ndarray  # float64 (n,), s from the file's start, strictly increasing
+    source: str        # e.g. "frame pts" or "frame pts 66, packet dts 33, interpolated 1"
+
+
+# Preference order for a frame's time; "interpolated" fills frames that have none of them.
+_TIME_KEYS = (("pts_time", "frame pts"), ("pkt_dts_time", "packet dts"),
+              ("best_effort_timestamp_time", "best effort"))
+
+
+def frame_times(path: Path) -> FrameTimes:
+    """The presentation time of EVERY frame the decoder outputs, in display order.
+
+    The one frame timing of jmt: faces, audio, predict and `jmt cache verify` all use it, and
+    its count equals the frames `iter_frames` decodes (both keep every decoded frame).
+    ffprobe decodes the video stream (`-show_entries frame=...`; packets alone miss frames:
+    in an AVI with B-frames a third of the packets carry no pts). Each frame takes its pts,
+    else its packet's dts, else the decoder's best-effort time; frames with none are
+    interpolated linearly between their neighbours (extrapolated at the ends by the median
+    frame step, or 1/fps; a file with no time for any frame gets index / fps). If the mix
+    does not increase, the best-effort times are used for every frame. Times count from the
+    file's start (ffprobe's format start_time), the origin `read_audio` uses too. Raises
+    InputError naming the file when times still go backwards.
     """
     require_ffmpeg()
-    try:
-        info = ffmpeg.probe(str(path), select_streams="v:0", show_entries="packet=pts_time")
-    except ffmpeg.Error as exc:
-        msg = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
-        raise InputError(f"{path}: ffprobe cannot read it: {msg[-1] if msg else 'unknown error'}") from None
-    pts = [float(p["pts_time"]) for p in info.get("packets", []) if p.get("pts_time") not in (None, "N/A")]
-    return np.sort(np.asarray(pts, dtype=np.float64))
+    info = _probe_or_fail(path, select_streams="v:0",
+                          show_entries="frame=pts_time,pkt_dts_time,best_effort_timestamp_time")
+    frames = info.get("frames", [])  # only the first video stream's (select_streams)
+    n = len(frames)
+    if n == 0:
+        raise InputError(f"{path}: no decodable video frames")
+    stream = (info.get("streams") or [{}])[0]
+    fps = _rate(stream.get("avg_frame_rate")) or _rate(stream.get("r_frame_rate")) or 25.0
+    origin = _origin(info)
+    table = np.array([[_seconds(fr.get(k)) for k, _ in _TIME_KEYS] for fr in frames])  # (n, 3)
+
+    times, source = _pick_times(table, fps)
+    if n > 1 and not (np.diff(times) > 0).all():  # e.g. pts and dts on different clocks
+        times, source = _pick_times(table[:, 2:], fps, names=("best effort",))
+    if n > 1 and not (np.diff(times) > 0).all():
+        i = int(np.argmin(np.diff(times) > 0)) + 1
+        raise InputError(f"{path}: frame {i} is shown at {times[i]:.3f} s, not after frame {i - 1} "
+                         f"({times[i - 1]:.3f} s); remux it (ffmpeg -i IN -c copy -fflags +genpts OUT)")
+    return FrameTimes(times - origin, source)
+
+
+def _pick_times(table: np.ndarray, fps: float,
+                names: tuple[str, ...] = tuple(name for _, name in _TIME_KEYS)) -> tuple[np.ndarray, str]:
+    """First available column per row; rows with none are interpolated. -> (times, source)."""
+    n = len(table)
+    have = ~np.isnan(table)                                 # (n, k)
+    first = np.where(have.any(1), have.argmax(1), len(names))  # column used per frame
+    times = np.full(n, np.nan)
+    known = first < len(names)
+    times[known] = table[np.flatnonzero(known), first[known]]
+    counts = {name: int((first == j).sum()) for j, name in enumerate(names)}
+    counts["interpolated"] = int((~known).sum())
+    if not known.any():
+        counts = {"index / fps": n}
+        times = np.arange(n) / fps
+    elif not known.all():
+        idx = np.flatnonzero(known)
+        step = float(np.median(np.diff(times[idx]) / np.diff(idx))) if len(idx) > 1 else 1.0 / fps
+        times = np.interp(np.arange(n), idx, times[idx])
+        before, after = np.arange(n) < idx[0], np.arange(n) > idx[-1]
+        times[before] = times[idx[0]] - (idx[0] - np.flatnonzero(before)) * step
+        times[after] = times[idx[-1]] + (np.flatnonzero(after) - idx[-1]) * step
+    used = [(name, c) for name, c in counts.items() if c]
+    source = used[0][0] if len(used) == 1 else ", ".join(f"{name} {c}" for name, c in used)
+    return times, source
 
 
 def estimate_frames(path: Path) -> int:

@@ -76,5 +76,7 @@ def bootstrap_videos(preds_a: Sequence[dict[str, np.ndarray]], preds_b: Sequence
     np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1)
     diffs = diff(counts)
     diffs = diffs[np.isfinite(diffs)]
+    if not len(diffs):
+        raise ValueError(f"no bootstrap resample of the {len(names)} videos has a defined CCC")
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
     return Interval(observed, float(low), float(high), len(names), "bootstrap over videos")

@@ -15,6 +15,49 @@ from pipeline.config import load_params  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
+# ---- test order: the suite must pass in any order (no test may rely on another's leftovers) ---
+
+def pytest_addoption(parser):
+    parser.addoption("--jmt-order", default=None, metavar="reverse|SEED",
+                     help="run the tests in reverse order, or shuffled with this integer seed "
+                          "(checks that no test depends on another)")
+
+
+def pytest_collection_modifyitems(config, items):
+    order = config.getoption("--jmt-order")
+    if order == "reverse":
+        items.reverse()
+    elif order is not None:
+        import random
+
+        random.Random(int(order)).shuffle(items)
+
+
+def _snapshot(folders) -> dict:
+    """path -> (size, mtime_ns) of every file under the folders."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns)
+            for folder in folders for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def _shared_inputs_untouched(request):
+    """Session-shared corpus and stage-1 caches are read-only for tests: a test that changes
+    them (rebuilds, deletes, edits) would make later tests pass or fail by order. Tests that
+    need to change them work on a copy under tmp_path."""
+    folders = []
+    if "tiny_corpus" in request.fixturenames:
+        folders.append(request.getfixturevalue("tiny_corpus"))
+    if "tiny_cache" in request.fixturenames:
+        params, _ = request.getfixturevalue("tiny_cache")
+        folders += [params.path(getattr(params, stage).out) for stage in ("faces", "audio", "embed")]
+    ignore = {"report.json"}  # a stage re-run on the shared cache rewrites only its report
+    before = {p: v for p, v in _snapshot(folders).items() if p.name not in ignore}
+    yield
+    after = {p: v for p, v in _snapshot(folders).items() if p.name not in ignore}
+    changed = sorted(str(p) for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, f"{request.node.nodeid} changed session-shared files: {changed[:5]}"
+
+
 @pytest.fixture(scope="session")
 def repo_params():
     """The repository's own params.yaml, loaded."""

@@ -1,8 +1,10 @@
+import subprocess
+
 import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.media import VideoWriter, iter_frames, probe, read_audio, write_wav
+from pipeline.media import VideoWriter, audio_span, frame_times, iter_frames, probe, read_audio, write_wav
 
 
 def test_write_probe_decode_round_trip(tmp_path):
@@ -55,3 +57,70 @@ def test_probe_names_unreadable_files(tmp_path, content):
         probe(path)
     with pytest.raises(InputError, match="file not found"):
         probe(tmp_path / "absent.mp4")
+
+
+# ---- frame timing: one time per decoded frame, on one clock with the audio -------------------
+
+def ffmpeg_run(*args):
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *map(str, args)], check=True)
+
+
+def ffprobe_csv(path, stream, entries):
+    """ffprobe's own reading, one row per frame/packet (a list of strings per row)."""
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", stream, "-show_entries", entries,
+                          "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout
+    return [line.split(",") for line in out.splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def bframe_avi(tmp_path_factory):
+    """MPEG-4 Part 2 with B-frames and AC3 in AVI (the file type that broke `jmt predict`)."""
+    path = tmp_path_factory.mktemp("avi") / "x.avi"
+    ffmpeg_run("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-f", "lavfi", "-i", "sine=sample_rate=48000",
+               "-t", 4, "-c:v", "mpeg4", "-bf", 2, "-c:a", "ac3", path)
+    return path
+
+
+def test_bframe_avi_every_decoded_frame_has_a_time(bframe_avi):
+    packets = ffprobe_csv(bframe_avi, "v:0", "packet=pts_time")
+    assert sum(p[0] == "N/A" for p in packets) > 20  # packets alone cannot time these frames
+    timing = frame_times(bframe_avi)
+    decoded = sum(len(b) for b in iter_frames(bframe_avi, 32, 32))
+    assert decoded == len(timing.times) == 100
+    # 25 fps: every step is 40 ms; AVI shows the stream one frame late (B-frame delay)
+    np.testing.assert_allclose(np.diff(timing.times), 0.04, atol=1e-6)
+    assert timing.times[0] == pytest.approx(0.04)
+    assert "frame pts" in timing.source and "packet dts" in timing.source
+    # ffprobe's best-effort time, where it has one, agrees frame by frame
+    best = np.array([float(r[0]) if r[0] != "N/A" else np.nan
+                     for r in ffprobe_csv(bframe_avi, "v:0", "frame=best_effort_timestamp_time")])
+    ok = ~np.isnan(best)
+    assert ok.sum() >= 99
+    np.testing.assert_allclose(timing.times[ok], best[ok], atol=1e-6)
+
+
+def test_variable_frame_rate_mp4(tmp_path):
+    path = tmp_path / "vfr.mp4"  # 10 frames at 10 fps, then 10 at 5 fps
+    ffmpeg_run("-f", "lavfi", "-i", "testsrc=size=96x96:rate=10", "-frames:v", 20,
+               "-vf", "setpts='if(lt(N,10),N*0.1,N*0.2-1.0)/TB'", "-fps_mode", "vfr", "-c:v", "libx264", path)
+    expected = np.array([0.1 * i if i < 10 else 0.2 * i - 1.0 for i in range(20)])
+    timing = frame_times(path)
+    assert sum(len(b) for b in iter_frames(path, 32, 32)) == len(timing.times) == 20
+    np.testing.assert_allclose(timing.times, expected, atol=1e-3)
+    assert timing.source == "frame pts"
+
+
+def test_late_audio_is_placed_on_the_video_clock(tmp_path):
+    sr = 16000
+    wav = tmp_path / "a.wav"
+    write_wav(wav, 0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * sr) / sr), sr)
+    path = tmp_path / "late.mkv"  # video 0-4 s, PCM audio 1-3 s
+    ffmpeg_run("-f", "lavfi", "-i", "testsrc=size=96x96:rate=25:duration=4", "-itsoffset", 1, "-i", wav,
+               "-c:v", "libx264", "-c:a", "pcm_s16le", path)
+    span = audio_span(path)
+    assert span.start == pytest.approx(1.0, abs=1e-3)
+    audio = read_audio(path, sr)
+    loud = np.flatnonzero(np.abs(audio) > 0.01)
+    assert abs(loud[0] - sr) <= 2 and abs(loud[-1] - 3 * sr) <= 2   # 1.0 s and 3.0 s
+    assert np.abs(audio[: sr - 2]).max() == 0                       # silence in front
+    assert frame_times(path).times[0] == 0.0 and audio_span(wav).start == 0.0

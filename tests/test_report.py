@@ -26,7 +26,8 @@ def test_report_draws_every_figure_and_links_them(compared):
     names = sorted(p.name for p in figures.glob("*.png"))
     curves = [n for n in names if n.startswith("curves_")]
     assert len(curves) == params.report.videos == 1
-    assert set(names) - set(curves) == {"training.png", "comparison.png", "paired.png", "va_scatter.png"}
+    assert set(names) - set(curves) == {"training.png", "comparison.png", "paired.png", "va_scatter.png",
+                                            "availability.png"}
     for name in names:
         pixels = image.imread(figures / name)
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels[..., :3].std() > 0.05, name

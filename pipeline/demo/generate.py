@@ -42,6 +42,12 @@ SPLITS = ("Train_Set", "Validation_Set", "Test_Set")
 MANIFEST = "corpus.json"
 OCCLUSION_MODES = ("occluder", "out_of_frame")
 AUDIO_GAP_MODES = ("silent", "noise")
+# Speakers' base pitch, Hz: one voice type, so that pitch level carries arousal more than who
+# speaks (a wider range, 120-220 Hz, cost 0.01-0.09 CCC in docs/demo-corpus.md's measurements).
+BASE_F0_HZ = (135.0, 185.0)
+# The voice expresses the labels this far ahead: stage 1 hears the 1 s ending at each frame,
+# centred 0.5 s before it, so a frame's label describes the speech centred on its window.
+VOICE_LEAD_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,29 @@ def _out_of_frame_shift(i: int, stretch: tuple[int, int], distance: float, ramp:
     return distance * min(1.0, into / max(1, ramp))
 
 
-def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
-                 root: Path, on_frame: Any = None) -> dict[str, Any]:
-    """Generates one video with its annotation files under `root`; returns its manifest entry."""
+@dataclass
+class VideoContent:
+    """Everything of one video but its pixels: people, labels, voice, unreliable stretches."""
+
+    looks: list[face.Appearance]
+    labels: list[np.ndarray]           # per person, (n, 2) valence, arousal (before -5 marks)
+    base_f0: np.ndarray                # (people,) Hz
+    speaker: np.ndarray                # (n,) index of the person speaking
+    audio: np.ndarray                  # float32 (n_samples,), gap applied
+    occ_mode: str
+    occ_who: int
+    occ: tuple[int, int] | None        # face stretch, [start, stop) frames
+    gap_mode: str
+    gap: tuple[int, int] | None        # audio stretch
+    invalid_who: int
+    invalid: tuple[int, int] | None    # -5 label stretch
+    background: np.ndarray             # float32 (H, W, 3)
+    occluder_colour: np.ndarray        # float32 (3,)
+
+
+def video_content(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int) -> VideoContent:
+    """Draws one video's content from `(seed, plan.index)`: the audio track is complete here, so
+    the voice can be studied without rendering frames (see docs/demo-corpus.md)."""
     rng = np.random.default_rng([seed, plan.index])
     n, fps, w, h = plan.n_frames, plan.fps, demo.width, demo.height
     people = len(plan.sides)
@@ -116,7 +142,7 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
     looks = [face.Appearance.sample(rng, c, scale) for c in centers]
     labels = [np.stack([smooth_trajectory(rng, n, fps), smooth_trajectory(rng, n, fps)], 1)
               for _ in range(people)]  # each (n, 2): valence, arousal
-    base_f0 = rng.uniform(120, 220, size=people)
+    base_f0 = rng.uniform(*BASE_F0_HZ, size=people)
     speaker = speaker_turns(rng, n, fps, people)  # (n,) index of the person speaking
 
     # Unreliable stretches: one for the face (of one person), one for the audio, kept apart.
@@ -132,58 +158,68 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
 
     # Audio: the active speaker's labels drive the voice.
     frames = np.arange(n)
-    val = np.array([labels[p][i, 0] for i, p in zip(frames, speaker)])
-    aro = np.array([labels[p][i, 1] for i, p in zip(frames, speaker)])
+    ahead = np.minimum(frames + int(round(VOICE_LEAD_S * fps)), n - 1)
+    val = np.array([labels[p][j, 0] for j, p in zip(ahead, speaker)])
+    aro = np.array([labels[p][j, 1] for j, p in zip(ahead, speaker)])
     audio = voice.synthesize(val, aro, base_f0[speaker], fps, demo.sample_rate, rng)
     audio += voice.noise_floor(len(audio), rng)
     if gap:
         s0, s1 = (int(round(f * demo.sample_rate / fps)) for f in gap)
         voice.degrade(audio, s0, s1, gap_mode, rng)
-
-    video_rel = Path("videos") / plan.batch / f"{plan.name}.mp4"
-    (root / video_rel).parent.mkdir(parents=True, exist_ok=True)
     bg = face.background(rng, h, w)
     occluder_colour = rng.uniform(0.2, 0.8, 3).astype(np.float32)
+    return VideoContent(looks, labels, base_f0, speaker, audio, occ_mode, occ_who, occ, gap_mode, gap,
+                        invalid_who, invalid, bg, occluder_colour)
+
+
+def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
+                 root: Path, on_frame: Any = None) -> dict[str, Any]:
+    """Generates one video with its annotation files under `root`; returns its manifest entry."""
+    c = video_content(plan, demo, size, seed)
+    n, fps, w = plan.n_frames, plan.fps, demo.width
+    occ, occ_who = c.occ, c.occ_who
+    video_rel = Path("videos") / plan.batch / f"{plan.name}.mp4"
+    (root / video_rel).parent.mkdir(parents=True, exist_ok=True)
     ramp = max(1, int(0.3 * fps))
-    away = -1.0 if centers[occ_who][0] < w / 2 else 1.0  # leave by the nearer side
+    away = -1.0 if c.looks[occ_who].center[0] < w / 2 else 1.0  # leave by the nearer side
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "audio.wav"
-        write_wav(wav, audio, demo.sample_rate)
-        with VideoWriter(root / video_rel, w, h, fps, audio_wav=wav, crf=demo.crf) as writer:
+        write_wav(wav, c.audio, demo.sample_rate)
+        with VideoWriter(root / video_rel, w, demo.height, fps, audio_wav=wav, crf=demo.crf) as writer:
             for i in range(n):
-                frame = bg.copy()
-                for p, look in enumerate(looks):
+                frame = c.background.copy()
+                for p, look in enumerate(c.looks):
                     shift = (0.0, 0.0)
-                    if occ and p == occ_who and occ_mode == "out_of_frame":
+                    if occ and p == occ_who and c.occ_mode == "out_of_frame":
                         shift = (away * _out_of_frame_shift(i, occ, w * 0.75, ramp), 0.0)
-                    v, a = labels[p][i]
+                    v, a = c.labels[p][i]
                     face.draw_face(frame, look, float(v), float(a), i / fps, shift)
-                    if occ and p == occ_who and occ_mode == "occluder" and occ[0] <= i < occ[1]:
+                    if occ and p == occ_who and c.occ_mode == "occluder" and occ[0] <= i < occ[1]:
                         face.draw_occluder(frame, face.face_box(look, face.head_offset(look, i / fps, float(a))),
-                                           occluder_colour)
+                                           c.occluder_colour)
                 writer.write((frame * 255 + 0.5).astype(np.uint8))
                 if on_frame:
                     on_frame()
 
     persons = []
     for p, (side, name) in enumerate(zip(plan.sides, plan.annotation_names())):
-        lab = labels[p].copy()
-        if invalid and p == invalid_who:
-            lab[invalid[0]:invalid[1]] = INVALID
+        lab = c.labels[p].copy()
+        if c.invalid and p == c.invalid_who:
+            lab[c.invalid[0]:c.invalid[1]] = INVALID
         ann_rel = Path(ANNOTATIONS) / plan.split / f"{name}.txt"
         write_annotation(root / ann_rel, lab)
         persons.append({
-            "side": side, "annotation": ann_rel.as_posix(), "base_f0_hz": round(float(base_f0[p]), 2),
+            "side": side, "annotation": ann_rel.as_posix(), "base_f0_hz": round(float(c.base_f0[p]), 2),
             "face_hidden": [list(occ)] if occ and p == occ_who else [],
-            "invalid_labels": [list(invalid)] if invalid and p == invalid_who else [],
-            "speaking": _runs(speaker == p),
+            "invalid_labels": [list(c.invalid)] if c.invalid and p == c.invalid_who else [],
+            "speaking": _runs(c.speaker == p),
         })
     return {
         "name": plan.name, "split": plan.split, "video": video_rel.as_posix(),
-        "fps": fps, "n_frames": n, "width": w, "height": h,
-        "sample_rate": demo.sample_rate, "n_samples": int(len(audio)),
-        "face_hidden_mode": occ_mode, "audio_gap_mode": gap_mode,
-        "audio_gap": [list(gap)] if gap else [],
+        "fps": fps, "n_frames": n, "width": w, "height": demo.height,
+        "sample_rate": demo.sample_rate, "n_samples": int(len(c.audio)),
+        "face_hidden_mode": c.occ_mode, "audio_gap_mode": c.gap_mode,
+        "audio_gap": [list(c.gap)] if c.gap else [],
         "persons": persons,
     }
 

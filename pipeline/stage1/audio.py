@@ -5,6 +5,8 @@ computes the log-mel spectrogram (`audio.n_mels` bands, `win_ms` window, `hop_ms
 Each video frame i hears the `window_s` seconds ending when the frame ends
 (t_i + 1/fps), as in the JMT authors' code: `frame_end[i]` is the spectrogram index where
 that window ends, so stage 1 and 2 read `logmel[frame_end[i] - W : frame_end[i]]`.
+The decoded track itself is kept too (`waveform`, int16) for the waveform backbones, which
+get each frame's window in samples from `sample_windows`.
 A video without an audio track gets an all-masked entry and a warning, not a crash.
 """
 
@@ -24,12 +26,14 @@ from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.errors import InputError
-from pipeline.media import estimate_frames, probe_video, read_audio, video_timestamps
+from pipeline.media import audio_span, estimate_frames, frame_times, probe_video, read_audio
 from pipeline.stage1.runner import StageResult, run_stage
+from pipeline.stage1.voice import frame_spans, frame_voice
 
-ALGORITHM = 1  # bump when a code change alters what this stage writes (see faces.ALGORITHM)
+ALGORITHM = 3  # bump when a code change alters what this stage writes (see faces.ALGORITHM); 2: + waveform
+# 3: frame_times for every frame, the track placed on the file's clock, vad_prob and voice
 LOG_FLOOR = 1e-6  # logmel = log(mel power + LOG_FLOOR)
-FRAME_DATASETS = ["frame_end", "audio_valid", "energy_db", "timestamps"]
+FRAME_DATASETS = ["frame_end", "audio_valid", "energy_db", "vad_prob", "voice", "timestamps"]
 
 
 def stage_config(params: Params) -> dict:
@@ -40,6 +44,33 @@ def stage_config(params: Params) -> dict:
 def window_frames(params: Params) -> int:
     """Spectrogram frames in one video frame's window."""
     return int(round(params.audio.window_s * 1000.0 / params.audio.hop_ms))
+
+
+def sample_windows(timestamps: np.ndarray, fps: float, window_s: float, sr: int) -> np.ndarray:
+    """Each video frame's audio window in samples, int64 (n, 2) [start, end): the `window_s`
+    seconds ending when the frame ends (t_i + 1/fps), all of one length; start < 0 or end past
+    the track means silence there (the waveform backbones' input, as `frame_end` is logmel's)."""
+    end = np.round((np.asarray(timestamps, np.float64) + 1.0 / fps) * sr).astype(np.int64)
+    return np.stack([end - int(round(window_s * sr)), end], axis=1)
+
+
+def write_waveform(f, audio: np.ndarray) -> None:
+    """Stores the decoded mono track as int16 (x 1/32767), gzip-chunked (docs/cache.md)."""
+    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
+    if len(pcm):  # 64 Ki-sample (4 s) chunks; HDF5 cannot chunk an empty dataset
+        f.create_dataset("waveform", data=pcm, chunks=(min(len(pcm), 1 << 16),),
+                         compression="gzip", compression_opts=1)
+    else:
+        f.create_dataset("waveform", data=pcm)
+    f.attrs["waveform_scale"] = 1.0 / 32767.0
+
+
+def read_waveform(f) -> np.ndarray:
+    """An audio cache file's waveform as float32 in [-1, 1]; a clear error for old files."""
+    if "waveform" not in f:
+        raise InputError(f"{f.filename}: audio cache has no waveform (written by an older jmt); "
+                         "re-run `jmt audio`")
+    return f["waveform"][...].astype(np.float32) * np.float32(f.attrs["waveform_scale"])
 
 
 def logmel(audio: np.ndarray, params: Params) -> np.ndarray:
@@ -58,20 +89,23 @@ def logmel(audio: np.ndarray, params: Params) -> np.ndarray:
 
 
 def frame_windows(timestamps: np.ndarray, fps: float, n_spec: int, hop_s: float,
-                  audio_seconds: float) -> tuple[np.ndarray, np.ndarray]:
+                  audio_seconds: float, audio_start: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """For each video frame: the spectrogram index where its window ends (exclusive; frame j is
-    centred at j * hop_s), and whether the frame lies inside the audio track."""
+    centred at j * hop_s), and whether the frame lies inside the audio track, which plays from
+    `audio_start` to `audio_seconds` s on the file's clock (the frame overlaps it)."""
     ends = timestamps + 1.0 / fps
     frame_end = np.clip(np.floor(ends / hop_s + 1e-9).astype(np.int64) + 1, 0, n_spec)
-    valid = (timestamps < audio_seconds) & (n_spec > 0)
+    eps = 1e-6  # times are read from ffprobe with 1 us resolution
+    valid = (timestamps < audio_seconds - eps) & (ends > audio_start + eps) & (n_spec > 0)
     return frame_end, valid
 
 
 def energy_db(audio: np.ndarray, timestamps: np.ndarray, fps: float, sr: int) -> np.ndarray:
-    """RMS level (dBFS) of the samples shown with each frame; -120 where there are none."""
+    """RMS level (dBFS) of the samples shown with each frame (until the next one); -120 where
+    there are none."""
     out = np.full(len(timestamps), -120.0, np.float32)
-    for i, t in enumerate(timestamps):
-        seg = audio[int(t * sr): int((t + 1.0 / fps) * sr)]
+    for i, (t, stop) in enumerate(zip(*frame_spans(timestamps, fps))):
+        seg = audio[max(0, int(t * sr)): max(0, int(stop * sr))]
         if len(seg):
             out[i] = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-12)
     return np.maximum(out, -120.0)
@@ -83,37 +117,46 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     cfg, out = params.audio, params.path(params.audio.out)
     t0 = time.time()
     info = probe_video(video)
-    timestamps = video_timestamps(video)
+    timing = frame_times(video)
+    timestamps = timing.times
     fps = info.fps or 25.0
     if len(timestamps) == 0:
         raise InputError(f"{video}: no video frames")
     sr = cfg.sample_rate
     if info.audio_codec is None:
         warnings.warn(f"{video.name}: no audio stream; its audio is masked for every frame")
-        audio, seconds = np.zeros(0, np.float32), 0.0
-    else:
-        audio = read_audio(video, sr)
-        seconds = info.audio_duration or len(audio) / sr
+        audio, start, seconds = np.zeros(0, np.float32), 0.0, 0.0
+    else:  # sample k plays at k / sr s on the clock of `timestamps` (silence before a late track)
+        audio, span = read_audio(video, sr), audio_span(video)
+        start = span.start if span else 0.0
+        seconds = min(span.end, len(audio) / sr) if span and span.end else len(audio) / sr
         audio = audio[: int(round(seconds * sr))]  # drop the codec's tail padding
     spec = logmel(audio, params) if len(audio) else np.zeros((0, cfg.n_mels), np.float32)
-    frame_end, valid = frame_windows(timestamps, fps, len(spec), cfg.hop_ms / 1000.0, seconds)
+    frame_end, valid = frame_windows(timestamps, fps, len(spec), cfg.hop_ms / 1000.0, seconds, start)
     level = energy_db(audio, timestamps, fps, sr)
+    vad_prob, voice = frame_voice(audio, sr, timestamps, fps, level, valid, cfg)
     stats = {}
     for e in entries:
         with cache.write_entry(out, e.name, stage="audio", config=stage_config(params), hash_=hashes[e.name],
                                attrs={"video": e.source, "fps": fps, "split": e.split, "side": e.side,
                                       "has_audio": info.audio_codec is not None,
-                                      "audio_seconds": seconds, "window_frames": window_frames(params),
-                                      "log_floor": LOG_FLOOR, "n_frames": len(timestamps)}) as f:
+                                      "audio_seconds": seconds, "audio_start": start,
+                                      "timestamps_source": timing.source,
+                                      "window_frames": window_frames(params),
+                                      "log_floor": LOG_FLOOR, "n_frames": len(timestamps),
+                                      "sample_rate": sr, "window_s": cfg.window_s}) as f:
+            write_waveform(f, audio)
             if len(spec):
                 f.create_dataset("logmel", data=spec, chunks=(min(len(spec), 4096), cfg.n_mels),
                                  compression="gzip", compression_opts=1)
             else:  # no audio track: an empty spectrogram (HDF5 cannot chunk zero rows)
                 f.create_dataset("logmel", data=spec)
             app = cache.Appender(f, cache.LAYOUTS["audio"], FRAME_DATASETS)
-            app.append(frame_end=frame_end, audio_valid=valid, energy_db=level, timestamps=timestamps)
+            app.append(frame_end=frame_end, audio_valid=valid, energy_db=level, vad_prob=vad_prob,
+                       voice=voice, timestamps=timestamps)
         stats[e.name] = {"frames": len(timestamps), "audio_seconds": round(seconds, 3),
-                         "valid_rate": round(float(valid.mean()), 4), "seconds": round(time.time() - t0, 2)}
+                         "valid_rate": round(float(valid.mean()), 4), "voice_rate": round(float(voice.mean()), 4),
+                         "seconds": round(time.time() - t0, 2)}
     advance(len(timestamps) * len(entries))
     return stats
 

@@ -1,9 +1,10 @@
 """`jmt embed`: frozen backbones over the cached faces and spectrograms -> per-frame embeddings.
 
 Reads `<faces.out>/<entry>.h5` and `<audio.out>/<entry>.h5`, runs the visual backbone on the
-aligned crops and the audio backbone on each frame's log-mel window, in batches, on CPU or
-CUDA (auto; mixed precision on CUDA), and writes float16 embeddings with their masks and the
-labels to `<embed.out>/<entry>.h5` (layout: docs/cache.md). This is the file stage 2 reads.
+aligned crops and the audio backbone on each frame's log-mel window (or, for a waveform
+backbone, on the whole cached waveform with every frame's window in samples), in batches, on
+CPU or CUDA (auto; mixed precision on CUDA), and writes float16 embeddings with their masks
+and the labels to `<embed.out>/<entry>.h5` (layout: docs/cache.md). This is the file stage 2 reads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated, Callable
 import h5py
 import numpy as np
 import torch
+import torchaudio
 import typer
 
 from pipeline import cache
@@ -28,7 +30,7 @@ from pipeline.errors import InputError
 from pipeline.media import estimate_frames
 from pipeline.stage1 import audio as audio_stage
 from pipeline.stage1 import faces as faces_stage
-from pipeline.stage1.backbones import AUDIO, VISUAL, build, weights_sha256
+from pipeline.stage1.backbones import AUDIO, VISUAL, build, input_of, weights_sha256
 from pipeline.stage1.runner import StageResult, run_stage
 
 
@@ -42,6 +44,23 @@ def audio_windows(logmel: np.ndarray, frame_end: np.ndarray, width: int, floor: 
     padded = np.concatenate([np.full((width, n_mels), np.log(floor), np.float32), logmel.astype(np.float32)])
     idx = frame_end[:, None] + np.arange(width)[None, :]      # (n, W) rows of `padded`
     return padded[idx]
+
+
+@torch.no_grad()
+def waveform_features(module: torch.nn.Module, af: h5py.File, device: torch.device,
+                      amp: bool = False) -> np.ndarray:
+    """A waveform backbone over one audio cache file: its whole track (resampled to the
+    backbone's `sample_rate` if the cache has another) and every frame's window -> (n, D)."""
+    sr, rate = int(af.attrs["sample_rate"]), int(module.sample_rate)
+    wave = torch.as_tensor(audio_stage.read_waveform(af))
+    if sr != rate:
+        wave = torchaudio.functional.resample(wave, sr, rate)
+    windows = audio_stage.sample_windows(af["timestamps"][...], float(af.attrs["fps"]),
+                                         float(af.attrs["window_s"]), rate)
+    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    with ctx:
+        y = module(wave.to(device), torch.as_tensor(windows))
+    return y.float().cpu().numpy()
 
 
 class Backbones:
@@ -63,6 +82,10 @@ class Backbones:
         with ctx:
             y = module(x)
         return y.float().cpu().numpy()
+
+    def run_waveform(self, af: h5py.File) -> np.ndarray:
+        """The waveform backbone over one audio cache file -> (n, Da)."""
+        return waveform_features(self.audio, af, self.device, self.amp)
 
     def provenance(self, params: Params) -> dict:
         cfg = params.embed
@@ -121,9 +144,11 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                                  f"{af.attrs['n_frames']}; rebuild both")
             found = ff["found"][...]
             labels = ff["labels"][...]
-            logmel = af["logmel"][...]
             frame_end, valid = af["frame_end"][...], af["audio_valid"][...]
-            width, floor = int(af.attrs["window_frames"]), float(af.attrs["log_floor"])
+            by_window = input_of(nets.audio) == "logmel"
+            if by_window:
+                logmel = af["logmel"][...]
+                width, floor = int(af.attrs["window_frames"]), float(af.attrs["log_floor"])
             attrs = {"video": ff.attrs["video"], "fps": ff.attrs["fps"], "n_frames": n, "split": e.split,
                      "side": e.side, "detector": ff.attrs.get("detector", ff.attrs.get("source")),
                      "crop_size": ff.attrs["crop_size"], "sample_rate": params.audio.sample_rate,
@@ -132,10 +157,13 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
             with cache.write_entry(out, e.name, stage="embed", config=stage_config(params, nets),
                                    hash_=hashes[e.name], attrs=attrs) as f:
                 vis, aud = [], []
+                if not by_window:  # the whole track in one call: the backbone chunks it itself
+                    aud.append(nets.run_waveform(af))
                 for start in range(0, n, cfg.batch_size):
                     stop = min(n, start + cfg.batch_size)
                     vis.append(nets.run(nets.visual, cache.read_crops(ff, start, stop)))
-                    aud.append(nets.run(nets.audio, audio_windows(logmel, frame_end[start:stop], width, floor)))
+                    if by_window:
+                        aud.append(nets.run(nets.audio, audio_windows(logmel, frame_end[start:stop], width, floor)))
                     advance(stop - start)
                 visual = np.concatenate(vis) if vis else np.zeros((0, 1), np.float32)
                 audio = np.concatenate(aud) if aud else np.zeros((0, 1), np.float32)
@@ -149,7 +177,7 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                 label_mask = (labels != -5).all(1)
                 app = cache.Appender(f, cache.LAYOUTS["embed"],
                                      ["visual_mask", "audio_mask", "labels", "label_mask", "timestamps"])
-                app.append(visual_mask=found, audio_mask=valid, labels=labels, label_mask=label_mask,
+                app.append(visual_mask=found, audio_mask=valid & af["voice"][...], labels=labels, label_mask=label_mask,
                            timestamps=ff["timestamps"][...])
         stats[e.name] = {"frames": n, "visual_dim": visual.shape[1], "audio_dim": audio.shape[1],
                          "seconds": round(time.time() - t0, 2)}

@@ -28,14 +28,14 @@ from pipeline.corpus.entries import Entry, align_labels, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline import cache
-from pipeline.media import estimate_frames, iter_frames, probe_video, video_timestamps
+from pipeline.media import FrameTimes, estimate_frames, frame_times, iter_frames, probe_video
 from pipeline.stage1.align import similarity, template, warp_crops
 from pipeline.stage1.detect import Detector, PersonTrack, track
 from pipeline.stage1.runner import StageResult, prefetch, run_stage
 
 # Bump when a code change alters what this stage writes: cached entries made by another
 # version are then rebuilt (a re-run otherwise reuses every entry whose inputs and params match).
-ALGORITHM = 1
+ALGORITHM = 2  # 2: every frame timed by media.frame_times (no index / fps fallback)
 # Params that change what is written (batch size, prefetch, device do not).
 CONTENT_KEYS = ("source", "crop_size", "jpeg_quality", "min_prob", "detect_every", "detect_max_side", "min_face_size")
 
@@ -53,19 +53,18 @@ def stage_config(params: Params) -> dict:
 FRAME_DATASETS = ["crops_jpeg", "found", "detected", "scores", "boxes", "landmarks"]
 
 
-def _finish(f: h5py.File, entry: Entry, raw_labels: np.ndarray | None, n: int, fps: float,
-            timestamps: np.ndarray, tolerance: int) -> dict:
+def _finish(f: h5py.File, entry: Entry, raw_labels: np.ndarray | None, n: int,
+            timing: FrameTimes, tolerance: int) -> dict:
     """Writes labels and timestamps once the frame count is known; returns stats."""
+    if len(timing.times) != n:  # frame_times and the decoder disagree: never guess
+        raise InputError(f"{entry.source}: {n} frames decoded but {len(timing.times)} frame times "
+                         "read by ffprobe")
     if raw_labels is None:
         labels, diff = np.full((n, 2), -5.0, np.float32), 0
     else:
         labels, diff = align_labels(raw_labels, n, tolerance=tolerance, source=entry.annotation)
-    if len(timestamps) == n:
-        f.attrs["timestamps_source"] = "packet pts"
-    else:  # container without usable pts: fall back to the nominal rate
-        timestamps = np.arange(n) / fps
-        f.attrs["timestamps_source"] = "index / fps"
-    f.create_dataset("timestamps", data=timestamps.astype(np.float64))
+    f.attrs["timestamps_source"] = timing.source
+    f.create_dataset("timestamps", data=timing.times.astype(np.float64))
     f.create_dataset("labels", data=labels)
     f.attrs["n_frames"] = n
     f.attrs["label_rows_minus_frames"] = diff
@@ -93,7 +92,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
         for e in entries:
             if raw[e.name] is not None and abs(len(raw[e.name]) - info.n_frames) > tol:
                 align_labels(raw[e.name], info.n_frames, tolerance=tol, source=e.annotation)  # raises
-    timestamps = video_timestamps(video)
+    timing = frame_times(video)
     size = cfg.crop_size
     dst = template(size)
     attrs = {"video": entries[0].source, "fps": info.fps, "width": info.width, "height": info.height,
@@ -141,7 +140,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
                              "container lists (truncated or corrupt file?)")
         for e in entries:
             w = writers[e.name]
-            stats[e.name] = _finish(files[e.name], e, raw[e.name], w.n, info.fps or 25.0, timestamps, tol)
+            stats[e.name] = _finish(files[e.name], e, raw[e.name], w.n, timing, tol)
             stats[e.name]["seconds"] = round(time.time() - t0, 2)
     return stats
 
@@ -152,10 +151,8 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
     cfg, out = params.faces, params.path(params.faces.out)
     crops_root = params.path(cfg.cropped_aligned)
     info = probe_video(video)
-    timestamps = video_timestamps(video)
-    n = info.n_frames or len(timestamps)
-    if not n:
-        raise InputError(f"{video}: cannot tell its frame count")
+    timing = frame_times(video)
+    n = len(timing.times)  # the decoded frames, as the audio stage counts them
     raw = _read_labels(entries)
     size, stats = cfg.crop_size, {}
     for e in entries:
@@ -188,8 +185,7 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
                          landmarks=np.full((len(idx), 5, 2), np.nan, np.float32))
                 advance(len(idx))
             f.attrs["unreadable_crops"] = len(unreadable)
-            stats[e.name] = _finish(f, e, raw[e.name], n, info.fps or 25.0, timestamps,
-                                    params.corpus.label_tolerance)
+            stats[e.name] = _finish(f, e, raw[e.name], n, timing, params.corpus.label_tolerance)
         if unreadable:
             warnings.warn(f"{e.name}: {len(unreadable)} unreadable crop(s) treated as not found, "
                           f"e.g. {folder / unreadable[0]}")

@@ -13,8 +13,12 @@ temporary folder and renamed when complete, so an interrupted comparison resumes
 Then, per head: CCC valence/arousal/mean on validation and test as mean +- sample std over
 seeds, for each condition; the paired difference from `compare.reference` (per-seed CCC mean
 differences, Student t interval over seeds; and a percentile bootstrap over videos, paired by
-video and seed); parameters, MFLOPs per frame and CPU latency per 1000 frames. Written to
-`compare.metrics` (JSON) and `compare.table` (markdown), and printed.
+video and seed; shown as indicative below `compare.min_videos_bootstrap` videos and then never
+used in the findings); the same scores and differences restricted to the frames where both
+streams are present, where the face is missing and where the audio is missing (the cache's own
+masks, `protocol.score_subsets`); how each run stopped (early stopping or the epoch cap);
+parameters, MFLOPs per frame and CPU latency per 1000 frames. Written to `compare.metrics`
+(JSON) and `compare.table` (markdown), and printed.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from pipeline.stage2.cost import head_cost
 from pipeline.stage2.data import Entry, corpus_names, dims, load_split
 from pipeline.stage2.evaluate import load_checkpoint, postprocess
 from pipeline.stage2.heads import HEADS, build_head
-from pipeline.stage2.protocol import labels_of, predict_split, score
+from pipeline.stage2.protocol import (SUBSETS, availability_of, labels_of, predict_split, restrict, score,
+                                      score_subsets)
 from pipeline.stage2.train import cache_provenance, head_kwargs, train_model
 from pipeline.stats import bootstrap_videos, paired_t
 
@@ -50,6 +55,7 @@ SPLITS = ("validation", "test")
 CONDITIONS = {"full": None, "no_audio": "audio", "no_visual": "visual"}  # name -> stream masked
 METRICS = ("ccc_valence", "ccc_arousal", "ccc_mean")
 SHORT = {"validation": "val", "test": "test"}  # column labels
+RUN_FIELDS = ("key", "epochs", "best_epoch", "stopped", "scores", "history")  # a run.json lacking one is redone
 # The code whose change changes a run's numbers (compare.py and the report are not in it).
 _STAGE2 = Path(__file__).resolve().parent
 TRAINING_CODE = sorted([*_STAGE2.glob("heads/*.py"), *(_STAGE2 / f for f in (
@@ -90,13 +96,22 @@ def run_key(params: Params, head: str, seed: int, fingerprints: dict[str, str]) 
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
+def shared_params(params: Params) -> dict:
+    """The model/train/evaluate params every run of a comparison shares (not the head, the seed
+    or output paths)."""
+    return {"model": params.model.model_dump(exclude={"fusion"}),
+            "train": params.train.model_dump(exclude={"seed", "out", "live_dir", "preload_max_mb"}),
+            "evaluate": params.evaluate.model_dump(exclude={"metrics", "out"})}
+
+
 def _load_run(folder: Path, key: str) -> dict | None:
     """A finished run with this key, or None."""
     try:
         info = json.loads((folder / "run.json").read_text())
     except (OSError, ValueError):
         return None
-    if info.get("key") != key or not (folder / "model.pt").is_file() or not (folder / "predictions.npz").is_file():
+    if (info.get("key") != key or not all(k in info for k in RUN_FIELDS) or not (folder / "model.pt").is_file()
+            or not (folder / "predictions.npz").is_file()):
         return None
     return info
 
@@ -135,7 +150,7 @@ def _execute_run(params: Params, head: str, seed: int, folder: Path, key: str,
             arrays.update({f"{split}/{condition}/{n}": p for n, p in post.items()})
     np.savez_compressed(tmp / "predictions.npz", **arrays)
     info = {"head": head, "seed": seed, "key": key, "epochs": len(trained.history),
-            "best_epoch": trained.best_epoch, "parameters": trained.parameters,
+            "best_epoch": trained.best_epoch, "stopped": trained.stopped, "parameters": trained.parameters,
             "seconds": round(time.time() - t0, 1), "train_frames_per_s": round(trained.frames_per_s, 1),
             "scores": scores, "history": trained.history}
     (tmp / "run.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -156,12 +171,40 @@ def _interval(iv) -> dict:
             "method": iv.method, "excludes_zero": iv.excludes_zero}
 
 
-def _corpus_facts(params: Params, splits: dict[str, list[Entry]], labels: dict[str, dict], folder: Path) -> dict:
+def paired(own: list[float], ref: list[float], own_preds: list[dict], ref_preds: list[dict],
+           labels: dict[str, tuple[np.ndarray, np.ndarray]], cfg: CompareParams) -> dict:
+    """The paired difference own - ref of per-seed CCC means: the per-seed differences, the
+    Student t interval over seeds (None with one seed) and the percentile bootstrap over the
+    videos in `labels` (a split's, or its videos restricted to an availability subset), marked
+    `indicative` when there are fewer than `cfg.min_videos_bootstrap` videos."""
+    d = np.subtract(own, ref)
+    seeds_iv = _interval(paired_t(d, cfg.confidence)) if len(d) > 1 else None
+    iv = bootstrap_videos(own_preds, ref_preds, labels, n_boot=cfg.bootstrap, confidence=cfg.confidence)
+    return {"per_seed": [round(float(x), 6) for x in d], "seeds": seeds_iv,
+            "videos": {**_interval(iv), "indicative": iv.n < cfg.min_videos_bootstrap}}
+
+
+def _subset_summary(rows: list[dict]) -> dict:
+    """One availability subset of one head: frames, videos, and CCC mean +- std over seeds
+    (rows: that subset's `score_subsets` row of every seed); unscored if any seed is."""
+    out = {"frames": rows[0]["frames"], "videos": rows[0]["videos"], "scored": all(r["scored"] for r in rows)}
+    if out["scored"]:
+        out.update({k: _summary([r[k] for r in rows]) for k in METRICS})
+    else:
+        out["why"] = next(r["why"] for r in rows if not r["scored"])
+    return out
+
+
+def _corpus_facts(params: Params, splits: dict[str, list[Entry]], labels: dict[str, dict], folder: Path,
+                  availability: dict[str, dict]) -> dict:
     frames = {s: int(sum(m.sum() for _, m in labels[s].values())) for s in splits}
     train = load_split(folder, "train", preload_max_mb=0)
+    subsets = {s: {k: {"frames": int(sum(m.sum() for _, m in sub.values())), "videos": len(sub)}
+                   for k, sub in ((k, restrict(labels[s], availability[s][k])) for k in SUBSETS)}
+               for s in splits}
     return {"root": str(params.corpus.root), "layout": params.corpus.layout,
             "videos": {"train": len(train), **{s: len(e) for s, e in splits.items()}},
-            "scored_frames": frames, "cache": cache_provenance(folder)}
+            "scored_frames": frames, "availability": subsets, "cache": cache_provenance(folder)}
 
 
 def run_compare(params: Params) -> dict:
@@ -181,6 +224,7 @@ def run_compare(params: Params) -> dict:
                 raise
             console.print(f"[yellow]compare:[/] no test entries in {folder}; validation only", highlight=False)
     labels = {s: labels_of(e) for s, e in splits.items()}
+    availability = {s: availability_of(e) for s, e in splits.items()}  # the corpus's own gaps
     fingerprints = {"cache": cache_fingerprint(folder),
                     "code": files_fingerprint(TRAINING_CODE, _STAGE2.parent)}
     runs_dir = params.path(cfg.runs)
@@ -196,6 +240,10 @@ def run_compare(params: Params) -> dict:
             info = _execute_run(params, head, seed, run_dir, key, splits, labels)
         info["reused"] = reused
         runs[head, seed], preds[head, seed] = info, load_predictions(run_dir)
+        # scored here, not stored in the run: the masks are read from the cache at hand
+        info["availability"] = {split: score_subsets(preds[head, seed][split, "full"], labels[split],
+                                                     availability[split], min_frames=cfg.min_subset_frames)
+                                for split in splits}
         s = info["scores"]
         test = f", test {s['test']['full']['ccc_mean']:.4f}" if "test" in s else ""
         how = "reused" if reused else f"trained in {info['seconds']:.0f} s"
@@ -209,37 +257,49 @@ def run_compare(params: Params) -> dict:
         model = build_head(head, **head_kwargs(params.model.model_copy(update={"fusion": head}), audio_dim, visual_dim))
         r: dict = head_cost(model, audio_dim, visual_dim, params.train.window, repeats=cfg.latency_repeats)
         r["train_seconds"] = _summary([m["seconds"] for m in mine])
+        r["training"] = {"epochs": _summary([m["epochs"] for m in mine]),
+                         "best_epoch": _summary([m["best_epoch"] for m in mine]),
+                         "stopped_by_max": sum(m["stopped"] == "max_epochs" for m in mine), "runs": len(mine)}
+        r["availability"] = {}
         for split in splits:
             r[split] = {c: {k: _summary([m["scores"][split][c][k] for m in mine]) for k in METRICS}
                         for c in CONDITIONS}
+            r["availability"][split] = {sub: _subset_summary([m["availability"][split][sub] for m in mine])
+                                        for sub in SUBSETS}
         if head != cfg.reference:
             r["vs_reference"] = {}
             for split in splits:
-                ref = [runs[cfg.reference, s]["scores"][split]["full"]["ccc_mean"] for s in cfg.seeds]
-                own = [runs[head, s]["scores"][split]["full"]["ccc_mean"] for s in cfg.seeds]
-                d = np.subtract(own, ref)
-                seeds_iv = _interval(paired_t(d, cfg.confidence)) if len(d) > 1 else None
-                videos_iv = bootstrap_videos([preds[head, s][split, "full"] for s in cfg.seeds],
-                                             [preds[cfg.reference, s][split, "full"] for s in cfg.seeds],
-                                             labels[split], n_boot=cfg.bootstrap, confidence=cfg.confidence)
-                r["vs_reference"][split] = {"per_seed": [round(float(x), 6) for x in d],
-                                            "seeds": seeds_iv, "videos": _interval(videos_iv)}
+                theirs = [runs[cfg.reference, s] for s in cfg.seeds]
+                own_p = [preds[head, s][split, "full"] for s in cfg.seeds]
+                ref_p = [preds[cfg.reference, s][split, "full"] for s in cfg.seeds]
+                r["vs_reference"][split] = paired([m["scores"][split]["full"]["ccc_mean"] for m in mine],
+                                                  [m["scores"][split]["full"]["ccc_mean"] for m in theirs],
+                                                  own_p, ref_p, labels[split], cfg)
+                for sub in SUBSETS:
+                    if not all(m["availability"][split][sub]["scored"] for m in (*mine, *theirs)):
+                        continue  # too few frames: said so in the tables, not scored
+                    r["availability"][split][sub]["vs_reference"] = paired(
+                        [m["availability"][split][sub]["ccc_mean"] for m in mine],
+                        [m["availability"][split][sub]["ccc_mean"] for m in theirs],
+                        own_p, ref_p, restrict(labels[split], availability[split][sub]), cfg)
         results[head] = r
     seconds = time.time() - t0
     out = {
-        "corpus": _corpus_facts(params, splits, labels, folder),
+        "corpus": _corpus_facts(params, splits, labels, folder, availability),
         "heads": list(cfg.heads), "seeds": list(cfg.seeds), "reference": cfg.reference,
-        "confidence": cfg.confidence, "bootstrap": cfg.bootstrap,
-        "params": {"model": params.model.model_dump(exclude={"fusion"}),
-                   "train": params.train.model_dump(exclude={"seed", "out", "live_dir", "preload_max_mb"}),
-                   "evaluate": params.evaluate.model_dump(exclude={"metrics", "out"})},
+        "confidence": cfg.confidence, "bootstrap": cfg.bootstrap, "min_videos_bootstrap": cfg.min_videos_bootstrap,
+        "subsets": {k: what for k, (what, _) in SUBSETS.items()}, "min_subset_frames": cfg.min_subset_frames,
+        "params": shared_params(params),
         "fingerprints": fingerprints,
         "results": results,
         "runs": [{"head": h, "seed": s, "folder": f"{h}-seed{s}", "reused": runs[h, s]["reused"],
                   "seconds": runs[h, s]["seconds"], "epochs": runs[h, s]["epochs"],
-                  "best_epoch": runs[h, s]["best_epoch"],
+                  "best_epoch": runs[h, s]["best_epoch"], "stopped": runs[h, s]["stopped"],
                   **{split: {c: {k: round(v[k], 6) for k in METRICS} for c, v in sc.items()}
-                     for split, sc in runs[h, s]["scores"].items()}}
+                     for split, sc in runs[h, s]["scores"].items()},
+                  "availability": {split: {sub: {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}
+                                           for sub, row in subs.items()}
+                                   for split, subs in runs[h, s]["availability"].items()}}
                  for h in cfg.heads for s in cfg.seeds],
         "timing": {"seconds": round(seconds, 1), "trained": sum(not r["reused"] for r in runs.values()),
                    "reused": sum(r["reused"] for r in runs.values())},
@@ -258,14 +318,16 @@ def run_compare(params: Params) -> dict:
 # ---------------------------------------------------------------------------------------------
 # The markdown tables (compare.table, reports/index.md and README's results section).
 
-def _pm(s: dict) -> str:
-    return f"{s['mean']:.3f}" + (f" ± {s['std']:.3f}" if s.get("std") is not None else "")
+def _pm(s: dict, digits: int = 3, shift: float = 0) -> str:
+    """`mean ± std` of a summary (`shift` added to the mean: epochs counted from 1)."""
+    return f"{s['mean'] + shift:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s.get("std") is not None else "")
 
 
 def _iv(iv: dict | None) -> str:
     if iv is None:
         return "n/a (one seed)"
     mark = " *" if iv["excludes_zero"] else ""
+    mark += " †" if iv.get("indicative") else ""
     return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}]{mark}"
 
 
@@ -282,7 +344,8 @@ def describe(result: dict) -> str:
         f"Cache: visual `{c['cache']['visual_backbone']}`, audio `{c['cache']['audio_backbone']}`. "
         f"Seeds {seeds} for every head. Params: d_model {model['d_model']}, temporal `{model['temporal']}`, "
         f"{model['layers']} layer(s), {model['heads']} attention head(s); {train['optimizer']} lr {train['lr']}, "
-        f"{train['epochs']} epochs (patience {train['patience']}), windows of {train['window']} frames, "
+        f"at most {train['epochs']} epochs with early stopping on the validation CCC mean (patience "
+        f"{train['patience']}), windows of {train['window']} frames, "
         f"modality dropout {train['modality_dropout']}; predictions clipped: {p['evaluate']['clip']}, "
         f"smoothing: {p['evaluate']['smooth_valence'] or 'off'}/{p['evaluate']['smooth_arousal'] or 'off'}. "
         f"CCC on all valid frames of a split (the official protocol); ± is the sample standard "
@@ -296,36 +359,138 @@ def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
     return out + ["| " + " | ".join(row) + " |" for row in rows]
 
 
-def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
-    """A few generated sentences: the best head, which heads differ from the reference with
-    intervals that exclude zero, and how much of the reference's score survives a masked stream."""
+def _names(heads: list[str]) -> str:
+    return ", ".join(f"`{h}`" for h in heads) or "none"
+
+
+def _videos(n: int) -> str:
+    return f"{n} video" + ("" if n == 1 else "s")
+
+
+def _subset_label(result: dict, split: str, subset: str) -> str:
+    facts = result["corpus"]["availability"][split][subset]
+    return f"{result['subsets'][subset]} ({facts['frames']:,} frames, {_videos(facts['videos'])})"
+
+
+def _difference(vs: dict, ref: str, head: str) -> str:
+    """`head − ref: <t interval> over seeds (excludes 0)[; <bootstrap> over videos (...)]`: the
+    bootstrap only when it is not indicative (enough videos)."""
+    ivs = [(vs["seeds"], "over seeds")] + ([(vs["videos"], "over videos")] if not vs["videos"]["indicative"] else [])
+    parts = [f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {how} "
+             f"({'excludes' if iv['excludes_zero'] else 'includes'} 0)" for iv, how in ivs if iv]
+    return f"`{head}` − `{ref}`: " + ("; ".join(parts) or "no usable interval (one seed, too few videos)")
+
+
+def _availability_findings(result: dict, split: str) -> list[str]:
+    """Per availability subset: the head with the highest CCC mean, with its paired difference
+    from the reference (or, when the reference wins, the runner-up's); or why it is not scored."""
     res, ref = result["results"], result["reference"]
+    lines = []
+    for subset in result["subsets"]:
+        label = _subset_label(result, split, subset)
+        rows = {h: res[h]["availability"][split][subset] for h in result["heads"]}
+        if not all(r["scored"] for r in rows.values()):
+            why = next(r["why"] for r in rows.values() if not r["scored"])
+            lines.append(f"- {split.capitalize()}, {label}: not scored: {why}.")
+            continue
+        ranked = sorted(rows, key=lambda h: -rows[h]["ccc_mean"]["mean"])
+        best = ranked[0]
+        text = f"- {split.capitalize()}, {label}: highest CCC mean `{best}` ({_pm(rows[best]['ccc_mean'])})"
+        if best != ref:
+            text += "; " + _difference(rows[best]["vs_reference"], ref, best)
+        elif len(ranked) > 1:
+            nxt = ranked[1]
+            text += f", the reference; next `{nxt}` ({_pm(rows[nxt]['ccc_mean'])}); " + \
+                _difference(rows[nxt]["vs_reference"], ref, nxt)
+        lines.append(text + ".")
+    return lines
 
-    def names(heads: list[str]) -> str:
-        return ", ".join(f"`{h}`" for h in heads) or "none"
 
+def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
+    """A few generated sentences: the best head; which heads differ from the reference with
+    intervals that exclude zero (the video bootstrap only with enough videos); the winner on
+    each availability subset; how much of the reference's score survives a masked stream; and
+    the runs the epoch cap stopped while they were still improving."""
+    res, ref = result["results"], result["reference"]
     best = order[0]
     lines = [f"- Highest validation CCC mean: `{best}` ({res[best]['validation']['full']['ccc_mean']['mean']:.3f}); "
              f"reference `{ref}`: {res[ref]['validation']['full']['ccc_mean']['mean']:.3f}."]
+    others = [h for h in order if h != ref]
     for split in splits:
         for which, label in (("seeds", "t over seeds"), ("videos", "bootstrap over videos")):
-            ivs = {h: res[h]["vs_reference"][split][which] for h in order if h != ref}
+            ivs = {h: res[h]["vs_reference"][split][which] for h in others}
             if all(iv is None for iv in ivs.values()):
+                continue
+            if any(iv and iv.get("indicative") for iv in ivs.values()):
+                n = next(iv["n"] for iv in ivs.values() if iv)
+                lines.append(f"- {split.capitalize()}, {label}: not used ({_videos(n)}, fewer than "
+                             f"compare.min_videos_bootstrap = {result['min_videos_bootstrap']}; shown in the "
+                             "table as indicative, †).")
                 continue
             above = [h for h, iv in ivs.items() if iv and iv["low"] > 0]
             below = [h for h, iv in ivs.items() if iv and iv["high"] < 0]
-            lines.append(f"- {split.capitalize()}, {label}: above `{ref}`: {names(above)}; below: {names(below)}; "
+            lines.append(f"- {split.capitalize()}, {label}: above `{ref}`: {_names(above)}; below: {_names(below)}; "
                          f"the other intervals include 0.")
+        lines += _availability_findings(result, split)
     full = res[ref][splits[0]]["full"]["ccc_mean"]["mean"]
     if full > 0:
         kept = {c: res[ref][splits[0]][c]["ccc_mean"]["mean"] / full for c in ("no_audio", "no_visual")}
         lines.append(f"- `{ref}` keeps {kept['no_audio']:.0%} of its {splits[0]} CCC mean with the audio masked "
                      f"and {kept['no_visual']:.0%} with the visual stream masked.")
+    train = result["params"]["train"]
+    capped = [r for r in result["runs"] if r["stopped"] == "max_epochs"]
+    if capped:
+        runs = ", ".join(f"`{r['head']}` seed {r['seed']} (best epoch {r['best_epoch'] + 1} of {r['epochs']})"
+                         for r in capped)
+        lines.append(f"- Stopped by the epoch cap (train.epochs = {train['epochs']}) while still improving "
+                     f"(a better validation CCC within the last {train['patience']} epochs): {runs}. "
+                     "More epochs could change their numbers.")
+    else:
+        lines.append(f"- Every run stopped early (no validation gain in {train['patience']} epochs) "
+                     f"before the cap of {train['epochs']} epochs.")
+    return lines
+
+
+def _availability_tables(result: dict, order: list[str], splits: list[str], name: dict[str, str]) -> list[str]:
+    """CCC per axis and mean on each availability subset, one table per split; then the paired
+    differences from the reference on each subset (one row per head and subset)."""
+    res, ref = result["results"], result["reference"]
+    subsets = list(result["subsets"])
+    lines = []
+    for split in splits:
+        sizes = "; ".join(f"{_subset_label(result, split, s)}" for s in subsets)
+        lines += ["", f"**By modality availability, {split}** (CCC, mean ± std over seeds, on the valid frames "
+                  "where the cache's `visual_mask` / `audio_mask` say so, all such frames of the split "
+                  f"concatenated; a frame with neither stream counts in both \"no\" columns; {sizes}; "
+                  f"n/a: fewer than {result['min_subset_frames']} frames)", ""]
+        cells = []
+        for h in order:
+            row = [name[h]]
+            for s in subsets:
+                a = res[h]["availability"][split][s]
+                row += [_pm(a[k]) if a["scored"] else "n/a" for k in METRICS]
+            cells.append(row)
+        lines += _table([f"{s.replace('_', ' ')} {k.removeprefix('ccc_')}" for s in subsets for k in METRICS], cells)
+    pairs = [(s, w) for s in splits for w in ("seeds", "videos")]
+    rows = []
+    for h in order:
+        if h == ref:
+            continue
+        for s_ in subsets:
+            row = [name[h], s_.replace("_", " ")]
+            for split, which in pairs:
+                vs = res[h]["availability"][split][s_].get("vs_reference")
+                row.append(_iv(vs[which]) if vs else "n/a")
+            rows.append(row)
+    lines += ["", f"**Paired difference from `{ref}` by availability** (CCC mean on the subset, head − {ref}; "
+              "as above, the bootstrap resamples the videos that have frames in the subset)", ""]
+    lines += _table(["subset", *(f"{SHORT[s]} over {w}" for s, w in pairs)], rows)
     return lines
 
 
 def markdown(result: dict) -> str:
-    """The comparison as markdown tables (accuracy, paired differences, robustness, cost)."""
+    """The comparison as markdown tables (accuracy, paired differences, availability subsets,
+    robustness, training protocol, cost)."""
     res, ref = result["results"], result["reference"]
     splits = [s for s in SPLITS if s in res[ref]]
     order = sorted(result["heads"], key=lambda h: -res[h]["validation"]["full"]["ccc_mean"]["mean"])
@@ -338,15 +503,24 @@ def markdown(result: dict) -> str:
     lines += ["", f"**Paired difference from `{ref}`** (CCC mean, head − {ref}, {conf} intervals; * = excludes 0). "
               f"*Over seeds*: Student t on the per-seed differences (n = {len(result['seeds'])} seeds). "
               f"*Over videos*: percentile bootstrap, {result['bootstrap']} resamples of the split's videos, "
-              "each scoring every seed of both heads on the same draw (n = videos; with few videos it is "
-              "coarse and too narrow: trust the t interval then).", ""]
+              "each scoring every seed of both heads on the same draw (n = videos). † = indicative: fewer than "
+              f"{result['min_videos_bootstrap']} videos (compare.min_videos_bootstrap), too few for the bootstrap "
+              "to show video-to-video spread; never used in the findings.", ""]
     pairs = [(s, w) for s in splits for w in ("seeds", "videos")]
     lines += _table([f"{SHORT[s]} over {w}" for s, w in pairs],
                     [[name[h], *(_iv(res[h]["vs_reference"][s][w]) for s, w in pairs)] for h in order if h != ref])
+    lines += _availability_tables(result, order, splits, name)
     lines += ["", "**Robustness** (CCC mean ± std; the same trained models evaluated with one stream masked "
               "on every frame)", ""]
     lines += _table([f"{SHORT[s]} {c.replace('_', ' ')}" for s in splits for c in CONDITIONS],
                     [[name[h], *(_pm(res[h][s][c]["ccc_mean"]) for s in splits for c in CONDITIONS)] for h in order])
+    train = result["params"]["train"]
+    lines += ["", f"**Training protocol** (at most train.epochs = {train['epochs']} epochs, early stopping on "
+              f"the validation CCC mean with patience {train['patience']}; epochs counted from 1; mean ± std "
+              "over seeds; runs the cap stopped were still improving)", ""]
+    lines += _table(["epochs run", "best epoch", "stopped by the cap"],
+                    [[name[h], _pm(res[h]["training"]["epochs"], 1), _pm(res[h]["training"]["best_epoch"], 1, 1),
+                      f"{res[h]['training']['stopped_by_max']} of {res[h]['training']['runs']}"] for h in order])
     lines += ["", f"**Cost** (parameters; MFLOPs per frame at the training window of {result['params']['train']['window']} "
               "frames, matmuls and convolutions; CPU latency per 1000 frames in batches of 16 windows; training "
               "time per run on this machine)", ""]

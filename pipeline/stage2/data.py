@@ -111,6 +111,23 @@ def corpus_names(params, split: str) -> list[str] | None:
     return [e.name for e in corpus.entries if e.split == split]
 
 
+def feature_stats(entries: list[Entry], modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (population) of `modality` ('audio' or 'visual') over the frames
+    where it is present, across entries (float64 sums, read entry by entry). A feature that never
+    varies gets std 1, so it passes through unscaled."""
+    n, total, squares = 0, 0.0, 0.0
+    for e in entries:
+        x = e.read(0, e.n)
+        present = x[f"{modality}_mask"]
+        v = np.asarray(x[modality][present], np.float64)               # (present frames, D)
+        n, total, squares = n + len(v), total + v.sum(0), squares + (v ** 2).sum(0)
+    if n == 0:
+        raise InputError(f"no frame of the training split has the {modality} stream: cannot standardise it")
+    mean = total / n
+    std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
+    return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
+
+
 def dims(entries: list[Entry]) -> tuple[int, int]:
     """(audio_dim, visual_dim) of the cache, checked to agree across entries."""
     found = set()

@@ -6,7 +6,10 @@ explicit and reported: clipping to [-1, 1] and a per-video moving average with s
 valence/arousal widths; metrics are given raw and post-processed. Writes per-video
 predictions (CSV), Aff-Wild2 submission files for the test split
 (`image_location,valence,arousal`) and `metrics/eval.json` (top-level `ccc_valence`,
-`ccc_arousal`, `ccc_mean` are the validation split's, post-processed).
+`ccc_arousal`, `ccc_mean` are the validation split's, post-processed). Each split is also
+scored on the frames where both streams are present, where the face is missing and where the
+audio is missing (the cache's own masks; `pipeline.stage2.protocol.score_subsets`, the same
+function `jmt compare` uses), post-processed predictions.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ import numpy as np
 import torch
 import typer
 
+from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, EvaluateParams, Params, load_params
 from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2.data import corpus_names, load_split
 from pipeline.stage2.heads import build_head
-from pipeline.stage2.protocol import labels_of, predict_split, score
+from pipeline.stage2.protocol import (MIN_SUBSET_FRAMES, SUBSETS, availability_of, labels_of, predict_split, score,
+                                      score_subsets)
 from pipeline.stage2.train import cache_provenance
 
 
@@ -63,13 +68,14 @@ def postprocess(pred: np.ndarray, cfg: EvaluateParams) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def _write_predictions(folder: Path, name: str, pred: np.ndarray, labels: np.ndarray, fps: float) -> None:
+def _write_predictions(folder: Path, name: str, pred: np.ndarray, labels: np.ndarray, times: np.ndarray) -> None:
+    """One CSV per entry; `time` is the frame's own timestamp from the cache (media.frame_times)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"{name}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["frame", "time", "valence", "arousal", "label_valence", "label_arousal"])
-        for i, (p, y) in enumerate(zip(pred, labels)):
-            w.writerow([i, f"{i / fps:.3f}", f"{p[0]:.4f}", f"{p[1]:.4f}", f"{y[0]:.4f}", f"{y[1]:.4f}"])
+        for i, (p, y, t) in enumerate(zip(pred, labels, times)):
+            w.writerow([i, f"{t:.3f}", f"{p[0]:.4f}", f"{p[1]:.4f}", f"{y[0]:.4f}", f"{y[1]:.4f}"])
 
 
 def write_submission(folder: Path, name: str, pred: np.ndarray) -> None:
@@ -80,8 +86,10 @@ def write_submission(folder: Path, name: str, pred: np.ndarray) -> None:
     (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
 
 
-def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: bool = True) -> dict:
-    """Scores a checkpoint on validation and test; returns (and writes) the metrics."""
+def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: bool = True,
+                   min_subset_frames: int = MIN_SUBSET_FRAMES) -> dict:
+    """Scores a checkpoint on validation and test, and each split's availability subsets with
+    at least `min_subset_frames` valid frames; returns (and writes) the metrics."""
     cfg = params.evaluate
     folder = params.path(params.embed.out)
     model, ckpt = load_checkpoint(checkpoint or params.path(params.train.out), folder)
@@ -107,10 +115,14 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
         has_labels = any(m.any() for _, m in labels.values())
         result[split] = {"raw": score(raw, labels, split) if has_labels else None,
                          "post": score(post, labels, split) if has_labels else None,
+                         "availability": score_subsets(post, labels, availability_of(entries),
+                                                       min_frames=min_subset_frames) if has_labels else None,
                          "entries": len(entries)}
         if write:
             for e in entries:
-                _write_predictions(out / "predictions" / split, e.name, post[e.name], labels[e.name][0], e.fps)
+                with cache.open_entry(e.path) as f:
+                    times = f["timestamps"][...]
+                _write_predictions(out / "predictions" / split, e.name, post[e.name], labels[e.name][0], times)
                 if split == "test":
                     write_submission(out / "submission", e.name, post[e.name])
     val = result["validation"]["post"]
@@ -128,6 +140,14 @@ def _print(result: dict) -> None:
             m = result[split]["post"]
             console.print(f"{split:>10}: CCC valence {m['ccc_valence']:.4f}  arousal {m['ccc_arousal']:.4f}  "
                           f"mean {m['ccc_mean']:.4f}  ({m['frames']} frames, {result['head']})", highlight=False)
+            for subset, s in (result[split].get("availability") or {}).items():
+                what = SUBSETS[subset][0]
+                if s["scored"]:
+                    console.print(f"{'':>10}  {what}: CCC valence {s['ccc_valence']:.4f}  arousal "
+                                  f"{s['ccc_arousal']:.4f}  mean {s['ccc_mean']:.4f}  ({s['frames']} frames, "
+                                  f"{s['videos']} videos)", highlight=False)
+                else:
+                    console.print(f"{'':>10}  {what}: not scored, {s['why']}", highlight=False)
 
 
 def command(

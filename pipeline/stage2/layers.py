@@ -49,17 +49,25 @@ class RegressionHead(nn.Module):
 
 
 class ModalityInput(nn.Module):
-    """Per-frame embeddings -> model width: L2-normalise on the feature axis (as JMT does),
-    project to d, and put a learned 'missing' vector where the modality is masked (no face,
-    no audio), so a head can tell absence from content."""
+    """Per-frame embeddings -> model width: standardise each feature with the training split's
+    mean and std (buffers, set by `jmt train` when model.standardize; identity otherwise), then
+    L2-normalise on the feature axis (as JMT does), project to d, and put a learned 'missing'
+    vector where the modality is masked (no face, no voice), so a head can tell absence from content.
+
+    Why standardise first: hand-crafted features (log-mel statistics, prosody) carry large
+    constant offsets; L2-normalising them raw leaves a vector dominated by the offsets, whose
+    emotional variation is a tiny angle (docs/training.md)."""
 
     def __init__(self, d_in: int, d: int) -> None:
         super().__init__()
         self.proj = nn.Linear(d_in, d)
         self.missing = nn.Parameter(torch.zeros(d))
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("std", torch.ones(d_in))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = self.proj(F.normalize(x.float(), dim=-1))                 # (B, T, d)
+        x = (x.float() - self.mean) / self.std                        # (B, T, d_in)
+        x = self.proj(F.normalize(x, dim=-1))                         # (B, T, d)
         return torch.where(mask.unsqueeze(-1), x, self.missing.to(x.dtype))
 
 

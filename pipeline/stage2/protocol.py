@@ -1,5 +1,10 @@
 """The evaluation protocol: predict every frame of a split, then score all valid frames of the
-split concatenated across videos (the official ABAW way), per axis and their mean."""
+split concatenated across videos (the official ABAW way), per axis and their mean.
+
+Also the one place that slices a split by modality availability: the frames where the cache
+says both streams are present, where the face is missing, and where the audio is missing
+(`visual_mask` / `audio_mask`, True = present; what "present" means is stage 1's business,
+docs/cache.md). `jmt evaluate` and `jmt compare` both score those subsets through it."""
 
 from __future__ import annotations
 
@@ -24,6 +29,64 @@ def labels_of(entries: list[Entry]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     for e in entries:
         arrays = e.read(0, e.n)
         out[e.name] = (arrays["labels"], arrays["label_mask"])
+    return out
+
+
+# subset -> (what it holds, a frame's membership from its (visual, audio) presence). The
+# subsets overlap: a frame with neither stream is in both no_face and no_audio.
+SUBSETS = {
+    "both": ("face and audio", lambda visual, audio: visual & audio),
+    "no_face": ("no face", lambda visual, audio: ~visual),
+    "no_audio": ("no audio", lambda visual, audio: ~audio),
+}
+MIN_SUBSET_FRAMES = 50  # below this a subset's CCC is too noisy to report: say so instead
+
+
+def availability_of(entries: list[Entry]) -> dict[str, dict[str, np.ndarray]]:
+    """subset -> entry name -> frame membership (n,) bool, from the cache's masks."""
+    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SUBSETS}
+    for e in entries:
+        arrays = e.read(0, e.n)
+        visual, audio = arrays["visual_mask"].astype(bool), arrays["audio_mask"].astype(bool)
+        for s, (_, member) in SUBSETS.items():
+            out[s][e.name] = member(visual, audio)
+    return out
+
+
+def restrict(labels: dict[str, tuple[np.ndarray, np.ndarray]],
+             frames: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """labels whose valid mask keeps only the given frames (name -> (n,) bool); entries left
+    with no valid frame are dropped, so what follows (scoring, resampling videos) sees only
+    the videos that have such frames."""
+    out = {}
+    for name, (y, valid) in labels.items():
+        keep = valid & frames[name]
+        if keep.any():
+            out[name] = (y, keep)
+    return out
+
+
+def score_subsets(preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
+                  availability: dict[str, dict[str, np.ndarray]], *,
+                  min_frames: int = MIN_SUBSET_FRAMES) -> dict[str, dict]:
+    """Per availability subset: valid frames, videos holding them, and CCC valence / arousal /
+    mean over those frames of the split concatenated (the official protocol restricted to the
+    subset). A subset with fewer than `min_frames` valid frames is not scored: `scored` is
+    False and `why` says so."""
+    out = {}
+    for subset, frames in availability.items():
+        sub = restrict(labels, frames)
+        n = int(sum(m.sum() for _, m in sub.values()))
+        row: dict = {"frames": n, "videos": len(sub), "scored": False}
+        if n < min_frames:
+            row["why"] = f"{n} valid frames, fewer than {min_frames}"
+        else:
+            try:
+                s = score({k: preds[k] for k in sub}, sub, subset)
+                row.update(scored=True, **{k: s[k] for k in ("ccc_valence", "ccc_arousal", "ccc_mean")})
+            except ValueError as exc:  # both constant: CCC undefined
+                row["why"] = str(exc)
+        out[subset] = row
     return out
 
 

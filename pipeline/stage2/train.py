@@ -28,7 +28,7 @@ from pipeline.console import console, progress
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.metrics import ccc_torch
-from pipeline.stage2.data import WindowDataset, corpus_names, dims, load_split
+from pipeline.stage2.data import WindowDataset, corpus_names, dims, feature_stats, load_split
 from pipeline.stage2.heads import build_head, count_parameters
 from pipeline.stage2.protocol import labels_of, predict_split, score
 
@@ -76,19 +76,51 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _schedule(optimizer, cfg, steps_per_epoch: int):
-    if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
-    if cfg.schedule == "none":
-        return None
-    warm, total = cfg.warmup_epochs * steps_per_epoch, cfg.epochs * steps_per_epoch
+class Schedule:
+    """The learning-rate schedule, stepped after every batch and after every epoch.
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    warmup_plateau: linear warm-up over `warmup_epochs`, then the lr is halved whenever the
+    validation CCC mean has not improved for `lr_patience` epochs; nothing ties it to a fixed
+    epoch count, so early stopping, not the schedule, decides when a run ends (the comparison's
+    protocol). warmup_cosine: warm-up, then a cosine decay to 0 at `epochs` (every run then
+    peaks near the last epoch). plateau: the halving alone. none: a constant lr.
+    """
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg, steps_per_epoch: int) -> None:
+        self.kind, self.opt = cfg.schedule, optimizer
+        self.base = [g["lr"] for g in optimizer.param_groups]
+        self.warm = cfg.warmup_epochs * steps_per_epoch if cfg.schedule.startswith("warmup") else 0
+        self.total, self.step_no = cfg.epochs * steps_per_epoch, 0
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="max", factor=0.5, patience=cfg.lr_patience)
+            if cfg.schedule in ("plateau", "warmup_plateau") else None)
+        self._set(self._factor())
+
+    def _factor(self) -> float | None:
+        if self.step_no < self.warm:
+            return (self.step_no + 1) / self.warm
+        if self.kind == "warmup_cosine":
+            return 0.5 * (1 + math.cos(math.pi * (self.step_no - self.warm) / max(1, self.total - self.warm)))
+        return 1.0 if self.step_no == self.warm and self.warm else None  # end of warm-up: full lr
+
+    def _set(self, factor: float | None) -> None:
+        if factor is not None:
+            for group, base in zip(self.opt.param_groups, self.base):
+                group["lr"] = base * factor
+
+    def batch(self) -> None:
+        """After an optimiser step."""
+        self.step_no += 1
+        self._set(self._factor())
+
+    def epoch(self, val_ccc: float) -> None:
+        """After an epoch's validation (plateau schedules, once warm-up is over)."""
+        if self.plateau is not None and self.step_no >= self.warm:
+            self.plateau.step(val_ccc)
+
+    @property
+    def lr(self) -> float:
+        return float(self.opt.param_groups[0]["lr"])
 
 
 @dataclass
@@ -97,6 +129,7 @@ class TrainResult:
     best_epoch: int
     best: dict
     history: list[dict]
+    stopped: str          # "patience" (early stopping) or "max_epochs" (still improving at the max)
     parameters: int
     seconds: float
     frames_per_s: float
@@ -128,7 +161,10 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
     if dims(val_entries) != (audio_dim, visual_dim):
         raise InputError(f"{folder}: validation embeddings have other widths than train")
     device = resolve_device(cfg.device)
-    model = build_head(mcfg.fusion, **head_kwargs(mcfg, audio_dim, visual_dim)).to(device)
+    model = build_head(mcfg.fusion, **head_kwargs(mcfg, audio_dim, visual_dim))
+    if mcfg.standardize:  # stored as buffers: evaluate and predict reuse the training split's statistics
+        model.set_input_stats(feature_stats(train_entries, "audio"), feature_stats(train_entries, "visual"))
+    model = model.to(device)
     data = WindowDataset(train_entries, cfg.window, cfg.hop)
     loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                                          drop_last=len(data) > cfg.batch_size)
@@ -137,7 +173,7 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
     else:
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                               weight_decay=cfg.weight_decay)
-    sched = _schedule(opt, cfg, len(loader))
+    sched = Schedule(opt, cfg, len(loader))
     amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     val_labels = labels_of(val_entries)
@@ -170,23 +206,22 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     scaler.step(opt)
                     scaler.update()
-                    if sched is not None and cfg.schedule == "warmup_cosine":
-                        sched.step()
+                    sched.batch()
                     losses.append(float(loss.detach()))
                     frames += int(batch["labels"].shape[0] * batch["labels"].shape[1])
                 step_time += time.time() - s0
                 val = score(predict_split(model, val_entries, cfg.window, cfg.window // 2, device),
                             val_labels, "validation")
-                if sched is not None and cfg.schedule == "plateau":
-                    sched.step(val["ccc_mean"])
+                sched.epoch(val["ccc_mean"])
                 row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                       "lr": sched.lr,
                        **{f"val_{k}": v for k, v in val.items() if k.startswith("ccc")}}
                 history.append(row)
                 for k, v in row.items():
                     if k != "epoch":
                         live.log_metric(k, v)
                 live.next_step()
-                if val["ccc_mean"] > best:
+                if val["ccc_mean"] > best + cfg.min_delta:
                     best, best_epoch, stale = val["ccc_mean"], epoch, 0
                     torch.save({
                         "head": model.spec, "state_dict": model.state_dict(),
@@ -201,11 +236,14 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
     finally:
         live.end()
     seconds = time.time() - t0
-    result = TrainResult(out, best_epoch, history[best_epoch], history, count_parameters(model), seconds,
-                         frames / step_time if step_time else 0.0)
+    stopped = "patience" if stale >= cfg.patience else "max_epochs"
+    result = TrainResult(out, best_epoch, history[best_epoch], history, stopped, count_parameters(model),
+                         seconds, frames / step_time if step_time else 0.0)
     if not quiet:
+        how = "early stopping" if stopped == "patience" else "the epoch limit, still improving"
         console.print(f"[green]train[/] {mcfg.fusion}: best validation CCC mean {best:.4f} at epoch "
-                      f"{best_epoch} ({len(history)} epochs, {seconds:.0f} s) -> {out}", highlight=False)
+                      f"{best_epoch} ({len(history)} epochs, ended by {how}, {seconds:.0f} s) -> {out}",
+                      highlight=False)
     return result
 
 

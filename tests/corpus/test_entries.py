@@ -1,8 +1,15 @@
+import hashlib
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 
 from pipeline.corpus.entries import affwild2, align_labels, fingerprint, manifest
 from pipeline.errors import InputError
+from pipeline.stage1.audio import run_audio
+
+from ..stage1.helpers import params_at
 
 
 def test_affwild2_adapter_on_the_demo_corpus(tiny_corpus):
@@ -86,8 +93,40 @@ def test_align_labels_rule():
         align_labels(labels, 20, tolerance=3, source="x.txt")
 
 
+def _sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_fingerprint_changes_with_content(tiny_corpus, tmp_path):
-    entry = affwild2(tiny_corpus).entries[0]
-    first = fingerprint(entry)
-    assert len(first["video_sha256"]) == 64 and first["annotation_sha256"]
-    assert fingerprint(entry) == first
+    """Stable while the files are unchanged; a re-muxed video (same frames and sound, other
+    bytes) or an edited annotation changes it, and the stage rebuilds exactly those entries."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny_corpus, corpus)
+    entries = {e.name: e for e in affwild2(corpus).entries}
+    before = {name: fingerprint(e) for name, e in entries.items()}
+    left = entries["demo_00_left"]
+    assert before["demo_00_left"]["video_sha256"] == _sha256(left.video)
+    assert before["demo_00_left"]["annotation_sha256"] == _sha256(left.annotation)
+    assert {n: fingerprint(e) for n, e in entries.items()} == before        # stable
+    params = params_at(tmp_path / "work", corpus)
+    assert len(run_audio(params).done) == 4
+
+    remuxed = left.video.with_name("remuxed.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(left.video), "-c", "copy", "-metadata",
+                    "comment=edited", str(remuxed)], check=True)
+    remuxed.replace(left.video)
+    after = fingerprint(left)
+    assert after["video_sha256"] == _sha256(left.video) != before["demo_00_left"]["video_sha256"]
+    assert after["annotation_sha256"] == before["demo_00_left"]["annotation_sha256"]
+    again = run_audio(params)                    # one video, two entries: both rebuilt
+    assert sorted(again.done) == ["demo_00_left", "demo_00_right"]
+    assert sorted(again.cached) == ["demo_01", "demo_02"]
+
+    ann = entries["demo_02"].annotation
+    lines = ann.read_text().splitlines()
+    lines[5] = "0.5,-0.5"
+    ann.write_text("\n".join(lines) + "\n")
+    assert fingerprint(entries["demo_02"])["annotation_sha256"] == _sha256(ann) != \
+        before["demo_02"]["annotation_sha256"]
+    third = run_audio(params)
+    assert list(third.done) == ["demo_02"] and len(third.cached) == 3

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.corpus.annotations import HEADER, read_annotation
 from pipeline.demo import generate
-from pipeline.demo.generate import ANNOTATIONS, MANIFEST, generate_demo, plan_videos
+from pipeline.demo.generate import ANNOTATIONS, MANIFEST, VideoPlan, generate_demo, plan_videos, video_content
 from pipeline.errors import InputError
 from pipeline.media import iter_frames, probe, read_audio
 
@@ -30,6 +30,34 @@ def test_plan_matches_params(repo_params):
         assert len({p.name for p in plans}) == len(plans)
 
 
+def test_full_size_has_enough_videos_per_split(repo_params):
+    """Paired intervals over videos need several per split (docs/demo-corpus.md)."""
+    full = repo_params.demo.full
+    assert min(full.validation, full.test) >= 8 and full.train >= 8
+
+
+def test_voice_leads_the_labels_by_half_a_second(repo_params):
+    """The speech level follows arousal 0.5 s ahead: the smoothed per-frame level (numpy)
+    correlates best with the arousal label 0.5 s later (docs/demo-corpus.md)."""
+    demo = repo_params.demo
+    size = demo.full.model_copy(update={"seconds": 40.0, "audio_gap_seconds": 0.0})
+    plan = VideoPlan(index=3, name="lead", split="Train_Set", batch="batch1", fps=15.0,
+                     n_frames=600, sides=(None,))
+    c = video_content(plan, demo, size, seed=0)
+    hop = demo.sample_rate // 15
+    frames = c.audio[: 600 * hop].astype(np.float64).reshape(600, hop)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-10)
+    # a centred 1 s mean of the loud frames' level (pauses carry no level)
+    loud = level > np.percentile(level, 40)
+    kernel = np.ones(15)
+    smooth = np.convolve(np.where(loud, level, 0), kernel, "same") / np.maximum(np.convolve(loud, kernel, "same"), 1)
+    aro = c.labels[0][:, 1]
+    lags = np.arange(-15, 16)  # frames: the label at t + lag against the level at t
+    r = [np.corrcoef(smooth[30:-30], aro[30 + k:600 - 30 + k])[0, 1] for k in lags]
+    assert lags[int(np.argmax(r))] / 15.0 == pytest.approx(0.5, abs=0.2)
+    assert max(r) > 0.8
+
+
 def test_layout_is_affwild2(tiny_corpus):
     m = manifest(tiny_corpus)
     listed = {p.relative_to(tiny_corpus).as_posix() for p in tiny_corpus.rglob("*") if p.is_file()}
@@ -38,6 +66,7 @@ def test_layout_is_affwild2(tiny_corpus):
         batch = "batch2" if v["split"] == "Test_Set" else "batch1"
         assert v["video"] == f"videos/{batch}/{v['name']}.mp4"
         for p in v["persons"]:
+            assert generate.BASE_F0_HZ[0] <= p["base_f0_hz"] <= generate.BASE_F0_HZ[1]
             stem = v["name"] if p["side"] is None else f"{v['name']}_{p['side']}"
             assert p["annotation"] == f"{ANNOTATIONS}/{v['split']}/{stem}.txt"
     two = [v for v in m["videos"] if len(v["persons"]) == 2]

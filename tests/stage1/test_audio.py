@@ -49,3 +49,27 @@ def test_audio_cache_follows_the_corpus(tiny_cache, tiny_corpus):
     with h5py.File(cache.entry_path(folder, "demo_00_left")) as left, \
             h5py.File(cache.entry_path(folder, "demo_00_right")) as right:
         np.testing.assert_array_equal(left["logmel"][...], right["logmel"][...])  # one shared track
+
+
+def test_frame_windows_with_a_late_track_by_hand():
+    # 10 fps; the track plays 0.25-0.55 s: frame 2 [0.2, 0.3) and frame 5 [0.5, 0.6) overlap it
+    ts = np.arange(7) / 10
+    end, valid = frame_windows(ts, 10.0, n_spec=56, hop_s=0.01, audio_seconds=0.55, audio_start=0.25)
+    assert valid.tolist() == [False, False, True, True, True, True, False]
+    assert end.tolist() == [11, 21, 31, 41, 51, 56, 56]
+
+
+def test_voice_mask_of_the_tiny_corpus(tiny_cache, tiny_corpus):
+    """The cached voice mask is off inside each silent / noisy gap, on through most of the rest,
+    and embed's audio_mask is audio_valid AND voice."""
+    params, _ = tiny_cache
+    videos = json.loads((tiny_corpus / "corpus.json").read_text())["videos"]
+    for v in videos:
+        name = v["name"] if len(v["persons"]) == 1 else f"{v['name']}_left"
+        with h5py.File(cache.entry_path(params.path(params.audio.out), name)) as f:
+            voice, valid = f["voice"][...], f["audio_valid"][...]
+        with h5py.File(cache.entry_path(params.path(params.embed.out), name)) as f:
+            np.testing.assert_array_equal(f["audio_mask"][...], valid & voice)
+        (a, b), = v["audio_gap"]
+        assert not voice[a + 1:b - 1].any()  # the gap's edge frames still hold 10 ms of voice ramp
+        assert np.r_[voice[:a], voice[b:]].mean() > 0.8

@@ -11,6 +11,7 @@ from pipeline.errors import JmtError
 from pipeline.registry import RegistryError
 from pipeline.stage1.backbones import AUDIO, VISUAL, build, weights_sha256
 from pipeline.stage1.backbones.fer_xception import EMOTIONS, FerXception
+from pipeline.stage1.backbones.ssl import SSL_MODELS
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "fer_reference.npz"
 
@@ -18,10 +19,13 @@ VISUAL_CASES = {"fer_xception": BackboneParams(name="fer_xception"),
                 "timm": BackboneParams(name="timm:mobilenetv3_small_100", allow_random=True)}
 AUDIO_CASES = {"logmel_stats": BackboneParams(name="logmel_stats"),
                "vggish": BackboneParams(name="vggish", allow_random=True)}
+WAVEFORM_CASES = {"prosody": BackboneParams(name="prosody"), "egemaps": BackboneParams(name="egemaps")}
 
 
 def test_every_registered_backbone_has_a_case():
-    assert set(VISUAL.names()) == set(VISUAL_CASES) and set(AUDIO.names()) == set(AUDIO_CASES)
+    """The SSL models (one factory) are tested per family in test_audio_backbones.py."""
+    assert set(VISUAL.names()) == set(VISUAL_CASES)
+    assert set(AUDIO.names()) == set(AUDIO_CASES) | set(WAVEFORM_CASES) | set(SSL_MODELS)
 
 
 @pytest.mark.parametrize("key", sorted(VISUAL_CASES))
@@ -40,6 +44,18 @@ def test_audio_backbones(key):
     with torch.no_grad():
         out = net(torch.randn(3, 100, 64) - 5)
     assert out.ndim == 2 and out.shape[0] == 3 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("key", sorted(WAVEFORM_CASES))
+def test_waveform_audio_backbones(key):
+    if key == "egemaps":
+        pytest.importorskip("opensmile")  # optional (research licence): docs/install.md
+    net = build(AUDIO, WAVEFORM_CASES[key], Path("."))
+    wave = 0.1 * torch.randn(32000)
+    windows = torch.tensor([[-16000, 0], [0, 16000], [8000, 24000], [20000, 36000]])  # before, in, past the track
+    with torch.no_grad():
+        out = net(wave, windows)
+    assert out.shape == (4, net.dim) and torch.isfinite(out).all()
 
 
 def test_fer_port_matches_the_original_keras_model():

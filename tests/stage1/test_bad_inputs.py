@@ -83,12 +83,25 @@ def test_every_bad_input_is_skipped_with_a_reason_and_good_work_is_kept(bad_corp
     with h5py.File(cache.entry_path(params.path(params.audio.out), "silent")) as f:
         assert not f.attrs["has_audio"] and not f["audio_valid"][...].any()
     assert "audioonly" in reasons(audio) and "zero" in reasons(audio)
+    report = json.loads((params.path(params.audio.out) / "report.json").read_text())
+    assert report["stage"] == "audio" and report["cached"] == []
+    assert {"good", "silent", "faceless"} <= set(report["done"])
+    assert report["done"]["silent"]["valid_rate"] == 0.0 and report["done"]["good"]["valid_rate"] == 1.0
+    assert {s["entry"]: s["error"] for s in report["skipped"]} == reasons(audio)
+    assert set(reasons(audio)) == {"zero", "audioonly"}   # the stages that read no labels or frames
+    assert report["warnings"] == [{"entry": "silent",
+                                   "warning": "silent.mp4: no audio stream; its audio is masked for every frame"}]
 
     embed = run_embed(params)
     assert {"good", "silent", "faceless"} <= set(embed.done)
     assert "missing; run `jmt faces` first" in reasons(embed)["zero"]
     with h5py.File(cache.entry_path(params.path(params.embed.out), "silent")) as f:
         assert not f["audio_mask"][...].any() and f["visual_mask"][...].all()
+    report = json.loads((params.path(params.embed.out) / "report.json").read_text())
+    assert report["stage"] == "embed" and set(report["done"]) == {"good", "silent", "faceless"}
+    skipped = {s["entry"]: s["error"] for s in report["skipped"]}
+    assert skipped == reasons(embed) and "missing; run `jmt faces` first" in skipped["zero"]
+    assert report["done"]["silent"]["frames"] == n and report["warnings"] == []
 
 
 def test_on_error_fail_stops_with_the_reason(bad_corpus, tmp_path):

@@ -1,3 +1,5 @@
+import json
+
 import h5py
 import numpy as np
 
@@ -46,6 +48,9 @@ def test_backbone_change_rebuilds_only_embeddings(tiny_cache, tmp_path):
                       embed={"audio.name": "vggish", "audio.allow_random": True})
     result = run_embed(other)
     assert len(result.done) == 4 and any("RANDOM" in w["warning"] for w in result.warnings)
+    report = json.loads((other.path(other.embed.out) / "report.json").read_text())
+    assert sorted(report["done"]) == sorted(result.done) and report["skipped"] == []
+    assert [w["entry"] for w in report["warnings"] if "RANDOM" in w["warning"]] == ["*"]  # stage-wide
     with h5py.File(cache.entry_path(other.path(other.embed.out), "demo_01")) as f:
         assert f["audio"].shape[1] == 128 and f.attrs["audio_weights"] == "RANDOM"
     # faces and audio caches were only read
@@ -62,3 +67,7 @@ def test_missing_input_entry_is_skipped_with_a_reason(tiny_cache, tmp_path):
     result = run_embed(other)
     assert result.done == {}
     assert all("missing; run `jmt faces` first" in s["error"] for s in result.skipped)
+    report = json.loads((other.path(other.embed.out) / "report.json").read_text())
+    assert report["done"] == {} and report["cached"] == []
+    assert sorted(s["entry"] for s in report["skipped"]) == ["demo_00_left", "demo_00_right", "demo_01", "demo_02"]
+    assert all(str(tmp_path / "nofaces") in s["error"] for s in report["skipped"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,15 +58,36 @@ def test_faces_found_where_visible_and_not_behind_occluders(tiny_cache, tiny_cor
                 assert f["detected"][...].sum() < len(found)  # keyframes: not every frame ran MTCNN
 
 
+def _stamps(folder):
+    """entry -> (mtime_ns, inode, config_hash) of a stage folder's files."""
+    out = {}
+    for path in sorted(folder.glob("*.h5")):
+        with h5py.File(path) as f:
+            out[path.stem] = (path.stat().st_mtime_ns, path.stat().st_ino, f.attrs["config_hash"])
+    return out
+
+
 def test_rerun_reuses_and_param_change_rebuilds(tiny_cache, tmp_path):
     params, _ = tiny_cache
+    shared = params.path(params.faces.out)
+    before = _stamps(shared)
     again = run_faces(params)
     assert again.done == {} and len(again.cached) == 4
-    changed = params_at(tmp_path, params.path(params.corpus.root), faces={"out": str(params.path(params.faces.out)),
-                                                                       "min_prob": 0.95})
-    before = {n: os.path.getmtime(cache.entry_path(params.path(params.faces.out), n)) for n in again.cached}
+    assert _stamps(shared) == before                          # reused: not one file rewritten
+    # the param change rebuilds a copy: the session's cache stays what the other tests expect
+    copy = tmp_path / "faces"
+    shutil.copytree(shared, copy)
+    changed = params_at(tmp_path, params.path(params.corpus.root), faces={"out": str(copy), "min_prob": 0.95})
+    copied = _stamps(copy)
     rebuilt = run_faces(changed)
-    assert sorted(rebuilt.done) == sorted(before)
+    assert sorted(rebuilt.done) == sorted(before) and rebuilt.cached == []
+    after = _stamps(copy)
+    for name in before:
+        assert after[name][:2] != copied[name][:2], f"{name} was not rewritten"
+        assert after[name][2] != copied[name][2], f"{name} kept the old config hash"
+        with h5py.File(cache.entry_path(copy, name)) as f:
+            assert json.loads(f.attrs["config"])["min_prob"] == 0.95
+    assert _stamps(shared) == before
 
 
 def _contents(folder):

@@ -4,18 +4,19 @@ aggregation checked against the per-run numbers, robustness masking, reuse and r
 import json
 import shutil
 
+import h5py
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.config import CompareParams, ReportParams
 from pipeline.errors import JmtError
 from pipeline.stage2.compare import CONDITIONS, METRICS, load_predictions, markdown, run_compare
-from pipeline.stage2.data import load_split
-from pipeline.stage2.protocol import labels_of, score
 from pipeline.stats import paired_t
 
+from ..reference import split_ccc_np
 from .test_train import stage2_params
 
 HEADS = ["jmt", "concat", "audio_only"]
@@ -69,16 +70,45 @@ def test_paired_differences_are_per_seed_and_use_the_t_interval(compared):
 
 
 def test_stored_predictions_rescore_to_the_reported_numbers(compared, tiny_cache):
+    """The stored predictions and the cache's labels, scored in numpy (valid frames of every
+    video of the split concatenated), give the numbers the comparison reports."""
     params, result = compared
     folder = params.path(params.compare.runs) / "concat-seed1"
     preds = load_predictions(folder)
     assert set(preds) == {(s, c) for s in ("validation", "test") for c in CONDITIONS}
-    entries = load_split(params.path(params.embed.out), "validation", preload_max_mb=100)
-    labels = labels_of(entries)
+    ys, masks = {}, {}
+    for path in sorted(params.path(params.embed.out).glob("*.h5")):
+        with h5py.File(path) as f:
+            if f.attrs["split"] in ("validation", "test"):
+                ys[path.stem] = f["labels"][...]
+                masks[path.stem] = (ys[path.stem] != -5).all(1)
     run = next(r for r in result["runs"] if r["head"] == "concat" and r["seed"] == 1)
-    for condition in CONDITIONS:
-        got = score(preds["validation", condition], labels)["ccc_mean"]
-        assert got == pytest.approx(run["validation"][condition]["ccc_mean"], abs=1e-5)
+    for split in ("validation", "test"):
+        for condition in CONDITIONS:
+            p = preds[split, condition]
+            expected = split_ccc_np(p, {n: ys[n] for n in p}, {n: masks[n] for n in p})
+            for k in METRICS:
+                assert run[split][condition][k] == pytest.approx(expected[k], abs=1e-5), (split, condition, k)
+
+
+def test_each_seed_is_its_own_run(compared):
+    """Seeds 0 and 1 train different models (initialisation, batch order): different losses,
+    weights and predictions, so the std over seeds and the t interval are not zero."""
+    params, result = compared
+    runs = params.path(params.compare.runs)
+    for head in HEADS:
+        info = [json.loads((runs / f"{head}-seed{s}/run.json").read_text()) for s in (0, 1)]
+        assert [h["train_loss"] for h in info[0]["history"]] != [h["train_loss"] for h in info[1]["history"]], head
+        ckpts = [torch.load(runs / f"{head}-seed{s}/model.pt", weights_only=False) for s in (0, 1)]
+        assert [c["params"]["train"]["seed"] for c in ckpts] == [0, 1]
+        assert any(not torch.equal(ckpts[0]["state_dict"][k], ckpts[1]["state_dict"][k])
+                   for k in ckpts[0]["state_dict"]), head
+        p0, p1 = (load_predictions(runs / f"{head}-seed{s}")["validation", "full"] for s in (0, 1))
+        assert any(np.abs(p0[n] - p1[n]).max() > 1e-4 for n in p0), head
+        assert result["results"][head]["validation"]["full"]["ccc_mean"]["std"] > 0, head
+    for head in ("concat", "audio_only"):
+        seeds = result["results"][head]["vs_reference"]["validation"]["seeds"]
+        assert seeds["high"] - seeds["low"] > 1e-4, head
 
 
 def test_masking_a_stream_reaches_the_model(compared):
@@ -110,8 +140,13 @@ def test_markdown_tables_name_every_head_and_the_reference(compared):
         assert all(f"`{h}`" in line.split("below:")[1] for h in below)
 
 
-def test_second_run_reuses_everything(compared):
-    params, first = compared
+def test_second_run_reuses_everything(compared, tmp_path):
+    shared, first = compared
+    # the same runs folder, but the tables go to tmp_path: the session's compare.json and
+    # compare.md stay the fixture's (other tests compare them with its result)
+    params = shared.model_copy(update={"compare": shared.compare.model_copy(update={
+        "metrics": str(tmp_path / "compare.json"), "table": str(tmp_path / "compare.md")})})
+    params._root = shared.root
     models = {p: p.stat().st_mtime_ns for p in params.path(params.compare.runs).glob("*/model.pt")}
     again = run_compare(params)
     assert again["timing"]["trained"] == 0 and again["timing"]["reused"] == 6
@@ -132,9 +167,19 @@ def test_changed_params_or_broken_runs_are_recomputed(tiny_cache, tmp_path, comp
     subset = subset.model_copy(update={"compare": subset.compare.model_copy(update={"heads": ["jmt", "concat"]})})
     subset._root = params.root
     (runs / "concat-seed0" / "run.json").write_text("{ truncated")      # a damaged run
-    (runs / ".jmt-seed1.tmp").mkdir()                                   # an interrupted one
+    # an interrupted run: no finished folder, a temporary one holding what the kill left
+    shutil.rmtree(runs / "concat-seed1")
+    (runs / ".concat-seed1.tmp").mkdir()
+    (runs / ".concat-seed1.tmp" / "model.pt").write_bytes(b"half a checkpoint")
+    (runs / ".concat-seed1.tmp" / "left-by-the-kill.txt").write_text("stale")
     result = run_compare(subset)
-    assert result["timing"]["trained"] == 1 and result["timing"]["reused"] == 3
+    assert result["timing"]["trained"] == 2 and result["timing"]["reused"] == 2
+    assert not (runs / ".concat-seed1.tmp").exists() and not (runs / "concat-seed1/left-by-the-kill.txt").exists()
+    redone = json.loads((runs / "concat-seed1/run.json").read_text())
+    assert redone["seed"] == 1
+    assert torch.load(runs / "concat-seed1/model.pt", weights_only=False)["head"]["name"] == "concat"
+    assert sorted(p.name for p in runs.iterdir()) == ["audio_only-seed0", "audio_only-seed1", "concat-seed0",
+                                                     "concat-seed1", "jmt-seed0", "jmt-seed1"]
     changed = compare_params(tiny_cache, tmp_path, epochs=2)
     changed = changed.model_copy(update={"compare": changed.compare.model_copy(update={"heads": ["jmt"],
                                                                                         "seeds": [0]})})

@@ -72,9 +72,10 @@ def ours_with_their_weights(ref: dict, aggregation: str) -> torch.nn.Module:
         new[ours] = torch.from_numpy(w)
     for stream in ("audio_in", "visual_in"):  # identity projection after our L2 norm
         new[f"{stream}.proj.weight"], new[f"{stream}.proj.bias"] = torch.eye(d), torch.zeros(d)
-    # Ours alone: the regression heads (not in their module) and the 'missing' vectors (unused: no mask).
+    # Ours alone: the regression heads (not in their module), the 'missing' vectors (unused: no mask)
+    # and the standardisation buffers (left at their identity defaults: mean 0, std 1).
     left = sorted(set(state) - set(new))
-    assert all(n.startswith("head.") or n.endswith(".missing") for n in left), left
+    assert all(n.startswith("head.") or n.endswith((".missing", ".mean", ".std")) for n in left), left
     head.load_state_dict(new, strict=False)
     return head.eval()
 

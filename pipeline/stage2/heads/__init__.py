@@ -11,6 +11,7 @@ them and records (name, kwargs) on the module so checkpoints can rebuild it.
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 from pipeline.registry import Registry
@@ -33,6 +34,12 @@ class FusionHead(nn.Module):
         self._temporal, self._temporal_dropout = TEMPORAL.get(temporal), temporal_dropout
         self.audio_in = ModalityInput(audio_dim, d_model)
         self.visual_in = ModalityInput(visual_dim, d_model)
+
+    def set_input_stats(self, audio: tuple, visual: tuple) -> None:
+        """Per-feature (mean, std) of each modality, from the training split (model.standardize)."""
+        for module, (mean, std) in ((self.audio_in, audio), (self.visual_in, visual)):
+            module.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            module.std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def temporal_encoder(self, d_in: int | None = None) -> nn.Module:
         """A fresh temporal encoder (d_in -> d_model) of the configured kind."""

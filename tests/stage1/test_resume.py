@@ -1,0 +1,105 @@
+"""`jmt audio` and `jmt embed` killed mid-run (SIGKILL, in the middle of writing an entry) then
+re-run: the partial file is removed, the committed entries are kept, the rest is written, and
+the cache equals an uninterrupted run's (the session's tiny cache, built with the same params).
+Their report.json files say what each run did."""
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline import cache
+from pipeline.stage1.audio import run_audio
+from pipeline.stage1.embed import run_embed
+
+from .helpers import params_at, write_params
+
+# Runs one stage through the real CLI, with cache.write_entry wrapped so that the process
+# SIGKILLs itself while the `kill_at`-th entry file is open and half written: a crash at a
+# known point instead of a race with a timer.
+KILLER = textwrap.dedent("""
+    import contextlib, os, signal, sys
+    from pipeline import cache
+    from pipeline.cli import run
+
+    real, opened, kill_at = cache.write_entry, [], int(sys.argv[1])
+
+    @contextlib.contextmanager
+    def write_entry(*args, **kwargs):
+        with real(*args, **kwargs) as f:
+            opened.append(1)
+            if len(opened) == kill_at:
+                f.create_dataset("half", data=[1, 2, 3])
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield f
+
+    cache.write_entry = write_entry
+    sys.argv = ["jmt", *sys.argv[2:]]
+    run()
+""")
+
+
+def kill_midway(stage, params_file, kill_at):
+    proc = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), stage, "--params", str(params_file)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+
+
+def contents(folder):
+    """file name -> (root attributes, datasets): variable-length rows as bytes."""
+    out = {}
+    for path in sorted(folder.glob("*.h5")):
+        with h5py.File(path) as f:
+            data = {k: ([bytes(x) for x in f[k][...]] if h5py.check_vlen_dtype(f[k].dtype) else f[k][...])
+                    for k in f}
+            out[path.name] = (cache.attrs_of(f), data)
+    return out
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        (attrs_a, data_a), (attrs_b, data_b) = a[name], b[name]
+        assert attrs_a == attrs_b, name
+        assert data_a.keys() == data_b.keys(), name
+        for k in data_a:
+            if isinstance(data_a[k], list):
+                assert data_a[k] == data_b[k], (name, k)
+            else:
+                np.testing.assert_array_equal(data_a[k], data_b[k], err_msg=f"{name}/{k}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["audio", "embed"])
+def test_sigkill_mid_entry_then_rerun_equals_an_uninterrupted_run(tiny_cache, tiny_corpus, tmp_path, stage):
+    params, _ = tiny_cache
+    shared = {s: str(params.path(getattr(params, s).out)) for s in ("faces", "audio", "embed")}
+    # embed reads the session's faces and audio caches (read-only) and writes its own folder
+    outs = {"audio": {"out": str(tmp_path / "audio")}} if stage == "audio" else \
+        {"faces": {"out": shared["faces"]}, "audio": {"out": shared["audio"]}, "embed": {"out": str(tmp_path / "embed")}}
+    params_file = write_params(tmp_path, tiny_corpus, **outs)
+    folder = tmp_path / stage
+    # entries in corpus order: demo_00_left, demo_00_right (one video), demo_01, demo_02
+    kill_midway(stage, params_file, kill_at=2)
+    assert cache.entries(folder) == ["demo_00_left"]                     # committed whole
+    assert len(list(folder.glob(".tmp-*.h5"))) == 1                      # the half-written one
+    h5py.File(folder / "demo_00_left.h5").close()
+
+    other = params_at(tmp_path, tiny_corpus, **outs)
+    resumed = run_audio(other) if stage == "audio" else run_embed(other)
+    assert resumed.cached == ["demo_00_left"]
+    assert sorted(resumed.done) == ["demo_00_right", "demo_01", "demo_02"]
+    assert not list(folder.glob(".tmp-*"))
+    assert_same(contents(params.path(getattr(params, stage).out)), contents(folder))
+
+    report = json.loads((folder / "report.json").read_text())
+    assert report["stage"] == stage and report["cached"] == ["demo_00_left"]
+    assert sorted(report["done"]) == ["demo_00_right", "demo_01", "demo_02"]
+    assert report["skipped"] == [] and report["warnings"] == []
+    assert all(report["done"][n]["frames"] == (96 if n == "demo_01" else 60) for n in report["done"])
