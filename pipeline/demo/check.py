@@ -1,4 +1,5 @@
-"""Checks that a generated demo corpus is what its manifest says (used by bench/ and tests)."""
+"""Checks that a generated demo corpus is what its manifest says (used by bench/ and tests):
+the faces MTCNN finds, the streams and frame counts, and the voice cues in the decoded audio."""
 
 from __future__ import annotations
 
@@ -10,7 +11,66 @@ import numpy as np
 import torch
 
 from pipeline.corpus.annotations import read_annotation
-from pipeline.media import iter_frames, probe
+from pipeline.media import iter_frames, probe, read_audio
+
+CUES = {"level_db": "arousal", "f0_octaves": "arousal", "brightness": "valence"}
+
+
+def frame_cues(audio: np.ndarray, sr: int, fps: float, n: int) -> dict[str, np.ndarray]:
+    """Per video frame, from the samples shown with it (numpy only, independent of the
+    generator): level (dBFS), median autocorrelation F0 of its periodic 25 ms chunks (octaves
+    above 27.5 Hz, NaN if none) and brightness (log10 of power above 1 kHz over below)."""
+    level, f0, bright = np.full(n, -120.0), np.full(n, np.nan), np.full(n, np.nan)
+    lo, hi, w = sr // 400, sr // 60, sr // 40
+    for i in range(n):
+        seg = audio[int(round(i * sr / fps)):int(round((i + 1) * sr / fps))].astype(np.float64)
+        if len(seg) < w:
+            continue
+        level[i] = 10 * np.log10(np.mean(seg**2) + 1e-12)
+        power = np.abs(np.fft.rfft(seg)) ** 2
+        freqs = np.fft.rfftfreq(len(seg), 1 / sr)
+        bright[i] = np.log10((power[freqs > 1000].sum() + 1e-12) / (power[freqs <= 1000].sum() + 1e-12))
+        found = []
+        for c in (seg[j:j + w] - seg[j:j + w].mean() for j in range(0, len(seg) - w + 1, w // 2)):
+            ac = np.correlate(c, c, "full")[w - 1:]
+            k = lo + int(np.argmax(ac[lo:hi]))
+            if ac[0] > 0 and ac[k] / ac[0] > 0.5:
+                found.append(np.log2(sr / k / 27.5))
+        if found:
+            f0[i] = np.median(found)
+    return {"level_db": level, "f0_octaves": f0, "brightness": bright}
+
+
+def voice_cues(root: Path, manifest: dict) -> dict[str, float]:
+    """How strongly the decoded audio carries the labels: the Pearson r, over the voiced frames
+    of every video pooled, between each cue (averaged over a centred 1 s of loud frames) and
+    the speaking person's label `voice_lead_s` later (the manifest's; 0 if absent). Frames
+    within 1 s of an audio gap, and -5 labels, are left out."""
+    lead_s = float(manifest.get("voice_lead_s", 0.0))
+    xs: dict[str, list] = {c: [] for c in CUES}
+    ys: dict[str, list] = {c: [] for c in CUES}
+    for v in manifest["videos"]:
+        n, fps, sr = v["n_frames"], v["fps"], v["sample_rate"]
+        cues = frame_cues(read_audio(root / v["video"], sr)[: v["n_samples"]], sr, fps, n)
+        k = max(1, int(round(fps)))  # frames in 1 s
+        keep = cues["level_db"] > np.percentile(cues["level_db"], 40)  # pauses carry no cue
+        for a, b in v["audio_gap"]:
+            keep[max(0, a - k):b + k] = False
+        label = np.full((n, 2), np.nan)  # (n, 2) valence, arousal of whoever speaks, lead_s later
+        for p in v["persons"]:
+            lab = read_annotation(root / p["annotation"]).astype(np.float64)[:n]
+            lab[(lab == -5).all(1)] = np.nan
+            for a, b in p["speaking"]:
+                label[a:b] = lab[np.minimum(np.arange(a, b) + int(round(lead_s * fps)), n - 1)]
+        for cue, axis in CUES.items():
+            has = keep & np.isfinite(cues[cue])
+            count = np.convolve(has.astype(float), np.ones(k), "same")
+            smooth = np.convolve(np.where(has, cues[cue], 0.0), np.ones(k), "same") / np.maximum(count, 1)
+            ok = keep & (count >= k / 4) & np.isfinite(label).all(1)
+            xs[cue].append(smooth[ok])
+            ys[cue].append(label[ok, 0 if axis == "valence" else 1])
+    return {f"r_{cue}_{axis}": round(float(np.corrcoef(np.concatenate(xs[cue]), np.concatenate(ys[cue]))[0, 1]), 3)
+            for cue, axis in CUES.items()}
 
 
 def check_corpus(root: Path, prob: float = 0.9) -> dict:
@@ -63,6 +123,7 @@ def check_corpus(root: Path, prob: float = 0.9) -> dict:
             "hidden_person_frames": n_hidden, "found_hidden": hidden_hits,
             "hidden_mode": v["face_hidden_mode"],
         })
+    cues = voice_cues(root, manifest)
     vis = sum(r["visible_person_frames"] for r in rows)
     hid = sum(r["hidden_person_frames"] for r in rows)
     return {
@@ -73,5 +134,6 @@ def check_corpus(root: Path, prob: float = 0.9) -> dict:
         "max_av_duration_gap_s": max(abs(r["video_s"] - r["audio_s"]) for r in rows),
         "lines_match_frames": all(all(n == r["decoded_frames"] == r["frames"] for n in r["annotation_lines"])
                                   for r in rows),
+        "voice_cues": cues,
         "videos": rows,
     }

@@ -298,6 +298,7 @@ def generate_demo(demo: DemoParams, out: Path, *, tiny: bool = False,
         manifest = {
             "generator": "jmt demo", "jmt_version": __version__, "layout": "affwild2",
             "size": size_name, "seed": seed, "params": demo.model_dump(),
+            "voice_lead_s": VOICE_LEAD_S, "base_f0_range_hz": list(BASE_F0_HZ),
             "videos": result.videos, "files": files,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")

@@ -135,6 +135,18 @@ def test_unreliable_stretches_are_in_the_media(tiny_corpus):
     assert modes == {"silent", "noise", "occluder", "out_of_frame"}
 
 
+def test_decoded_voice_carries_arousal(tiny_corpus):
+    """After AAC, the speech level and pitch (numpy, pipeline.demo.check) still follow the
+    speaker's arousal `voice_lead_s` ahead; valence's brightness is tested in test_voice.py
+    (the tiny corpus's valence barely moves in some videos)."""
+    from pipeline.demo.check import voice_cues
+
+    m = manifest(tiny_corpus)
+    assert m["voice_lead_s"] == generate.VOICE_LEAD_S
+    cues = voice_cues(tiny_corpus, m)
+    assert cues["r_level_db_arousal"] > 0.7 and cues["r_f0_octaves_arousal"] > 0.7
+
+
 def test_same_seed_same_bytes_other_seed_differs(tiny_corpus, tmp_path, repo_params):
     again = tmp_path / "again"
     generate_demo(repo_params.demo, again, tiny=True, seed=0)

@@ -48,8 +48,6 @@ def test_audio_backbones(key):
 
 @pytest.mark.parametrize("key", sorted(WAVEFORM_CASES))
 def test_waveform_audio_backbones(key):
-    if key == "egemaps":
-        pytest.importorskip("opensmile")  # optional (research licence): docs/install.md
     net = build(AUDIO, WAVEFORM_CASES[key], Path("."))
     wave = 0.1 * torch.randn(32000)
     windows = torch.tensor([[-16000, 0], [0, 16000], [8000, 24000], [20000, 36000]])  # before, in, past the track

@@ -40,7 +40,9 @@ def layer_norm(x, W, name, eps=1e-5):
 
 
 def modality_in(W, name, x, mask):
-    """L2-normalise on the feature axis, project to d; the learned 'missing' vector where masked."""
+    """Standardise each feature with the training split's (mean, std), L2-normalise on the
+    feature axis, project to d; the learned 'missing' vector where masked."""
+    x = (x - W[f"{name}.mean"]) / W[f"{name}.std"]
     x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
     return np.where(mask[..., None], linear(x, W, f"{name}.proj"), W[f"{name}.missing"])
 
@@ -139,7 +141,8 @@ CASES = {
 
 
 def hand_set(head, seed=0):
-    """Overwrites every parameter with known values (N(0, 0.5)); returns them as float64 numpy."""
+    """Overwrites every parameter with known values (N(0, 0.5)) and sets the input statistics
+    (per-feature mean and std) by hand; returns them all as float64 numpy, by name."""
     rng = np.random.default_rng(seed)
     weights = {}
     with torch.no_grad():
@@ -147,6 +150,10 @@ def hand_set(head, seed=0):
             value = rng.normal(0, 0.5, tuple(p.shape))
             p.copy_(torch.as_tensor(value))
             weights[name] = value
+    stats = {m: (rng.normal(0, 0.5, dim), rng.uniform(0.5, 2.0, dim)) for m, dim in (("audio", DA), ("visual", DV))}
+    head.set_input_stats(stats["audio"], stats["visual"])
+    for m, (mean, std) in stats.items():
+        weights[f"{m}_in.mean"], weights[f"{m}_in.std"] = mean, std
     return weights
 
 
