@@ -88,6 +88,11 @@ def _check_file(p: Path) -> list[str]:
                 faults.append(f"{p}: {name} has shape {ds.shape}, expected (n, {', '.join(map(str, shape))})")
             if dtype is not cache.JPEG and ds.dtype != np.dtype(dtype):
                 faults.append(f"{p}: {name} has dtype {ds.dtype}, expected {np.dtype(dtype)}")
+        for name, (dtype, _) in cache.TRACKS.get(stage, {}).items():  # per-track data: samples, not frames
+            if name not in f:
+                faults.append(f"{p}: dataset {name!r} missing")
+            elif f[name].dtype != np.dtype(dtype):
+                faults.append(f"{p}: {name} has dtype {f[name].dtype}, expected {np.dtype(dtype)}")
         if faults:
             return faults
         ts = f["timestamps"][...]

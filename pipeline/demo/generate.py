@@ -3,7 +3,7 @@
 Layout under the output folder (the same as Aff-Wild2's, plus labels for a test split)::
 
     videos/batch1/demo_00.mp4 ...            train + validation videos (H.264 + AAC)
-    videos/batch2/demo_12.mp4 ...            held-out test videos
+    videos/batch2/demo_22.mp4 ...            held-out test videos (numbered after the others)
     annotations/VA_Estimation_Challenge/
         Train_Set/demo_00_left.txt ...       `valence,arousal` header, one line per frame
         Validation_Set/...
@@ -42,8 +42,8 @@ SPLITS = ("Train_Set", "Validation_Set", "Test_Set")
 MANIFEST = "corpus.json"
 OCCLUSION_MODES = ("occluder", "out_of_frame")
 AUDIO_GAP_MODES = ("silent", "noise")
-# Speakers' base pitch, Hz: one voice type, so that pitch level carries arousal more than who
-# speaks (a wider range, 120-220 Hz, cost 0.01-0.09 CCC in docs/demo-corpus.md's measurements).
+# Speakers' base pitch, Hz: a narrow spread, so that pitch level carries arousal more than who
+# speaks (120-220 Hz cost 0.01-0.09 CCC in docs/demo-corpus.md's measurements).
 BASE_F0_HZ = (135.0, 185.0)
 # The voice expresses the labels this far ahead: stage 1 hears the 1 s ending at each frame,
 # centred 0.5 s before it, so a frame's label describes the speech centred on its window.
