@@ -101,8 +101,18 @@ def test_prosody_reads_a_tones_pitch_level_and_centroid(freq):
     assert (f["syllable_rate"] == 0).all()                   # a steady tone has no syllables
 
 
+def _accent_span(base: float, arousal: float) -> tuple[float, float]:
+    """The demo voice's F0 lies between its level and the largest accent peak: level x
+    2**(0.5 * range * 1.4 / 12) (stress at most 1.4, hat peak half the accent size)."""
+    from pipeline.demo import voice
+
+    level = float(voice.pitch(base, arousal))
+    return level, level * 2 ** (0.5 * float(voice.pitch_range(arousal)) * 1.4 / 12)
+
+
 def test_prosody_follows_the_demo_voices_pitch():
-    """A harmonic-rich glottal source with formants and vibrato, at a known F0 (150 Hz, +-2%)."""
+    """A harmonic-rich glottal source with formants and per-syllable pitch accents above a
+    known level (150 Hz): the mean F0 read must lie inside the voice's own span."""
     from pipeline.demo import voice
 
     n = 45
@@ -110,13 +120,15 @@ def test_prosody_follows_the_demo_voices_pitch():
     out = run(Prosody(), wave, frame_windows(3.0))[15:]
     f = {k: out[:, i] for i, k in enumerate(FEATURES)}
     assert (f["voiced_fraction"] > 0.25).all()                # syllables with pauses between
-    np.testing.assert_allclose(27.5 * 2 ** f["f0_mean"], 150.0, rtol=0.03)
+    low, high = _accent_span(150.0, 0.0)
+    f0 = 27.5 * 2 ** f["f0_mean"]
+    assert ((f0 > low * 0.98) & (f0 < high * 1.02)).all(), (f0.min(), f0.max(), low, high)
 
 
 @pytest.mark.parametrize("arousal", [-1.0, 0.0, 1.0])
 def test_prosody_syllable_rate_follows_the_demo_voice(arousal):
-    """The demo voice speaks 3.75 + 1.75 * arousal syllables per second, 18% of them pauses:
-    0.82 * (2, 3.75, 5.5) = 1.64, 3.08, 4.51 voiced syllables per second."""
+    """The demo voice speaks voice.syllable_rate(arousal) syllable slots per second, about one
+    in six of them a pause after a phrase: ~0.82 of them voiced."""
     from pipeline.demo import voice
 
     n = 90
@@ -125,8 +137,8 @@ def test_prosody_syllable_rate_follows_the_demo_voice(arousal):
     out = run(Prosody(), wave, frame_windows(6.0))[15:]
     rate = out[:, FEATURES.index("syllable_rate")].mean() * 10
     assert abs(rate - 0.82 * voice.syllable_rate(arousal)) < 0.8
-    np.testing.assert_allclose(27.5 * 2 ** out[:, FEATURES.index("f0_mean")].mean(),
-                               voice.pitch(150.0, arousal), rtol=0.02)
+    low, high = _accent_span(150.0, arousal)
+    assert low * 0.98 < 27.5 * 2 ** out[:, FEATURES.index("f0_mean")].mean() < high * 1.02
 
 
 def test_prosody_noise_is_unvoiced():
