@@ -28,7 +28,7 @@ def test_each_run_records_its_best_epoch_epochs_and_how_it_stopped(small):
         assert history[r["best_epoch"]]["val_ccc_mean"] >= top - params.train.min_delta
         assert stored["epochs"] == r["epochs"] == len(history)
         assert stored["stopped"] == r["stopped"] == STOPPED[r["head"], r["seed"]]
-    # three epochs with patience 8: every run ends at the cap, its best within the last 8 epochs
+    # three epochs, patience (params) above 3: every run ends at the cap, its best within the last epochs
     assert {r["stopped"] for r in result["runs"]} == {"max_epochs"}
     for head in HEADS:
         mine = [r for r in result["runs"] if r["head"] == head]
@@ -46,18 +46,20 @@ def test_the_report_names_the_runs_the_cap_stopped(small):
         assert f"`{r['head']}` seed {r['seed']} (best epoch {r['best_epoch'] + 1} of 3)" in line
     assert "| `audio_only` | 3.0 ± 0.0 |" in text and "| 2 of 2 |" in text
     assert line in readme_section(result)
-    assert "at most 3 epochs with early stopping on the validation CCC mean (patience 8)" in text
+    assert (f"at most 3 epochs with early stopping on the validation CCC mean "
+            f"(patience {params.train.patience})") in text
 
 
 def test_without_capped_runs_the_report_says_every_run_stopped_early(small):
-    _, result = small
+    params, result = small
     early = copy.deepcopy(result)
     for r in early["runs"]:
         r["stopped"] = "patience"
     for h in early["results"].values():
         h["training"]["stopped_by_max"] = 0
     text = markdown(early)
-    assert "- Every run stopped early (no validation gain in 8 epochs) before the cap of 3 epochs." in text
+    assert (f"- Every run stopped early (no validation gain in {params.train.patience} epochs) "
+            "before the cap of 3 epochs.") in text
     assert "Stopped by the epoch cap" not in text and "| 0 of 2 |" in text
 
 
