@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 import yaml
 
+from pipeline import cache
 from pipeline.config import load_params
 from pipeline.demo import face, voice
 from pipeline.media import VideoWriter, write_wav
@@ -70,3 +72,27 @@ def write_labels(path: Path, n: int, *, value: float = 0.1) -> None:
     from pipeline.corpus.annotations import write_annotation
 
     write_annotation(path, np.full((n, 2), value))
+
+
+def contents(folder):
+    """file name -> (root attributes, datasets): variable-length rows as bytes."""
+    out = {}
+    for path in sorted(folder.glob("*.h5")):
+        with h5py.File(path) as f:
+            data = {k: ([bytes(x) for x in f[k][...]] if h5py.check_vlen_dtype(f[k].dtype) else f[k][...])
+                    for k in f}
+            out[path.name] = (cache.attrs_of(f), data)
+    return out
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        (attrs_a, data_a), (attrs_b, data_b) = a[name], b[name]
+        assert attrs_a == attrs_b, name
+        assert data_a.keys() == data_b.keys(), name
+        for k in data_a:
+            if isinstance(data_a[k], list):
+                assert data_a[k] == data_b[k], (name, k)
+            else:
+                np.testing.assert_array_equal(data_a[k], data_b[k], err_msg=f"{name}/{k}")

@@ -16,7 +16,7 @@ from pipeline import cache
 from pipeline.corpus.annotations import read_annotation
 from pipeline.stage1.faces import run_faces
 
-from .helpers import params_at, write_params
+from .helpers import assert_same, contents, params_at, write_params
 
 
 def manifest(corpus):
@@ -97,29 +97,6 @@ def test_rerun_reuses_and_param_change_rebuilds(tiny_cache, tmp_path):
     assert _stamps(shared) == before
 
 
-def _contents(folder):
-    out = {}
-    for path in sorted(folder.glob("*.h5")):
-        with h5py.File(path) as f:
-            data = {k: f[k][...] for k in f}
-            data["crops_jpeg"] = [bytes(x) for x in data["crops_jpeg"]]
-            out[path.name] = (cache.attrs_of(f), data)
-    return out
-
-
-def _same(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        (attrs_a, data_a), (attrs_b, data_b) = a[name], b[name]
-        assert attrs_a == attrs_b, name
-        assert data_a.keys() == data_b.keys()
-        for k in data_a:
-            if k == "crops_jpeg":
-                assert data_a[k] == data_b[k], (name, k)
-            else:
-                np.testing.assert_array_equal(data_a[k], data_b[k], err_msg=f"{name}/{k}")
-
-
 @pytest.mark.slow
 def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_corpus, tmp_path):
     """Kill `jmt faces` with SIGKILL mid-run; the re-run resumes and the cache is identical."""
@@ -146,7 +123,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tiny_corpus, tmp_path):
     resumed = subprocess.run(jmt + [str(killed)], check=True, capture_output=True, text=True)
     assert f"{len(committed)} already cached" in resumed.stderr.replace("\n", " ")
     assert not list(folder.glob(".tmp-*"))
-    _same(_contents(tmp_path / "clean/cache/faces"), _contents(folder))
+    assert_same(contents(tmp_path / "clean/cache/faces"), contents(folder))
 
 
 def test_cropped_aligned_source(tiny_cache, tmp_path):

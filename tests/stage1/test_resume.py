@@ -17,7 +17,7 @@ from pipeline import cache
 from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
 
-from .helpers import params_at, write_params
+from .helpers import assert_same, contents, params_at, write_params
 
 # Runs one stage through the real CLI, with cache.write_entry wrapped so that the process
 # SIGKILLs itself while the `kill_at`-th entry file is open and half written: a crash at a
@@ -49,30 +49,6 @@ def kill_midway(stage, params_file, kill_at):
     proc = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), stage, "--params", str(params_file)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-
-
-def contents(folder):
-    """file name -> (root attributes, datasets): variable-length rows as bytes."""
-    out = {}
-    for path in sorted(folder.glob("*.h5")):
-        with h5py.File(path) as f:
-            data = {k: ([bytes(x) for x in f[k][...]] if h5py.check_vlen_dtype(f[k].dtype) else f[k][...])
-                    for k in f}
-            out[path.name] = (cache.attrs_of(f), data)
-    return out
-
-
-def assert_same(a, b):
-    assert a.keys() == b.keys()
-    for name in a:
-        (attrs_a, data_a), (attrs_b, data_b) = a[name], b[name]
-        assert attrs_a == attrs_b, name
-        assert data_a.keys() == data_b.keys(), name
-        for k in data_a:
-            if isinstance(data_a[k], list):
-                assert data_a[k] == data_b[k], (name, k)
-            else:
-                np.testing.assert_array_equal(data_a[k], data_b[k], err_msg=f"{name}/{k}")
 
 
 @pytest.mark.slow
