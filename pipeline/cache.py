@@ -7,7 +7,10 @@ either the whole entry or nothing, and a re-run resumes with the entries still m
 One process writes a stage's folder; readers open files lazily and never share handles.
 
 Every file carries its provenance as root attributes: schema, stage, entry, the stage's
-config (JSON) and its hash, package versions, and the stage's own facts (fps, backbone...).
+config (JSON) and its hash, package versions, and the stage's own facts (fps, backbone...),
+and the sha256 of its content, recorded when it is written (`content_sha256`): a cache's
+fingerprint (`fingerprint`) is built from those without re-reading the data, and
+`jmt cache verify` recomputes them to catch a file edited afterwards.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from pipeline.errors import InputError
 
 SCHEMA_VERSION = 1
 REPORT = "report.json"
+CONTENT_HASH = "content_sha256"  # root attribute: content_hash() of the file, recorded by write_entry
 _TMP = ".tmp-"
+_HASH_BLOCK = 1 << 24  # bytes of a dataset hashed at a time: memory stays flat on long videos
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -63,7 +68,8 @@ def write_entry(folder: Path, name: str, *, stage: str, config: dict[str, Any],
 
     Root attributes get the provenance (schema, stage, entry, config JSON, versions), the
     hash that decides staleness (`hash_`, default: the config's hash) and `attrs`.
-    Datasets are written by the caller inside the `with` block.
+    Datasets are written by the caller inside the `with` block; when it ends, the file's
+    content hash (`content_hash`) is recorded as the `content_sha256` attribute.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,11 +86,81 @@ def write_entry(folder: Path, name: str, *, stage: str, config: dict[str, Any],
             for key, value in attrs.items():
                 f.attrs[key] = _attr(value)
             yield f
+            f.attrs[CONTENT_HASH] = content_hash(f)
         with open(tmp, "rb") as fh:  # make the bytes durable before the rename publishes them
             os.fsync(fh.fileno())
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def content_hash(f: h5py.File) -> str:
+    """sha256 of an entry file's content: every root attribute except `content_sha256`, then
+    every dataset's name, dtype, shape and values, in name order (values as stored, so the
+    hash does not depend on chunking or compression; variable-length rows with their lengths).
+    Reads every byte of data: `fingerprint` uses the recorded hash instead."""
+    h = hashlib.sha256()
+    for key in sorted(f.attrs):
+        if key != CONTENT_HASH:
+            h.update(json.dumps([key, _plain(f.attrs[key])], sort_keys=True).encode() + b"\n")
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    for name in sorted(names):
+        _hash_dataset(h, name, f[name])
+    return h.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    """An attribute value as JSON-able Python (how it reads back from the file)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray):
+        return [value.dtype.str, value.tolist()]
+    if isinstance(value, np.generic):
+        return [value.dtype.str, value.item()]
+    return value
+
+
+def _hash_dataset(h: Any, name: str, ds: h5py.Dataset) -> None:
+    h.update(json.dumps([name, ds.dtype.str, list(ds.shape)]).encode() + b"\n")
+    if ds.shape == () or ds.size == 0:
+        if ds.shape == ():
+            h.update(np.asarray(ds[()]).tobytes())
+        return
+    vlen = h5py.check_vlen_dtype(ds.dtype) is not None
+    row_bytes = max(1, int(np.prod(ds.shape[1:], dtype=np.int64)) * ds.dtype.itemsize)
+    step = 4096 if vlen else max(1, _HASH_BLOCK // row_bytes)
+    for start in range(0, ds.shape[0], step):
+        block = ds[start:start + step]
+        if vlen:  # (rows,) object array of 1-D arrays: length, then bytes, per row
+            for row in block:
+                row = np.ascontiguousarray(row)
+                h.update(np.int64(row.nbytes).tobytes())
+                h.update(row.tobytes())
+        else:
+            h.update(np.ascontiguousarray(block).data)
+
+
+def recorded_hash(f: h5py.File) -> str | None:
+    """The content hash recorded when the file was written (None: written before hashes were)."""
+    value = f.attrs.get(CONTENT_HASH)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def fingerprint(folder: Path) -> str:
+    """sha256 over a stage folder's entries: each name and content hash, in name order.
+
+    Reads one attribute per file: the hash recorded at write time. Entries written before
+    hashes were recorded are hashed from their data instead (slow on a large cache; re-running
+    the stage records them). A file edited by hand after it was written keeps its old recorded
+    hash: `jmt cache verify` recomputes every hash and reports such a file."""
+    folder = Path(folder)
+    h = hashlib.sha256()
+    for name in entries(folder):
+        with open_entry(entry_path(folder, name)) as f:
+            digest = recorded_hash(f) or content_hash(f)
+        h.update(f"{name}\0{digest}\n".encode())
+    return h.hexdigest()
 
 
 def _attr(value: Any) -> Any:
@@ -204,6 +280,13 @@ LAYOUTS: dict[str, dict[str, tuple[Any, tuple]]] = {
         "timestamps": (np.float64, ()),
     },
 }
+
+
+# How the per-frame feature matrices (embed's `visual`, `audio`: (frames, D) float16) are
+# stored: contiguous and unfiltered, so the values lie at one byte offset in the file and stage
+# 2 reads a training window as one pread (pipeline/stage2/data.py). gzip saved little on float16
+# embeddings and made every window decompress whole chunks (docs/cache.md, "Reading windows").
+FEATURES: dict[str, Any] = {"chunks": None, "compression": None}
 
 
 # Per-track datasets (first axis: samples or spectrogram frames, not video frames), written

@@ -171,8 +171,7 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                     if not np.isfinite(arr).all():
                         bad = int(np.flatnonzero(~np.isfinite(arr).all(1))[0])
                         raise InputError(f"{e.name}: {name} backbone gave NaN/inf at frame {bad}")
-                    f.create_dataset(name, data=arr.astype(np.float16), chunks=(min(max(n, 1), 1024), arr.shape[1]),
-                                     compression="gzip", compression_opts=1)
+                    f.create_dataset(name, data=arr.astype(np.float16), **cache.FEATURES)
                 f.attrs["visual_dim"], f.attrs["audio_dim"] = visual.shape[1], audio.shape[1]
                 label_mask = (labels != -5).all(1)
                 app = cache.Appender(f, cache.LAYOUTS["embed"],

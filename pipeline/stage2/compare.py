@@ -72,8 +72,9 @@ def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
 
 
 def cache_fingerprint(folder: Path) -> str:
-    """sha256 of every embeddings file of the cache (names and bytes)."""
-    return files_fingerprint([cache.entry_path(folder, n) for n in cache.entries(folder)], folder)
+    """The embeddings cache's fingerprint: its entries' names and the content hashes recorded
+    when they were written (`cache.fingerprint`; one attribute read per file, not every byte)."""
+    return cache.fingerprint(folder)
 
 
 def run_params(params: Params, head: str, seed: int, folder: Path) -> Params:
