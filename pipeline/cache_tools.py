@@ -2,8 +2,9 @@
 
 PATH is a stage folder (e.g. data/cache/embeddings) or one entry file (`<entry>.h5`).
 `verify` checks every file against the layouts in pipeline/cache.py: schema, datasets,
-dtypes, per-frame lengths, NaNs, masks, label ranges, timestamps, and completeness (no
-partial files; with --params, every corpus entry present unless its stage report skipped it).
+dtypes, per-frame lengths, NaNs, masks, label ranges, timestamps, the content hash recorded
+when the file was written (a file edited afterwards no longer matches it), and completeness
+(no partial files; with --params, every corpus entry present unless its stage report skipped it).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def info(path: Path) -> dict:
             n = int(a.get("n_frames", 0))
             dims = {k: tuple(f[k].shape[1:]) for k in ("visual", "audio", "logmel") if k in f}
             rows.append({"entry": a.get("entry", p.stem), "split": a.get("split"), "frames": n,
-                         "bytes": p.stat().st_size, "dims": dims,
+                         "bytes": p.stat().st_size, "dims": dims, "hashed": cache.CONTENT_HASH in a,
                          "found_rate": round(float(f["found"][...].mean()), 3) if "found" in f and n else None})
             for key in ("schema", "stage", "config", "detector", "visual_backbone", "visual_weights_sha256",
                         "audio_backbone", "audio_weights_sha256", "sample_rate", "crop_size", "versions"):
@@ -56,6 +57,7 @@ def info(path: Path) -> dict:
     return {
         "path": str(path), "entries": len(rows), "frames": frames, "bytes": total_bytes,
         "bytes_per_1000_frames": round(total_bytes / frames * 1000) if frames else None,
+        "hashed": sum(r["hashed"] for r in rows),  # entries with a recorded content hash
         "provenance": {k: [json.loads(v) for v in sorted(vals)] for k, vals in provenance.items()},
         "skipped": report.get("skipped", []) if report else [],
         "rows": rows,
@@ -99,6 +101,10 @@ def _check_file(p: Path) -> list[str]:
         if n > 1 and not (np.diff(ts) > 0).all():
             faults.append(f"{p}: timestamps are not increasing (frame {int(np.argmin(np.diff(ts) > 0)) + 1})")
         faults += _check_stage(p, f, stage, n)
+        recorded = cache.recorded_hash(f)
+        if recorded is not None and cache.content_hash(f) != recorded:
+            faults.append(f"{p}: content differs from its recorded {cache.CONTENT_HASH} (edited after it was "
+                          "written?); re-run the stage for this entry")
     return faults
 
 
@@ -221,6 +227,10 @@ def info_command(path: Annotated[Path, typer.Argument(help="Stage folder or entr
     for key, values in data["provenance"].items():
         shown = values[0] if len(values) == 1 else f"{len(values)} DIFFERENT values: {values}"
         console.print(f"[bold]{key}[/]: {shown}", highlight=False, soft_wrap=True)
+    if data["hashed"] < data["entries"]:
+        console.print(f"[yellow]{data['entries'] - data['hashed']} entries have no recorded content hash[/] "
+                      "(written before hashes were recorded): fingerprints hash their data instead",
+                      highlight=False)
     if data["skipped"]:
         console.print(f"[yellow]{len(data['skipped'])} entries skipped by the stage (report.json)[/]")
 

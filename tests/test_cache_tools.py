@@ -45,7 +45,8 @@ def test_nan_embedding_is_a_fault_naming_entry_and_frame(embeddings):
     with h5py.File(folder / "demo_01.h5", "r+") as f:
         f["visual"][7, 3] = np.nan
     faults = verify(folder)
-    assert len(faults) == 1 and "demo_01.h5: NaN/inf in visual at frame 7" in faults[0]
+    assert "demo_01.h5: NaN/inf in visual at frame 7" in faults[0]
+    assert len(faults) == 2 and "demo_01.h5: content differs from its recorded content_sha256" in faults[1]
     result = runner.invoke(app, ["cache", "verify", str(folder)])
     assert result.exit_code == 1 and "NaN/inf in visual at frame 7" in result.output
 
@@ -63,6 +64,17 @@ def test_shape_schema_and_mask_faults(embeddings):
     assert "demo_02.h5: dataset 'audio_mask' missing" in faults
     assert "demo_01.h5: label_mask disagrees with labels" in faults
     assert "demo_00_left.h5: unknown schema 'something/9'" in faults
+
+
+def test_an_entry_edited_by_hand_is_caught_by_its_recorded_hash(embeddings):
+    _, folder = embeddings
+    assert info(folder)["hashed"] == 4
+    with h5py.File(folder / "demo_01.h5", "r+") as f:
+        f["audio"][3, 0] = f["audio"][3, 0] + 1          # finite, in range: only the hash can tell
+    faults = verify(folder)
+    assert len(faults) == 1 and "demo_01.h5: content differs from its recorded content_sha256" in faults[0]
+    result = runner.invoke(app, ["cache", "verify", str(folder)])
+    assert result.exit_code == 1 and "content differs" in result.output
 
 
 def test_truncated_file_partial_leftover_and_missing_entry(embeddings):
@@ -85,7 +97,9 @@ def test_faces_crop_mask_mismatch(tiny_cache, tmp_path):
         found = f["found"][...]
         i = int(np.flatnonzero(found)[0])
         f["found"][i] = False
-    assert verify(folder) == [f"{folder / 'demo_02.h5'}: crop presence disagrees with `found` at frame {i}"]
+    assert verify(folder) == [f"{folder / 'demo_02.h5'}: crop presence disagrees with `found` at frame {i}",
+                              f"{folder / 'demo_02.h5'}: content differs from its recorded content_sha256 (edited "
+                              "after it was written?); re-run the stage for this entry"]
 
 
 def test_no_such_path():

@@ -3,9 +3,10 @@
 Runs stage 1 for that one video with the checkpoint's own stage-1 params (same detector,
 crops, spectrogram and backbones; the backbones' weights are checked against the ones the
 model was trained on) into a temporary cache that is removed afterwards, then the model
-over overlapping windows. Writes `<video>.csv` (frame, time, valence, arousal, face_found,
-audio_found) and `<video>.png` (both curves, with the frames lacking a face or audio shaded).
-A video with no face or no audio still gets predictions: the masks show where.
+over overlapping windows, streamed from the cache a batch at a time. Writes `<video>.csv`
+(frame, time, valence, arousal, face_found, audio_found) and `<video>.png` (both curves,
+with the frames lacking a face or audio shaded). A video with no face or no audio still
+gets predictions: the masks show where.
 """
 
 from __future__ import annotations
@@ -73,7 +74,9 @@ def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
         model, ckpt = load_checkpoint(Path(checkpoint), params.path(params.embed.out))  # checks backbones
         device = resolve_device(params.train.device)
         model.to(device).eval()
-        entry = load_split(params.path(params.embed.out), "test", preload_max_mb=1e9)[0]
+        # never preloaded: the windows stream from the file a batch at a time, so a long video
+        # takes memory for one batch of windows and its (n, 2) predictions (docs/measurements.md)
+        entry = load_split(params.path(params.embed.out), "test", preload_max_mb=0)[0]
         window = ckpt["params"]["train"]["window"]
         pred = postprocess(predict_entry(model, entry, window, window // 2, device), params.evaluate)
         with cache.open_entry(cache.entry_path(params.path(params.embed.out), entry.name)) as f:

@@ -27,7 +27,7 @@ def labels_of(entries: list[Entry]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-entry (labels (n, 2), label_mask (n,))."""
     out = {}
     for e in entries:
-        arrays = e.read(0, e.n)
+        arrays = e.read(0, e.n, ("labels", "label_mask"))  # held in memory: no feature is read
         out[e.name] = (arrays["labels"], arrays["label_mask"])
     return out
 
@@ -46,7 +46,7 @@ def availability_of(entries: list[Entry]) -> dict[str, dict[str, np.ndarray]]:
     """subset -> entry name -> frame membership (n,) bool, from the cache's masks."""
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SUBSETS}
     for e in entries:
-        arrays = e.read(0, e.n)
+        arrays = e.read(0, e.n, ("visual_mask", "audio_mask"))
         visual, audio = arrays["visual_mask"].astype(bool), arrays["audio_mask"].astype(bool)
         for s, (_, member) in SUBSETS.items():
             out[s][e.name] = member(visual, audio)

@@ -4,8 +4,12 @@ Loss (1 - CCC_valence) + (1 - CCC_arousal) over the valid frames of each batch (
 moments, pipeline.metrics). AdamW or SGD, warm-up + cosine or plateau schedule, gradient
 clipping, early stopping on the validation mean CCC (official protocol, every frame), AMP on
 CUDA, seeded and deterministic on CPU. The best model is saved with everything needed to
-rebuild it (head name and arguments, params, cache provenance, versions); metrics and curves
-go to dvclive.
+rebuild it (head name and arguments, params, cache provenance and fingerprint, versions);
+metrics and curves go to dvclive.
+
+`train_epoch` is one epoch's loop on its own (no params objects): bench/scale_gpu.py runs the
+same loop on machines without this package's config dependencies, which is why
+pipeline.config (pydantic) and dvclive are imported only where params are read.
 """
 
 from __future__ import annotations
@@ -14,23 +18,26 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import torch
 import typer
 
 from pipeline import cache
-from pipeline.config import DEFAULT_PARAMS, ModelParams, Params, load_params
 from pipeline.console import console, progress
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.metrics import ccc_torch
-from pipeline.stage2.data import WindowDataset, corpus_names, dims, feature_stats, load_split
+from pipeline.stage2.data import (WindowDataset, corpus_names, dims, feature_stats, load_split, preload,
+                                  window_loader)
 from pipeline.stage2.heads import build_head, count_parameters
 from pipeline.stage2.protocol import labels_of, predict_split, score
+
+if TYPE_CHECKING:
+    from pipeline.config import ModelParams, Params
 
 HEAD_ONLY = {"aggregation": "jmt", "iterations": "rjca"}
 
@@ -124,6 +131,61 @@ class Schedule:
 
 
 @dataclass
+class EpochStats:
+    """One pass of `train_epoch`: mean loss, optimiser steps, frames, and where the time went
+    (waiting for the next batch, moved to the device, vs the step itself), in seconds."""
+
+    loss: float
+    steps: int
+    frames: int
+    load_s: float
+    compute_s: float
+    first_step_at: float | None  # time.time() when the first optimiser step had finished
+
+
+def train_epoch(model: torch.nn.Module, loader, opt: torch.optim.Optimizer, *, device: torch.device,
+                amp: bool, scaler: torch.amp.GradScaler, sched: Schedule | None = None,
+                grad_clip: float = 0.0, modality_dropout: float = 0.0,
+                generator: torch.Generator | None = None, max_steps: int | None = None) -> EpochStats:
+    """One training epoch over `loader` (or its first `max_steps` batches): CCC loss, AMP when
+    `amp` (CUDA), gradient clipping, the schedule stepped after every batch. Batches with fewer
+    than 2 valid frames are skipped."""
+    model.train()
+    losses: list[float] = []
+    frames, load_s, compute_s, first = 0, 0.0, 0.0, None
+    t = time.perf_counter()
+    for i, batch in enumerate(loader):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        t1 = time.perf_counter()
+        load_s += t1 - t
+        if modality_dropout > 0:
+            batch["audio_mask"], batch["visual_mask"] = drop_modalities(
+                batch["audio_mask"], batch["visual_mask"], modality_dropout, generator)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+            pred = model(batch["audio"], batch["visual"], batch["audio_mask"], batch["visual_mask"])
+        loss = ccc_loss(pred, batch["labels"], batch["label_mask"])
+        if loss is not None:
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip > 0:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            if sched is not None:
+                sched.batch()
+            losses.append(float(loss.detach()))  # also waits for the device: the step is done
+            frames += int(batch["labels"].shape[0] * batch["labels"].shape[1])
+            first = first or time.time()
+        t = time.perf_counter()
+        compute_s += t - t1
+        if max_steps is not None and i + 1 >= max_steps:
+            break
+    return EpochStats(float(np.mean(losses)) if losses else float("nan"), len(losses), frames,
+                      load_s, compute_s, first)
+
+
+@dataclass
 class TrainResult:
     checkpoint: Path
     best_epoch: int
@@ -133,6 +195,9 @@ class TrainResult:
     parameters: int
     seconds: float
     frames_per_s: float
+    # seconds: waiting for batches (load), training steps (compute), validation passes; when
+    # the first step finished (time.time()); DataLoader workers; optimiser steps
+    timing: dict = field(default_factory=dict)
 
 
 def cache_provenance(folder: Path) -> dict:
@@ -145,8 +210,10 @@ def cache_provenance(folder: Path) -> dict:
     return {k: a.get(k) for k in keys}
 
 
-def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
-    """Trains params.model on the cache at params.embed.out; saves the best checkpoint."""
+def train_model(params: Params, *, quiet: bool = False, max_steps: int | None = None) -> TrainResult:
+    """Trains params.model on the cache at params.embed.out; saves the best checkpoint.
+
+    `max_steps` caps the batches of each epoch (benches time a slice of an epoch)."""
     from dvclive import Live
 
     cfg, mcfg = params.train, params.model
@@ -155,19 +222,20 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
     folder = params.path(params.embed.out)
     train_entries = load_split(folder, "train", preload_max_mb=cfg.preload_max_mb,
                                expected=corpus_names(params, "train"))
-    val_entries = load_split(folder, "validation", preload_max_mb=cfg.preload_max_mb,
-                             expected=corpus_names(params, "validation"))
+    # read into memory (if small enough) at the first validation, not before the first step
+    val_entries = load_split(folder, "validation", preload_max_mb=0, expected=corpus_names(params, "validation"))
     audio_dim, visual_dim = dims(train_entries)
     if dims(val_entries) != (audio_dim, visual_dim):
         raise InputError(f"{folder}: validation embeddings have other widths than train")
+    # which cache the model learned from: recorded content hashes, not a re-read of the data
+    provenance = {**cache_provenance(folder), "fingerprint": cache.fingerprint(folder)}
     device = resolve_device(cfg.device)
     model = build_head(mcfg.fusion, **head_kwargs(mcfg, audio_dim, visual_dim))
     if mcfg.standardize:  # stored as buffers: evaluate and predict reuse the training split's statistics
         model.set_input_stats(feature_stats(train_entries, "audio"), feature_stats(train_entries, "visual"))
     model = model.to(device)
-    data = WindowDataset(train_entries, cfg.window, cfg.hop)
-    loader = torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                         drop_last=len(data) > cfg.batch_size)
+    loader = window_loader(WindowDataset(train_entries, cfg.window, cfg.hop), batch_size=cfg.batch_size,
+                           generator=gen, device=device)
     if cfg.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     else:
@@ -179,42 +247,30 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
     val_labels = labels_of(val_entries)
     out = params.path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    best, best_epoch, history, stale, frames, step_time = -math.inf, -1, [], 0, 0, 0.0
+    best, best_epoch, history, stale = -math.inf, -1, [], 0
+    timing = {"started_at": t0, "first_step_at": None, "load_s": 0.0, "compute_s": 0.0, "validation_s": 0.0,
+              "steps": 0, "frames": 0, "workers": loader.num_workers}
     live = Live(dir=str(params.path(cfg.live_dir)), save_dvc_exp=False, dvcyaml=None)
     try:
         live.log_params({"fusion": mcfg.fusion, "seed": cfg.seed})
         with progress(transient=quiet) as bar:
             task = bar.add_task(f"train {mcfg.fusion}", total=cfg.epochs)
             for epoch in range(cfg.epochs):
-                model.train()
-                losses = []
-                s0 = time.time()
-                for batch in loader:
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    if cfg.modality_dropout > 0:
-                        batch["audio_mask"], batch["visual_mask"] = drop_modalities(
-                            batch["audio_mask"], batch["visual_mask"], cfg.modality_dropout, gen)
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-                        pred = model(batch["audio"], batch["visual"], batch["audio_mask"], batch["visual_mask"])
-                    loss = ccc_loss(pred, batch["labels"], batch["label_mask"])
-                    if loss is None:
-                        continue
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if cfg.grad_clip > 0:
-                        scaler.unscale_(opt)
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                    sched.batch()
-                    losses.append(float(loss.detach()))
-                    frames += int(batch["labels"].shape[0] * batch["labels"].shape[1])
-                step_time += time.time() - s0
+                ep = train_epoch(model, loader, opt, device=device, amp=amp, scaler=scaler, sched=sched,
+                                 grad_clip=cfg.grad_clip, modality_dropout=cfg.modality_dropout, generator=gen,
+                                 max_steps=max_steps)
+                timing["first_step_at"] = timing["first_step_at"] or ep.first_step_at
+                for k in ("load_s", "compute_s"):
+                    timing[k] += getattr(ep, k)
+                timing["steps"] += ep.steps
+                timing["frames"] += ep.frames
+                v0 = time.time()
+                preload(val_entries, cfg.preload_max_mb)
                 val = score(predict_split(model, val_entries, cfg.window, cfg.window // 2, device),
                             val_labels, "validation")
+                timing["validation_s"] += time.time() - v0
                 sched.epoch(val["ccc_mean"])
-                row = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                       "lr": sched.lr,
+                row = {"epoch": epoch, "train_loss": ep.loss, "lr": sched.lr,
                        **{f"val_{k}": v for k, v in val.items() if k.startswith("ccc")}}
                 history.append(row)
                 for k, v in row.items():
@@ -225,7 +281,7 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
                     best, best_epoch, stale = val["ccc_mean"], epoch, 0
                     torch.save({
                         "head": model.spec, "state_dict": model.state_dict(),
-                        "params": params.model_dump(), "cache": cache_provenance(folder),
+                        "params": params.model_dump(), "cache": provenance,
                         "versions": cache.versions(), "epoch": epoch, "validation": val,
                     }, out)
                 else:
@@ -237,17 +293,21 @@ def train_model(params: Params, *, quiet: bool = False) -> TrainResult:
         live.end()
     seconds = time.time() - t0
     stopped = "patience" if stale >= cfg.patience else "max_epochs"
+    step_time = timing["load_s"] + timing["compute_s"]
     result = TrainResult(out, best_epoch, history[best_epoch], history, stopped, count_parameters(model),
-                         seconds, frames / step_time if step_time else 0.0)
+                         seconds, timing["frames"] / step_time if step_time else 0.0, timing)
     if not quiet:
         how = "early stopping" if stopped == "patience" else "the epoch limit, still improving"
         console.print(f"[green]train[/] {mcfg.fusion}: best validation CCC mean {best:.4f} at epoch "
-                      f"{best_epoch} ({len(history)} epochs, ended by {how}, {seconds:.0f} s) -> {out}",
+                      f"{best_epoch} ({len(history)} epochs, ended by {how}, {seconds:.0f} s; waiting for data "
+                      f"{timing['load_s'] / step_time if step_time else 0:.1%} of step time) -> {out}",
                       highlight=False)
     return result
 
 
-def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:
+def command(params: Annotated[Path, typer.Option(help="Params file.")] = Path("params.yaml")) -> None:
     """Train the fusion head on the cached embeddings (stage 2)."""
+    from pipeline.config import load_params
+
     result = train_model(load_params(params))
     console.print(json.dumps(result.best))
