@@ -241,6 +241,38 @@ class ReportParams(Section):
     dpi: Annotated[int, Field(ge=50, le=600)] = 110
 
 
+class Resources(Section):
+    """What one unit of work asks the Ray cluster for. Its whole CPUs are also torch's threads
+    for the unit in BOTH engines: the last bits of CPU results depend on the thread count, and
+    a cache or run must not depend on the engine that made it."""
+
+    cpus: Annotated[float, Field(gt=0)] = 1.0
+    gpus: NonNegFloat = 0.0          # a fraction (e.g. 0.25) shares one GPU between units
+
+
+class ActorResources(Resources):
+    """`jmt embed` on Ray: per backbone actor (each loads the weights once)."""
+
+    actors: PosInt | None = None     # None: as many as the cluster's CPUs (and GPUs) fit
+
+
+class RunParams(Section):
+    """Where the heavy commands (faces, audio, embed, compare) run: this process or Ray."""
+
+    engine: Literal["local", "ray"] = "local"
+    # ray: None = start Ray on this machine for the command; "auto" = the running cluster
+    # (RAY_ADDRESS or the one `ray start` made here); "host:port" or "ray://host:port" = that one
+    address: str | None = None
+    cpus: PosInt | None = None       # address None: CPUs of the local Ray instance (None: all)
+    node_ip_address: str | None = None   # the driver's address in the cluster (None: Ray's choice;
+                                         # 127.0.0.1 when the cluster's address is loopback)
+    max_retries: Annotated[int, Field(ge=0)] = 3   # a unit whose worker or node dies runs again
+    faces: Resources = Field(default_factory=Resources)       # per video
+    audio: Resources = Field(default_factory=Resources)       # per video
+    embed: ActorResources = Field(default_factory=ActorResources)
+    compare: Resources = Field(default_factory=Resources)     # per (head, seed) run
+
+
 class Params(Section):
     """All of params.yaml. Use `path()` to resolve a path relative to the params file."""
 
@@ -254,6 +286,7 @@ class Params(Section):
     evaluate: EvaluateParams
     compare: CompareParams = Field(default_factory=CompareParams)
     report: ReportParams = Field(default_factory=ReportParams)
+    run: RunParams = Field(default_factory=RunParams)
     _root: Path = PrivateAttr(default=Path("."))
 
     @property

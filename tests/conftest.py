@@ -97,3 +97,16 @@ def compared(tiny_cache, tmp_path_factory):
 
     params = compare_params(tiny_cache, tmp_path_factory.mktemp("compare"))
     return params, run_compare(params)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on loopback (`ray start --head` + `ray start --address`, one
+    CPU each), shared by the Ray tests of the session and stopped at its end."""
+    from pipeline import engine
+    from pipeline.local_cluster import LocalCluster
+
+    cluster = LocalCluster(nodes=2, cpus=1).start()
+    yield cluster
+    engine.shutdown()
+    cluster.stop()

@@ -58,6 +58,9 @@ def test_unknown_section(tmp_path, raw):
         (("demo", "seed"), "1", "demo.seed: Input should be a valid integer (got '1')"),
         (("demo", "tiny", "train"), 0, "demo.tiny.train: Input should be greater than or equal to 1"),
         (("demo", "tiny", "occlusion_seconds"), 3.0, "demo.tiny: Value error, the unreliable stretches"),
+        (("run", "engine"), "slurm", "run.engine: Input should be 'local' or 'ray'"),
+        (("run", "faces", "gpus"), -0.5, "run.faces.gpus: Input should be greater than or equal to 0"),
+        (("run", "embed", "actors"), 0, "run.embed.actors: Input should be greater than or equal to 1"),
     ],
 )
 def test_wrong_types_and_values_name_the_key(tmp_path, raw, key, value, expected):

@@ -53,7 +53,7 @@ def test_compare_depends_on_every_key_its_runs_hash_except_fusion_and_seed():
     train = {f"train.{k}" for k in TrainParams.model_fields} - {
         "train.seed", "train.out", "train.live_dir", "train.preload_max_mb"}
     evaluate = {"evaluate.clip", "evaluate.smooth_valence", "evaluate.smooth_arousal"}
-    assert listed == model | train | evaluate | {"compare"}
+    assert listed == model | train | evaluate | {"compare", "run.compare.cpus"}
 
 
 def test_compare_runs_persist_and_metrics_are_declared():

@@ -161,12 +161,23 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     return stats
 
 
+class AudioProcess:
+    """One video's audio, in whichever process runs it (this one, or a Ray worker)."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def __call__(self, video: Path, entries: list[Entry], hashes: dict[str, str],
+                 advance: Callable[[int], None]) -> dict[str, dict]:
+        return process_video(video, entries, hashes, self.params, advance)
+
+
 def run_audio(params: Params) -> StageResult:
-    """Runs the audio stage over the corpus; returns what it did (also in report.json)."""
-    corpus = load_corpus(params)
-    return run_stage("audio", params.path(params.audio.out), corpus, stage_config(params),
-                     params.audio.on_error,
-                     lambda v, es, hs, adv: process_video(v, es, hs, params, adv), estimate_frames)
+    """Runs the audio stage over the corpus (engine: params.run); returns what it did (also in
+    report.json)."""
+    return run_stage("audio", params.path(params.audio.out), load_corpus(params), stage_config(params),
+                     params.audio.on_error, AudioProcess(params), estimate_frames,
+                     run=params.run, resources=params.run.audio)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:

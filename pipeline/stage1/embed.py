@@ -183,19 +183,33 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
     return stats
 
 
+class EmbedProcess:
+    """Embeds one video's entries with backbones built once (in this process, or once per Ray
+    actor: `run_stage` is given `(EmbedProcess, (params,))` and each actor builds its own)."""
+
+    def __init__(self, params: Params, nets: Backbones | None = None) -> None:
+        self.params = params
+        self.nets = nets or Backbones(params)
+
+    def __call__(self, video: Path, entries: list[Entry], hashes: dict[str, str],
+                 advance: Callable[[int], None]) -> dict[str, dict]:
+        return process_entries(video, entries, hashes, self.params, self.nets, advance)
+
+
 def run_embed(params: Params) -> StageResult:
-    """Runs the embed stage over the corpus; returns what it did (also in report.json)."""
+    """Runs the embed stage over the corpus (engine: params.run); returns what it did (also in
+    report.json)."""
     corpus = load_corpus(params)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        nets = Backbones(params)
+        nets = Backbones(params)  # on Ray too: their weights' hashes decide what is current
     notes = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
     for note in notes:  # loud: random weights make meaningless embeddings
         console.print(f"[bold yellow]WARNING[/] {note}", highlight=False, soft_wrap=True)
+    process = EmbedProcess(params, nets) if params.run.engine == "local" else (EmbedProcess, (params,))
     return run_stage("embed", params.path(params.embed.out), corpus, stage_config(params, nets),
-                     params.embed.on_error,
-                     lambda v, es, hs, adv: process_entries(v, es, hs, params, nets, adv),
-                     estimate_frames, notes)
+                     params.embed.on_error, process, estimate_frames, notes,
+                     run=params.run, resources=params.run.embed)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:

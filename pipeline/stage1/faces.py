@@ -193,21 +193,39 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
     return stats
 
 
-def run_faces(params: Params) -> StageResult:
-    """Runs the faces stage over the corpus; returns what it did (also in report.json)."""
-    cfg = params.faces
-    corpus = load_corpus(params)
-    out = params.path(cfg.out)
-    if cfg.source == "mtcnn":
-        device = resolve_device(cfg.device)
-        detector = Detector(device=device, max_side=cfg.detect_max_side, min_face_size=cfg.min_face_size)
+_DETECTORS: dict[tuple, Detector] = {}  # one MTCNN per process (a Ray worker keeps its own)
 
-        def process(video, entries, hashes, advance):
-            return process_video(video, entries, hashes, params, detector, advance)
-    else:
-        def process(video, entries, hashes, advance):
-            return process_cropped(video, entries, hashes, params, advance)
-    return run_stage("faces", out, corpus, stage_config(params), cfg.on_error, process, estimate_frames)
+
+def _detector(cfg) -> Detector:
+    key = (cfg.device, cfg.detect_max_side, cfg.min_face_size)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = Detector(device=resolve_device(cfg.device), max_side=cfg.detect_max_side,
+                                   min_face_size=cfg.min_face_size)
+    return _DETECTORS[key]
+
+
+class FacesProcess:
+    """One video's faces, in whichever process runs it (this one, or a Ray worker): pickles
+    as its params; the detector is built on first use in that process."""
+
+    def __init__(self, params: Params) -> None:
+        self.params = params
+
+    def __call__(self, video: Path, entries: list[Entry], hashes: dict[str, str],
+                 advance: Callable[[int], None]) -> dict[str, dict]:
+        if self.params.faces.source == "cropped_aligned":
+            return process_cropped(video, entries, hashes, self.params, advance)
+        return process_video(video, entries, hashes, self.params, _detector(self.params.faces), advance)
+
+
+def run_faces(params: Params) -> StageResult:
+    """Runs the faces stage over the corpus (engine: params.run); returns what it did (also in
+    report.json)."""
+    cfg = params.faces
+    if cfg.source == "mtcnn" and params.run.engine == "local":
+        _detector(cfg)  # a bad device fails before any video
+    return run_stage("faces", params.path(cfg.out), load_corpus(params), stage_config(params), cfg.on_error,
+                     FacesProcess(params), estimate_frames, run=params.run, resources=params.run.faces)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:

@@ -20,7 +20,10 @@ from typing import Any
 
 from pipeline import cache
 from pipeline.console import console, progress
+from pipeline.config import ActorResources, Resources, RunParams
 from pipeline.corpus.entries import Corpus, Entry, fingerprint
+from pipeline.engine import (Unit, check_storage, run_on_actors, run_units, shared_storage, threads_for,
+                             torch_threads)
 from pipeline.errors import InputError, JmtError
 
 
@@ -47,17 +50,70 @@ def entry_hash(stage_config: dict, entry: Entry) -> str:
     return cache.config_hash({"stage": stage_config, "entry": fingerprint(entry)})
 
 
+Process = Callable[[Path, list[Entry], dict[str, str], Callable[[int], None]], dict[str, dict]]
+
+
+def attempt(process: Process, out: Path, marker: str | None, video: Path, need: list[Entry],
+            hashes: dict[str, str], advance: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Runs `process` on one video where it runs (this process or a Ray worker).
+
+    Entries made current meanwhile (a retried unit whose first try committed some) are not
+    redone. An InputError is returned, not raised, so a bad video is never retried; warnings
+    are returned for the report. With `marker` (Ray), the cache folder is checked first.
+    """
+    if marker is not None:
+        check_storage(out, marker)
+    todo = [e for e in need if not cache.is_current(out, e.name, hashes[e.name])]
+    outcome: dict[str, Any] = {"done": {}, "cached": [e.name for e in need if e not in todo],
+                               "warnings": [], "error": None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            if todo:
+                outcome["done"] = process(video, todo, hashes, advance or (lambda n: None))
+        except InputError as exc:
+            outcome["error"] = str(exc)
+    outcome["warnings"] = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return outcome
+
+
+def video_task(process: Process, out: Path, marker: str, video: Path, need: list[Entry],
+               hashes: dict[str, str]) -> dict[str, Any]:
+    """One video as a Ray task (faces, audio)."""
+    return attempt(process, out, marker, video, need, hashes)
+
+
+class VideoActor:
+    """A Ray actor that builds its process once (e.g. embed's backbones: weights loaded once)
+    with `factory(*args)` and then takes videos one call at a time."""
+
+    def __init__(self, factory: Callable[..., Process], *args: Any) -> None:
+        self.process = factory(*args)
+
+    def run(self, out: Path, marker: str, video: Path, need: list[Entry], hashes: dict[str, str]) -> dict:
+        return attempt(self.process, out, marker, video, need, hashes)
+
+
 def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_error: str,
-              process: Callable[[Path, list[Entry], dict[str, str], Callable[[int], None]], dict[str, dict]],
-              frames_of: Callable[[Path], int], notes: list[str] = ()) -> StageResult:
+              process: Process | tuple[Callable[..., Process], tuple], frames_of: Callable[[Path], int],
+              notes: list[str] = (), run: RunParams | None = None,
+              resources: Resources | None = None) -> StageResult:
     """Runs `process(video, entries_to_do, hashes, advance)` for every video needing work.
 
     `process` writes each entry's file (cache.write_entry), calls `advance(frames)` as it goes
     (frames summed over entries), and returns per-entry stats; it raises InputError for a bad
     input. `frames_of(video)` estimates a video's frames for the progress bar. `notes` are
     stage-wide warnings (e.g. random weights) to keep in the report.
+
+    `run` picks the engine (pipeline.engine): locally every video runs here, in order; on Ray
+    each video is a task with `resources` (`process` must then pickle), or, when `process` is
+    a (factory, args) pair, a call on long-lived actors that build it once each. Either way the
+    driver shows the progress bar and writes the same report.json, and torch uses the
+    resources' whole CPUs as threads: the last bits of MTCNN's and the backbones' floats
+    depend on the thread count, and the cache must not depend on the engine.
     """
     t0 = time.time()
+    run = run or RunParams()
     result = StageResult(stage=stage, out=out)
     result.warnings += [{"entry": "*", "warning": note} for note in notes]
     removed = cache.remove_partial(out)
@@ -72,31 +128,65 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
         result.cached += [e.name for e in entries if e not in need]
         if need:
             todo.append((video, need, hashes))
-    total = 0
+    weights: dict[Path, int] = {}
     for video, need, _ in todo:
         try:
-            total += frames_of(video) * len(need)  # progress counts frames of every entry
+            weights[video] = frames_of(video) * len(need)  # progress counts frames of every entry
         except JmtError:
-            pass  # reported when the video is processed
+            weights[video] = 0  # reported when the video is processed
+    local = run.engine == "local"
     with progress() as bar:
-        task = bar.add_task(stage, total=max(total, 1))
-        for video, need, hashes in todo:
-            bar.update(task, description=f"{stage} {video.stem}")
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    result.done.update(process(video, need, hashes, lambda n: bar.advance(task, n)))
-                for w in (w for w in caught if issubclass(w.category, UserWarning)):
-                    result.warnings.append({"entry": ",".join(e.name for e in need),
-                                            "warning": str(w.message)})
-                    console.print(f"[yellow]warning[/] {video.name}: {w.message}", highlight=False)
-            except InputError as exc:
-                for e in need:
-                    _problem(result, {"entry": e.name, "file": str(video), "error": str(exc)}, on_error)
+        task = bar.add_task(stage, total=max(sum(weights.values()), 1))
+
+        videos = {str(v): (v, need) for v, need, _ in todo}
+
+        def record(unit: Unit, outcome: dict) -> None:
+            video, need = videos[unit.name]
+            if not local:
+                bar.advance(task, weights[video])
+                bar.update(task, description=f"{stage} {video.stem}")
+            _record(result, video, need, outcome, on_error)
+
+        if local:
+            build = process if callable(process) else process[0](*process[1])
+            units = (Unit(str(v), (build, out, None, v, need, hashes,
+                                   _advancer(bar, task, stage, v)), weights[v]) for v, need, hashes in todo)
+            with torch_threads(threads_for(resources or Resources())):  # as a Ray unit: the same bytes
+                run_units(attempt, units, cfg=run, res=resources or Resources(), on_result=record)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            with shared_storage(out) as marker:
+                units = (Unit(str(v), (out, marker, v, need, hashes), weights[v]) for v, need, hashes in todo)
+                if callable(process):
+                    run_units(video_task, (Unit(u.name, (process, *u.args), u.weight) for u in units),
+                              cfg=run, res=resources or Resources(), on_result=record)
+                else:
+                    run_on_actors(VideoActor, (process[0], *process[1]), "run", units, cfg=run,
+                                  res=resources or ActorResources(), on_result=record)
+            cache.remove_partial(out)  # left by workers killed mid-video (their units were redone)
+    result.cached.sort()
+    result.skipped.sort(key=lambda p: p["entry"])
     result.seconds = time.time() - t0
     cache.write_report(out, result.as_report())
     _summary(result)
     return result
+
+
+def _advancer(bar, task, stage: str, video: Path) -> Callable[[int], None]:
+    bar.update(task, description=f"{stage} {video.stem}")  # noqa: the local engine's current video
+    return lambda n: bar.advance(task, n)
+
+
+def _record(result: StageResult, video: Path, need: list[Entry], outcome: dict, on_error: str) -> None:
+    """Adds one video's outcome to the stage result (and prints its warnings)."""
+    result.done.update(outcome["done"])
+    result.cached += outcome["cached"]
+    for message in outcome["warnings"]:
+        result.warnings.append({"entry": ",".join(e.name for e in need), "warning": message})
+        console.print(f"[yellow]warning[/] {video.name}: {message}", highlight=False)
+    if outcome["error"] is not None:
+        for e in need:
+            _problem(result, {"entry": e.name, "file": str(video), "error": outcome["error"]}, on_error)
 
 
 def _problem(result: StageResult, problem: dict, on_error: str) -> None:

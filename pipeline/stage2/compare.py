@@ -41,6 +41,7 @@ from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, CompareParams, Params, load_params
 from pipeline.console import console
 from pipeline.device import resolve_device
+from pipeline.engine import Unit, check_storage, run_units, shared_storage, threads_for, torch_threads
 from pipeline.errors import InputError, ParamsError
 from pipeline.stage2.cost import head_cost
 from pipeline.stage2.data import Entry, corpus_names, dims, load_split
@@ -93,6 +94,7 @@ def run_key(params: Params, head: str, seed: int, fingerprints: dict[str, str]) 
     train = params.train.model_dump(exclude={"out", "live_dir", "preload_max_mb"})
     what = {"model": {**params.model.model_dump(), "fusion": head}, "train": {**train, "seed": seed},
             "evaluate": params.evaluate.model_dump(exclude={"metrics", "out"}),
+            "threads": threads_for(params.run.compare),  # the last bits depend on it (CPU)
             "torch": torch.__version__, **fingerprints}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -102,7 +104,8 @@ def shared_params(params: Params) -> dict:
     or output paths)."""
     return {"model": params.model.model_dump(exclude={"fusion"}),
             "train": params.train.model_dump(exclude={"seed", "out", "live_dir", "preload_max_mb"}),
-            "evaluate": params.evaluate.model_dump(exclude={"metrics", "out"})}
+            "evaluate": params.evaluate.model_dump(exclude={"metrics", "out"}),
+            "threads_per_run": threads_for(params.run.compare)}
 
 
 def _load_run(folder: Path, key: str) -> dict | None:
@@ -135,6 +138,19 @@ def _execute_run(params: Params, head: str, seed: int, folder: Path, key: str,
     tmp.mkdir(parents=True)
     run = run_params(params, head, seed, tmp)
     t0 = time.time()
+    threads = threads_for(params.run.compare)
+    with torch_threads(threads):  # both engines: the same threads give the same numbers
+        info = _train_and_score(params, run, tmp, splits, labels)
+    info.update({"head": head, "seed": seed, "key": key, "threads": threads, "seconds": round(time.time() - t0, 1)})
+    (tmp / "run.json").write_text(json.dumps(info, indent=1) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return info
+
+
+def _train_and_score(params: Params, run: Params, tmp: Path, splits: dict[str, list[Entry]],
+                     labels: dict[str, dict]) -> dict:
+    """Trains `run` into `tmp`, predicts every split under every condition (predictions.npz)."""
     trained = train_model(run, quiet=True)
     model, _ = load_checkpoint(tmp / "model.pt", params.path(params.embed.out))
     device = resolve_device(params.train.device)
@@ -150,14 +166,9 @@ def _execute_run(params: Params, head: str, seed: int, folder: Path, key: str,
             scores[split][condition] = score(post, labels[split], split)
             arrays.update({f"{split}/{condition}/{n}": p for n, p in post.items()})
     np.savez_compressed(tmp / "predictions.npz", **arrays)
-    info = {"head": head, "seed": seed, "key": key, "epochs": len(trained.history),
-            "best_epoch": trained.best_epoch, "stopped": trained.stopped, "parameters": trained.parameters,
-            "seconds": round(time.time() - t0, 1), "train_frames_per_s": round(trained.frames_per_s, 1),
+    return {"epochs": len(trained.history), "best_epoch": trained.best_epoch, "stopped": trained.stopped,
+            "parameters": trained.parameters, "train_frames_per_s": round(trained.frames_per_s, 1),
             "scores": scores, "history": trained.history}
-    (tmp / "run.json").write_text(json.dumps(info, indent=1) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return info
 
 
 def _summary(values: list[float]) -> dict:
@@ -208,6 +219,24 @@ def _corpus_facts(params: Params, splits: dict[str, list[Entry]], labels: dict[s
             "scored_frames": frames, "availability": subsets, "cache": cache_provenance(folder)}
 
 
+def _remote_run(params: Params, head: str, seed: int, folder: Path, key: str, split_names: list[str],
+                marker: str) -> dict:
+    """One (head, seed) run as a Ray task: reads the driver's splits from the shared cache, then
+    trains and evaluates as the local engine does."""
+    check_storage(folder.parent, marker)
+    embeddings = params.path(params.embed.out)
+    splits = {s: load_split(embeddings, s, preload_max_mb=params.train.preload_max_mb,
+                            expected=corpus_names(params, s)) for s in split_names}
+    return _execute_run(params, head, seed, folder, key, splits, {s: labels_of(e) for s, e in splits.items()})
+
+
+def _said(info: dict, how: str, order: list, i: int) -> None:
+    s = info["scores"]
+    test = f", test {s['test']['full']['ccc_mean']:.4f}" if "test" in s else ""
+    console.print(f"[{i}/{len(order)}] {info['head']} seed {info['seed']}: {how}, "
+                  f"validation CCC mean {s['validation']['full']['ccc_mean']:.4f}{test}", highlight=False)
+
+
 def run_compare(params: Params) -> dict:
     """Runs (or reuses) every (head, seed), aggregates, writes the JSON and markdown table."""
     cfg: CompareParams = params.compare
@@ -231,25 +260,38 @@ def run_compare(params: Params) -> dict:
     runs_dir = params.path(cfg.runs)
     runs: dict[tuple[str, int], dict] = {}
     preds: dict[tuple[str, int], dict] = {}
-    total = len(cfg.heads) * len(cfg.seeds)
-    for i, (head, seed) in enumerate(((h, s) for h in cfg.heads for s in cfg.seeds), 1):
+    order = [(h, s) for h in cfg.heads for s in cfg.seeds]
+    todo: list[Unit] = []
+    for head, seed in order:
         run_dir = runs_dir / f"{head}-seed{seed}"
         key = run_key(params, head, seed, fingerprints)
         info = _load_run(run_dir, key)
-        reused = info is not None
         if info is None:
-            info = _execute_run(params, head, seed, run_dir, key, splits, labels)
-        info["reused"] = reused
-        runs[head, seed], preds[head, seed] = info, load_predictions(run_dir)
+            todo.append(Unit(f"{head} seed {seed}", (params, head, seed, run_dir, key)))
+        else:
+            runs[head, seed] = {**info, "reused": True}
+            _said(info, "reused", order, len(runs))
+
+    def finished(unit: Unit, info: dict) -> None:
+        head, seed = unit.args[1], unit.args[2]  # (params, head, seed, folder, key, ...)
+        runs[head, seed] = {**info, "reused": False}
+        _said(info, f"trained in {info['seconds']:.0f} s", order, len(runs))
+
+    if params.run.engine == "local":  # in this process, on the splits loaded above
+        run_units(lambda *args: _execute_run(*args, splits, labels), todo, cfg=params.run,
+                  res=params.run.compare, on_result=finished)
+    elif todo:  # each run a Ray task that reads the cache itself
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with shared_storage(runs_dir) as marker:
+            run_units(_remote_run, (Unit(u.name, (*u.args, list(splits), marker)) for u in todo), cfg=params.run,
+                      res=params.run.compare, on_result=finished)
+    for head, seed in order:
+        info = runs[head, seed]
+        preds[head, seed] = load_predictions(runs_dir / f"{head}-seed{seed}")
         # scored here, not stored in the run: the masks are read from the cache at hand
         info["availability"] = {split: score_subsets(preds[head, seed][split, "full"], labels[split],
                                                      availability[split], min_frames=cfg.min_subset_frames)
                                 for split in splits}
-        s = info["scores"]
-        test = f", test {s['test']['full']['ccc_mean']:.4f}" if "test" in s else ""
-        how = "reused" if reused else f"trained in {info['seconds']:.0f} s"
-        console.print(f"[{i}/{total}] {head} seed {seed}: {how}, "
-                      f"validation CCC mean {s['validation']['full']['ccc_mean']:.4f}{test}", highlight=False)
 
     audio_dim, visual_dim = dims(splits["validation"])
     results: dict = {}
