@@ -64,7 +64,8 @@ def perturb_cache(src: Path, dst: Path, seed: int) -> dict:
     return {"files": files, "values": values, "seed": seed}
 
 
-def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: dict) -> Path:
+def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: dict,
+                     engine: str | None = None) -> Path:
     """A params file in `work`: the same params, paths absolute, embeddings from the copy, the
     original comparison's heads, seeds and reference, and its runs, metrics and table (and every
     other output) under `work`."""
@@ -84,6 +85,8 @@ def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: 
                                           table=str(work / "compare.md"), heads=original["heads"],
                                           seeds=original["seeds"], reference=original["reference"])
     data.setdefault("report", {})["out"] = str(work / "reports")
+    if engine:  # the runs' threads (run.compare.cpus) are kept: the engine changes no number
+        data.setdefault("run", {}).update(engine=engine, address=None)
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -169,6 +172,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="seed of the +-1 ulp signs")
     ap.add_argument("--work", type=Path, default=Path("/tmp/jmt-perturbation"))
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench/perturbation.json")
+    ap.add_argument("--engine", choices=["local", "ray"], default=None,
+                    help="run the perturbed comparison on this engine (ray: a local Ray instance)")
     args = ap.parse_args()
     from pipeline.config import load_params
     from pipeline.stage2.compare import (_STAGE2, TRAINING_CODE, cache_fingerprint, files_fingerprint, run_compare,
@@ -192,7 +197,7 @@ def main() -> None:
     copy = args.work / "embeddings"
     facts = perturb_cache(base.path(base.embed.out), copy, args.seed)
     print(f"perturbed {facts['values']:,} float16 values in {facts['files']} files -> {copy}")
-    perturbed = run_compare(load_params(perturbed_params(args.params, copy, args.work, original)))
+    perturbed = run_compare(load_params(perturbed_params(args.params, copy, args.work, original, args.engine)))
     diff = compare_verdicts(original, perturbed)
     print_table(diff)
     args.out.parent.mkdir(parents=True, exist_ok=True)

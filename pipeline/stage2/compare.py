@@ -602,6 +602,9 @@ def command(
     heads: Annotated[str | None, typer.Option(help="Comma-separated heads [default: compare.heads].")] = None,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds [default: compare.seeds].")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only print the last comparison's table.")] = False,
+    engine: Annotated[str | None, typer.Option(
+        help="local | ray [default: run.engine]; `ray` with run.address null starts Ray on this "
+             "machine. The numbers do not depend on it (each run uses run.compare.cpus threads).")] = None,
 ) -> None:
     """Train and evaluate several heads over several seeds on the same cache; compare them."""
     p = load_params(params)
@@ -611,8 +614,12 @@ def command(
             raise InputError(f"{table}: no comparison yet; run `jmt compare`")
         table_console().print(Markdown(table.read_text()))
         return
+    root = p.root
     if heads or seeds:
-        root = p.root
         p = p.model_copy(update={"compare": _override(p.compare, heads, seeds, params)})
-        p._root = root
+    if engine:
+        if engine not in ("local", "ray"):
+            raise ParamsError(f"--engine: expected local or ray, got {engine!r}")
+        p = p.model_copy(update={"run": p.run.model_copy(update={"engine": engine})})
+    p._root = root
     run_compare(p)

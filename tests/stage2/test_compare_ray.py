@@ -55,3 +55,32 @@ def test_runs_made_on_ray_are_reused_locally(compared, ray_cluster, tmp_path):
     back._root = local.root
     again = run_compare(back)
     assert again["timing"]["reused"] == 1 and again["timing"]["trained"] == 0
+
+
+def test_the_cli_engine_option_runs_on_a_local_ray_instance_with_the_same_numbers(compared, tmp_path):
+    """`jmt compare --engine ray` (what `make demo` runs): Ray started on this machine."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    from ..stage1.helpers import write_params
+
+    local, expected = compared
+    params_file = write_params(
+        tmp_path, local.path(local.corpus.root), embed={"out": str(local.path(local.embed.out))},
+        model=local.model.model_dump(), train=local.train.model_dump() | {"out": str(tmp_path / "m.pt"),
+                                                                           "live_dir": str(tmp_path / "live")},
+        compare={"heads": ["concat"], "seeds": [1], "reference": "concat", "runs": str(tmp_path / "runs"),
+                 "metrics": str(tmp_path / "compare.json"), "table": str(tmp_path / "compare.md"),
+                 "bootstrap": 200, "latency_repeats": 1},
+        run={"cpus": 2})
+    try:
+        out = CliRunner().invoke(app, ["compare", "--engine", "ray", "--params", str(params_file)])
+    finally:
+        engine.shutdown()
+    assert out.exit_code == 0, out.output
+    import json
+
+    got = json.loads((tmp_path / "compare.json").read_text())["runs"]
+    ref = next(r for r in expected["runs"] if (r["head"], r["seed"]) == ("concat", 1))
+    assert got[0]["validation"] == ref["validation"] and got[0]["test"] == ref["test"]
