@@ -31,9 +31,9 @@ from pipeline.local_cluster import LocalCluster  # noqa: E402
 COMPARE_HEADS, COMPARE_SEEDS = ["concat", "late"], [0, 1, 2]
 
 
-def write_params(folder: Path, corpus: Path, embeddings: Path | None = None, **sections) -> Path:
+def write_params(folder: Path, corpus_root: Path, embeddings: Path | None = None, **sections) -> Path:
     data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["corpus"]["root"] = str(corpus.resolve())
+    data["corpus"]["root"] = str(corpus_root.resolve())
     for stage, sub in (("faces", "faces"), ("audio", "audio"), ("embed", "embeddings")):
         data[stage]["out"] = f"cache/{sub}"
     if embeddings is not None:

@@ -60,6 +60,16 @@ def _ray():
     return ray
 
 
+def _token_auth_if_available() -> None:
+    """Joining a cluster: use token authentication when a token is at hand and RAY_AUTH_MODE is
+    unset, as Ray itself does for a local instance (a cluster with tokens refuses a driver
+    without; one without tokens ignores it)."""
+    from ray._private.authentication.authentication_token_setup import (
+        maybe_enable_token_auth_if_token_available)
+
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
+
+
 def _keep_loopback() -> None:
     """For a cluster on this machine's loopback (or a local instance): stop Ray from swapping
     127.0.0.1 for the machine's own address in this process (it does unless it believes it
@@ -130,6 +140,7 @@ def connect(cfg: RunParams) -> None:
     node_ip = cfg.node_ip_address or ("127.0.0.1" if _is_loopback(host) else None)
     extra = {"_node_ip_address": node_ip} if node_ip and not address.startswith("ray://") else {}
     common.pop("include_dashboard")  # a cluster's own setting
+    _token_auth_if_available()
     try:
         ray.init(address=address, **extra, **common)
     except (ConnectionError, RuntimeError) as exc:

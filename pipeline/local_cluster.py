@@ -28,7 +28,12 @@ RAY = str(Path(sys.executable).with_name("ray"))
 # Ray swaps 127.0.0.1 for the machine's own address ("remotely reachable") unless it believes
 # it runs a single-machine (Windows/macOS-style) cluster; this keeps every process, the agents
 # and workers included, on loopback.
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+# Token authentication on, explicitly: the services listen on every interface, and a node
+# joining a cluster that has it needs it set. The token is Ray's own ~/.ray/auth_token (made by
+# `ray get-auth-token --generate` when missing, as a local ray.init makes it); every node and
+# driver on this machine reads it there.
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+             "RAY_AUTH_MODE": "token"}
 # A node joining a cluster is refused in that mode: `ray start` for the other nodes runs with
 # the check passed and the address resolution kept on loopback (its children read QUIET_ENV).
 _JOIN = ("import sys, ray._private.ray_constants as c, ray._private.services as s; "
@@ -74,6 +79,9 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         """Starts the head, waits for it, then the other nodes, and waits until all joined."""
+        if not (Path.home() / ".ray" / "auth_token").is_file():
+            subprocess.run([RAY, "get-auth-token", "--generate"], check=True, capture_output=True,
+                           env={**os.environ, **QUIET_ENV}, timeout=60)
         self._start("--head", f"--port={self.port}", "--include-dashboard=false",
                     f"--temp-dir={self.temp_dir}")
         self._wait(lambda: _listening(self.port), "the head node")

@@ -112,5 +112,7 @@ def test_cache_verify_rereads_the_videos(timed, tmp_path):
     shutil.copytree(params.path(params.audio.out), folder)
     with h5py.File(cache.entry_path(folder, "late"), "r+") as f:
         f["timestamps"][5] += 0.02
+        # as a writer with a timing bug would leave it: content hash consistent, times wrong
+        f.attrs[cache.CONTENT_HASH] = cache.content_hash(f)
     faults = verify(folder, params.root / "params.yaml", media=True)
     assert len(faults) == 1 and "late.h5" in faults[0] and "frame 5" in faults[0]
