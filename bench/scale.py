@@ -176,18 +176,22 @@ def tree_rss(pid: int) -> int:
 
 def measure(cmd: list[str], result: Path | None = None) -> dict:
     """Runs cmd; wall seconds, peak RSS of its process tree, and the JSON it wrote to `result`."""
-    t0 = time.time()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.1)
-    seconds = time.time() - t0
-    err = proc.stderr.read()
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a long table must not block the child
+        t0 = time.time()
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+        peak = 0
+        while proc.poll() is None:
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.1)
+        seconds = time.time() - t0
+        log.seek(0)
+        err = log.read()
     out = {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 1e6), "exit": proc.returncode,
            "started_at": t0}
     if proc.returncode != 0:
-        out["stderr"] = err[-2000:]
+        out["output"] = err[-2000:]
     if result is not None and result.is_file():
         out.update(json.loads(result.read_text()))
     return out
