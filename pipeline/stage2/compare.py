@@ -6,7 +6,7 @@ post-processed predictions of every validation and test frame under three condit
 streams; audio masked everywhere; visual masked everywhere: the same trained model, nothing
 retrained) and `run.json` (scores, training history, timing, the run's key). The key hashes
 everything that decides the run's numbers: the head's params, the train and evaluate params
-(the seed included), the embeddings' bytes, the stage-2 training code and the torch version.
+(the seed included), the embeddings cache's fingerprint (the content hashes recorded with each entry), the stage-2 training code and the torch version.
 A run whose folder holds the same key is reused, not recomputed; a run is written to a
 temporary folder and renamed when complete, so an interrupted comparison resumes.
 
