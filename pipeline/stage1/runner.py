@@ -57,13 +57,14 @@ def attempt(process: Process, out: Path, marker: str | None, video: Path, need: 
             hashes: dict[str, str], advance: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Runs `process` on one video where it runs (this process or a Ray worker).
 
-    Entries made current meanwhile (a retried unit whose first try committed some) are not
-    redone. An InputError is returned, not raised, so a bad video is never retried; warnings
+    On Ray, entries made current meanwhile (a retried unit whose first try committed some)
+    are not redone. An InputError is returned, not raised, so a bad video is never retried; warnings
     are returned for the report. With `marker` (Ray), the cache folder is checked first.
     """
-    if marker is not None:
+    todo = need  # locally the driver has just checked which entries are current
+    if marker is not None:  # on Ray: a retried unit may find entries its first try committed
         check_storage(out, marker)
-    todo = [e for e in need if not cache.is_current(out, e.name, hashes[e.name])]
+        todo = [e for e in need if not cache.is_current(out, e.name, hashes[e.name])]
     outcome: dict[str, Any] = {"done": {}, "cached": [e.name for e in need if e not in todo],
                                "warnings": [], "error": None}
     with warnings.catch_warnings(record=True) as caught:
