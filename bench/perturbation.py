@@ -9,20 +9,28 @@ a finding. This script makes such a change on purpose and checks every verdict:
    file and table, and runs the whole comparison on it (every run is retrained: the cache
    fingerprint differs; this takes a full comparison's time);
 3. compares the significance verdicts with the original comparison's `compare.metrics`: every
-   interval's direction (above / below the reference, or including 0) for both splits and
-   both interval kinds, overall and on every availability subset; whether each interval is
-   used in the findings (the video bootstrap is not below compare.min_videos_bootstrap); the
+   interval's verdict (pipeline/stage2/verdicts.py: above / below the reference, includes 0,
+   or within rerun noise, each with its rerun margin) for both splits and both interval kinds,
+   overall and on every availability subset; whether each interval is used in the findings
+   (the video bootstrap is not below compare.min_videos_bootstrap); and, descriptive only, the
    ranking of the heads per split and the winner of every subset.
+
+The check holds when no verdict the findings use is contradicted: the same on both sides, or
+`within noise` (not stated) on one of them. A rule without a margin cannot promise more: any
+threshold has intervals that end next to it. It also reports what the plain rule (excludes 0 or
+not, no margin) would have changed.
 
 Prints a table and writes --out (docs/bench/perturbation.json).
 
     python bench/perturbation.py                       # params.yaml, its metrics/compare.json
-    python bench/perturbation.py --seed 1 --work /tmp/jmt-perturbation
+    python bench/perturbation.py --seed 1 --work /tmp/jmt-perturbation --engine ray
+    python bench/perturbation.py --original a/compare.json --against b/compare.json  # two machines
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import time
@@ -31,6 +39,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import yaml
+
+from pipeline.stage2.verdicts import STATED, annotate, paired_blocks
 
 REPO = Path(__file__).resolve().parent.parent
 EMBEDDINGS = ("audio", "visual")  # the float16 arrays of an embeddings file; everything else is kept
@@ -92,59 +102,85 @@ def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: 
     return path
 
 
-def _direction(iv: dict | None) -> str:
-    if iv is None:
-        return "n/a"
-    return "above" if iv["low"] > 0 else "below" if iv["high"] < 0 else "includes 0"
-
-
-def verdicts(result: dict) -> dict[str, dict]:
-    """Every verdict the findings can draw from a compare.json, flat: key -> {"verdict": str,
-    "used": bool (cited in the findings)}. Keys: `<split>/<subset>/<head>/<seeds|videos>`
-    (subset `all` = every frame) for each head but the reference; `<split>/ranking`; and
-    `<split>/<subset>/best`."""
-    ref, res = result["reference"], result["results"]
+def verdicts(result: dict, k: float | None = None) -> dict[str, dict]:
+    """Every verdict the findings can draw from a compare.json, flat. Keys
+    `<split>/<subset>/<head>/<seeds|videos>` (subset `all` = every frame) for each head but the
+    reference: {"verdict" (pipeline.stage2.verdicts: above, below, includes 0, within noise; n/a
+    when not scored), "used" (the findings may cite it: not an indicative bootstrap), "low",
+    "high", "margin", "kind": "interval"}. And, descriptive (no interval behind them, never a
+    significance verdict): `<split>/ranking` (heads by CCC mean) and `<split>/<subset>/best`.
+    k: the rerun margin in sds (None: the one the result was annotated with, else 2)."""
+    if k is not None or "rerun_margin" not in result:
+        result = annotate(copy.deepcopy(result), 2.0 if k is None else k)
+    res = result["results"]
     out: dict[str, dict] = {}
-
-    def add(key: str, iv: dict | None, which: str) -> None:
-        used = iv is not None and (which == "seeds" or not iv.get("indicative", False))
-        out[key] = {"verdict": _direction(iv), "used": used}
-
-    splits = [s for s in ("validation", "test") if s in res[ref]]
+    splits = [s for s in ("validation", "test") if s in res[result["reference"]]]
     for split in splits:
         ranking = sorted(result["heads"], key=lambda h: -res[h][split]["full"]["ccc_mean"]["mean"])
-        out[f"{split}/ranking"] = {"verdict": " > ".join(ranking), "used": True}
+        out[f"{split}/ranking"] = {"verdict": " > ".join(ranking), "used": True, "kind": "descriptive"}
         for subset in result.get("subsets", {}):
             rows = {h: res[h]["availability"][split][subset] for h in result["heads"]}
             scored = all(r["scored"] for r in rows.values())
             best = max(rows, key=lambda h: rows[h]["ccc_mean"]["mean"]) if scored else "not scored"
-            out[f"{split}/{subset}/best"] = {"verdict": best, "used": scored}
-        for head in result["heads"]:
-            if head == ref:
-                continue
-            for which in ("seeds", "videos"):
-                add(f"{split}/all/{head}/{which}", res[head]["vs_reference"][split][which], which)
-                for subset in result.get("subsets", {}):
-                    vs = res[head]["availability"][split][subset].get("vs_reference")
-                    add(f"{split}/{subset}/{head}/{which}", vs[which] if vs else None, which)
+            out[f"{split}/{subset}/best"] = {"verdict": best, "used": scored, "kind": "descriptive"}
+            for head in result["heads"]:  # subset intervals that were not scored: n/a
+                if head != result["reference"]:
+                    for which in ("seeds", "videos"):
+                        out[f"{split}/{subset}/{head}/{which}"] = {"verdict": "n/a", "used": False, "kind": "interval"}
+    for split, subset, head, vs in paired_blocks(result):
+        for which in ("seeds", "videos"):
+            iv = vs.get(which)
+            out[f"{split}/{subset}/{head}/{which}"] = {
+                "verdict": iv["verdict"] if iv else "n/a", "kind": "interval",
+                "used": iv is not None and (which == "seeds" or not iv.get("indicative", False)),
+                **({"low": iv["low"], "high": iv["high"], "margin": vs["margin"]} if iv else {})}
     return out
 
 
-def compare_verdicts(original: dict, perturbed: dict) -> dict:
-    """The verdicts of two comparisons side by side: one row per key (either side), whether it
-    is the same, and counts (all verdicts, and those cited in the findings)."""
-    a, b = verdicts(original), verdicts(perturbed)
+def _status(a: str, b: str, kind: str) -> str:
+    """same; withheld (a verdict on one side, `within noise` on the other: nothing stated there,
+    nothing contradicted); contradicted (two different stated verdicts, or n/a on one side);
+    changed (a descriptive row that differs)."""
+    if a == b:
+        return "same"
+    if kind == "descriptive":
+        return "changed"
+    return "withheld" if "within noise" in (a, b) and "n/a" not in (a, b) else "contradicted"
+
+
+def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) -> dict:
+    """The verdicts of two comparisons side by side: one row per key (either side), its status,
+    and counts. The check holds when no interval verdict the findings use is contradicted.
+    `plain` counts what the plain rule (no margin: excludes 0 or not) would have changed."""
+    a, b = verdicts(original, k), verdicts(perturbed, k)
+    missing = {"verdict": "missing", "used": False, "kind": "interval"}
     rows = []
     for key in sorted(a.keys() | b.keys()):
-        va, vb = a.get(key, {"verdict": "missing", "used": False}), b.get(key, {"verdict": "missing", "used": False})
-        rows.append({"key": key, "original": va["verdict"], "perturbed": vb["verdict"],
-                     "used": va["used"] or vb["used"], "same": va["verdict"] == vb["verdict"]})
-    changed = [r for r in rows if not r["same"]]
-    return {"summary": {"verdicts": len(rows), "changed": len(changed),
-                        "used_in_findings": sum(r["used"] for r in rows),
-                        "changed_in_findings": sum(r["used"] for r in changed),
-                        "rankings_same": all(r["same"] for r in rows if r["key"].endswith("/ranking"))},
-            "changed": [r["key"] for r in changed], "rows": rows}
+        va, vb = a.get(key, missing), b.get(key, missing)
+        kind = va["kind"] if key in a else vb["kind"]
+        row = {"key": key, "kind": kind, "original": va["verdict"], "perturbed": vb["verdict"],
+               "used": va["used"] or vb["used"], "status": _status(va["verdict"], vb["verdict"], kind)}
+        if "low" in va or "low" in vb:
+            row["bounds"] = {side: [v.get("low"), v.get("high"), v.get("margin")] for side, v in
+                             (("original", va), ("perturbed", vb))}
+        rows.append(row)
+    intervals = [r for r in rows if r["kind"] == "interval" and r["used"]]
+    pa, pb = verdicts(original, 0), verdicts(perturbed, 0)
+    count = lambda status: sum(r["status"] == status for r in intervals)  # noqa: E731
+    summary = {
+        "interval_verdicts": len(intervals), "same": count("same"), "withheld": count("withheld"),
+        "contradicted": count("contradicted"),
+        "stated_original": sum(r["original"] in STATED for r in intervals),
+        "stated_perturbed": sum(r["perturbed"] in STATED for r in intervals),
+        "stated_both_same": sum(r["status"] == "same" and r["original"] in STATED for r in intervals),
+        "plain_rule_changed": sum(pa[r["key"]]["verdict"] != pb[r["key"]]["verdict"] for r in intervals
+                                  if r["key"] in pa and r["key"] in pb),
+        "descriptive_changed": [r["key"] for r in rows if r["kind"] == "descriptive" and r["status"] == "changed"],
+        "rankings_same": all(r["status"] == "same" for r in rows if r["key"].endswith("/ranking")),
+    }
+    summary["holds"] = summary["contradicted"] == 0
+    return {"summary": summary, "contradicted": [r["key"] for r in intervals if r["status"] == "contradicted"],
+            "withheld": [r["key"] for r in intervals if r["status"] == "withheld"], "rows": rows}
 
 
 def score_shift(original: dict, perturbed: dict) -> float:
@@ -156,13 +192,17 @@ def score_shift(original: dict, perturbed: dict) -> float:
 
 def print_table(diff: dict) -> None:
     width = max(len(r["key"]) for r in diff["rows"])
-    print(f"{'verdict':{width}}  {'original':>24}  {'perturbed':>24}  used  same")
+    print(f"{'verdict':{width}}  {'original':>24}  {'perturbed':>24}  used  status")
     for r in diff["rows"]:
         print(f"{r['key']:{width}}  {r['original'][:24]:>24}  {r['perturbed'][:24]:>24}  "
-              f"{'yes' if r['used'] else 'no':>4}  {'yes' if r['same'] else 'CHANGED'}")
+              f"{'yes' if r['used'] else 'no':>4}  {r['status'].upper() if r['status'] != 'same' else 'same'}")
     s = diff["summary"]
-    print(f"\n{s['changed']} of {s['verdicts']} verdicts changed; {s['changed_in_findings']} of the "
-          f"{s['used_in_findings']} used in the findings; rankings the same: {s['rankings_same']}")
+    print(f"\n{s['interval_verdicts']} interval verdicts the findings use: {s['same']} the same, {s['withheld']} "
+          f"withheld on one side (within rerun noise there), {s['contradicted']} contradicted -> the check "
+          f"{'HOLDS' if s['holds'] else 'FAILS'}. Stated on both sides and the same: {s['stated_both_same']} "
+          f"(stated: {s['stated_original']} original, {s['stated_perturbed']} perturbed). The plain rule "
+          f"(no margin) would have changed {s['plain_rule_changed']}. Rankings the same: {s['rankings_same']}; "
+          f"descriptive rows changed: {', '.join(s['descriptive_changed']) or 'none'}.")
 
 
 def main() -> None:
@@ -174,37 +214,53 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench/perturbation.json")
     ap.add_argument("--engine", choices=["local", "ray"], default=None,
                     help="run the perturbed comparison on this engine (ray: a local Ray instance)")
+    ap.add_argument("--against", type=Path, default=None,
+                    help="a second compare.json (another machine's, or an earlier perturbed run): check the "
+                         "verdicts of the two, perturb and train nothing")
+    ap.add_argument("--margin", type=float, default=None,
+                    help="rerun margin in sds for both sides [default: compare.rerun_margin of --params]")
     args = ap.parse_args()
     from pipeline.config import load_params
     from pipeline.stage2.compare import (_STAGE2, TRAINING_CODE, cache_fingerprint, files_fingerprint, run_compare,
                                          shared_params)
 
     base = load_params(args.params)
+    k = base.compare.rerun_margin if args.margin is None else args.margin
     original_path = args.original or base.path(base.compare.metrics)
     original = json.loads(original_path.read_text())
-    # the only difference allowed between the two comparisons is the perturbation
-    now = {"cache": cache_fingerprint(base.path(base.embed.out)),
-           "code": files_fingerprint(TRAINING_CODE, _STAGE2.parent)}
-    what = {"cache": "embeddings cache", "code": "stage-2 training code"}
-    stale = [what[k] for k in now if original["fingerprints"][k] != now[k]]
-    if json.loads(json.dumps(shared_params(base))) != original["params"]:
-        stale.append("model/train/evaluate params")
-    if stale:
-        raise SystemExit(f"{original_path} was made with other {', '.join(stale)} than the ones at hand: "
-                         "rerun `jmt compare` first")
-    args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    copy = args.work / "embeddings"
-    facts = perturb_cache(base.path(base.embed.out), copy, args.seed)
-    print(f"perturbed {facts['values']:,} float16 values in {facts['files']} files -> {copy}")
-    perturbed = run_compare(load_params(perturbed_params(args.params, copy, args.work, original, args.engine)))
-    diff = compare_verdicts(original, perturbed)
+    if args.against:
+        perturbed, facts = json.loads(args.against.read_text()), None
+        differ = [key for key in ("params", "heads", "seeds", "reference") if original[key] != perturbed[key]]
+        if original["fingerprints"]["code"] != perturbed["fingerprints"]["code"]:
+            differ.append("stage-2 training code")
+        if differ:
+            raise SystemExit(f"{original_path} and {args.against} differ in {', '.join(differ)}: not the same comparison")
+    else:
+        # the only difference allowed between the two comparisons is the perturbation
+        now = {"cache": cache_fingerprint(base.path(base.embed.out)),
+               "code": files_fingerprint(TRAINING_CODE, _STAGE2.parent)}
+        what = {"cache": "embeddings cache", "code": "stage-2 training code"}
+        stale = [what[key] for key in now if original["fingerprints"][key] != now[key]]
+        if json.loads(json.dumps(shared_params(base))) != original["params"]:
+            stale.append("model/train/evaluate params")
+        if stale:
+            raise SystemExit(f"{original_path} was made with other {', '.join(stale)} than the ones at hand: "
+                             "rerun `jmt compare` first")
+        args.work.mkdir(parents=True, exist_ok=True)
+        cache_copy = args.work / "embeddings"
+        facts = perturb_cache(base.path(base.embed.out), cache_copy, args.seed)
+        print(f"perturbed {facts['values']:,} float16 values in {facts['files']} files -> {cache_copy}")
+        perturbed = run_compare(load_params(perturbed_params(args.params, cache_copy, args.work, original,
+                                                             args.engine)))
+    diff = compare_verdicts(original, perturbed, k)
     print_table(diff)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
-        "what": "every float16 embedding value moved by +-1 ulp (random sign), the comparison rerun",
-        "original": str(original_path), "perturbed": str(args.work / "compare.json"), "cache": facts,
-        "heads": perturbed["heads"], "seeds": perturbed["seeds"],
+        "what": ("every float16 embedding value moved by +-1 ulp (random sign), the comparison rerun" if facts
+                 else "two existing comparisons checked against each other"),
+        "original": str(original_path), "perturbed": str(args.against or args.work / "compare.json"),
+        "cache": facts, "heads": perturbed["heads"], "seeds": perturbed["seeds"], "rerun_margin": k,
         "max_abs_change_ccc_mean": round(score_shift(original, perturbed), 6),
         "seconds": round(time.time() - t0, 1), **diff}, indent=1) + "\n")
     print(f"-> {args.out}")

@@ -220,6 +220,9 @@ class CompareParams(Section):
     bootstrap: Annotated[int, Field(ge=100)] = 2000   # resamples of the videos
     # below this many videos the bootstrap is shown as indicative, never used in verdicts
     min_videos_bootstrap: Annotated[int, Field(ge=2)] = 8
+    # a verdict is stated only when its interval clears 0 by this many sds of the change a rerun
+    # of every seed makes to the mean difference (pipeline/stage2/verdicts.py); 0: the plain rule
+    rerun_margin: Annotated[float, Field(ge=0)] = 2.0
     min_subset_frames: PosInt = 50  # availability subsets with fewer valid frames are not scored
     latency_repeats: PosInt = 5
 

@@ -14,7 +14,9 @@ Then, per head: CCC valence/arousal/mean on validation and test as mean +- sampl
 seeds, for each condition; the paired difference from `compare.reference` (per-seed CCC mean
 differences, Student t interval over seeds; and a percentile bootstrap over videos, paired by
 video and seed; shown as indicative below `compare.min_videos_bootstrap` videos and then never
-used in the findings); the same scores and differences restricted to the frames where both
+used in the findings); each difference's rerun margin and the verdict of each interval
+(`verdicts.py`: above, below, includes 0, or within the noise a rerun on another machine makes,
+then not stated); the same scores and differences restricted to the frames where both
 streams are present, where the face is missing and where the audio is missing (the cache's own
 masks, `protocol.score_subsets`); how each run stopped (early stopping or the epoch cap);
 parameters, MFLOPs per frame and CPU latency per 1000 frames. Written to `compare.metrics`
@@ -50,6 +52,7 @@ from pipeline.stage2.heads import HEADS, build_head
 from pipeline.stage2.protocol import (SUBSETS, availability_of, labels_of, predict_split, restrict, score,
                                       score_subsets)
 from pipeline.stage2.train import cache_provenance, head_kwargs, train_model
+from pipeline.stage2.verdicts import VERDICTS, annotate
 from pipeline.stats import bootstrap_videos, paired_t
 
 SPLITS = ("validation", "test")
@@ -347,6 +350,7 @@ def run_compare(params: Params) -> dict:
         "timing": {"seconds": round(seconds, 1), "trained": sum(not r["reused"] for r in runs.values()),
                    "reused": sum(r["reused"] for r in runs.values())},
     }
+    annotate(out, cfg.rerun_margin)  # margins and verdicts: what the findings may state
     metrics_path, table_path = params.path(cfg.metrics), params.path(cfg.table)
     for path in (metrics_path, table_path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -369,7 +373,7 @@ def _pm(s: dict, digits: int = 3, shift: float = 0) -> str:
 def _iv(iv: dict | None) -> str:
     if iv is None:
         return "n/a (one seed)"
-    mark = " *" if iv["excludes_zero"] else ""
+    mark = {"above": " *", "below": " *", "within noise": " ~"}.get(iv["verdict"], "")
     mark += " †" if iv.get("indicative") else ""
     return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}]{mark}"
 
@@ -415,12 +419,24 @@ def _subset_label(result: dict, split: str, subset: str) -> str:
     return f"{result['subsets'][subset]} ({facts['frames']:,} frames, {_videos(facts['videos'])})"
 
 
+def _margin(vs: dict) -> str:
+    return "" if vs.get("margin") is None else f" ±{vs['margin']:.3f}"
+
+
+def _verdict_words(iv: dict, margin: float | None) -> str:
+    """What an interval's verdict means, in the words the findings use."""
+    beyond = "" if margin is None else f" by more than the rerun margin ±{margin:.3f}"
+    return {"above": f"excludes 0{beyond}", "below": f"excludes 0{beyond}",
+            "includes 0": "includes 0" + ("" if margin is None else f" and the whole rerun margin ±{margin:.3f}"),
+            "within noise": f"within rerun noise: a bound within ±{margin or 0:.3f} of 0, no verdict"}[iv["verdict"]]
+
+
 def _difference(vs: dict, ref: str, head: str) -> str:
-    """`head − ref: <t interval> over seeds (excludes 0)[; <bootstrap> over videos (...)]`: the
+    """`head − ref: <t interval> over seeds (<verdict>)[; <bootstrap> over videos (...)]`: the
     bootstrap only when it is not indicative (enough videos)."""
     ivs = [(vs["seeds"], "over seeds")] + ([(vs["videos"], "over videos")] if not vs["videos"]["indicative"] else [])
-    parts = [f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {how} "
-             f"({'excludes' if iv['excludes_zero'] else 'includes'} 0)" for iv, how in ivs if iv]
+    parts = [f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {how} ({_verdict_words(iv, vs.get('margin'))})"
+             for iv, how in ivs if iv]
     return f"`{head}` − `{ref}`: " + ("; ".join(parts) or "no usable interval (one seed, too few videos)")
 
 
@@ -459,6 +475,9 @@ def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
     lines = [f"- Highest validation CCC mean: `{best}` ({res[best]['validation']['full']['ccc_mean']['mean']:.3f}); "
              f"reference `{ref}`: {res[ref]['validation']['full']['ccc_mean']['mean']:.3f}."]
     others = [h for h in order if h != ref]
+    if len(result["seeds"]) < 2:
+        lines.append("- One seed: no estimate of the noise a rerun makes (no rerun margin); the verdicts below "
+                     "may not survive another machine.")
     for split in splits:
         for which, label in (("seeds", "t over seeds"), ("videos", "bootstrap over videos")):
             ivs = {h: res[h]["vs_reference"][split][which] for h in others}
@@ -470,10 +489,10 @@ def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
                              f"compare.min_videos_bootstrap = {result['min_videos_bootstrap']}; shown in the "
                              "table as indicative, †).")
                 continue
-            above = [h for h, iv in ivs.items() if iv and iv["low"] > 0]
-            below = [h for h, iv in ivs.items() if iv and iv["high"] < 0]
-            lines.append(f"- {split.capitalize()}, {label}: above `{ref}`: {_names(above)}; below: {_names(below)}; "
-                         f"the other intervals include 0.")
+            said = {v: [h for h, iv in ivs.items() if iv and iv["verdict"] == v] for v in VERDICTS}
+            lines.append(f"- {split.capitalize()}, {label}: above `{ref}`: {_names(said['above'])}; below: "
+                         f"{_names(said['below'])}; within rerun noise (no verdict): {_names(said['within noise'])}; "
+                         "the other intervals include 0.")
         lines += _availability_findings(result, split)
     full = res[ref][splits[0]]["full"]["ccc_mean"]["mean"]
     if full > 0:
@@ -543,15 +562,21 @@ def markdown(result: dict) -> str:
              "**Accuracy** (CCC, mean ± std over seeds; sorted by validation mean)", ""]
     lines += _table([f"{SHORT[s]} {k.removeprefix('ccc_')}" for s in splits for k in METRICS],
                     [[name[h], *(_pm(res[h][s]["full"][k]) for s in splits for k in METRICS)] for h in order])
-    lines += ["", f"**Paired difference from `{ref}`** (CCC mean, head − {ref}, {conf} intervals; * = excludes 0). "
+    lines += ["", f"**Paired difference from `{ref}`** (CCC mean, head − {ref}, {conf} intervals). "
               f"*Over seeds*: Student t on the per-seed differences (n = {len(result['seeds'])} seeds). "
               f"*Over videos*: percentile bootstrap, {result['bootstrap']} resamples of the split's videos, "
-              "each scoring every seed of both heads on the same draw (n = videos). † = indicative: fewer than "
+              "each scoring every seed of both heads on the same draw (n = videos). * = excludes 0 by more "
+              "than the rerun margin; ~ = a bound within the margin of 0: within the noise a rerun on another "
+              "machine makes, no verdict (the margin: compare.rerun_margin = "
+              f"{result['rerun_margin']:g} sd of the change a rerun of every seed makes to the mean difference, "
+              "`docs/compare.md`). † = indicative: fewer than "
               f"{result['min_videos_bootstrap']} videos (compare.min_videos_bootstrap), too few for the bootstrap "
               "to show video-to-video spread; never used in the findings.", ""]
     pairs = [(s, w) for s in splits for w in ("seeds", "videos")]
-    lines += _table([f"{SHORT[s]} over {w}" for s, w in pairs],
-                    [[name[h], *(_iv(res[h]["vs_reference"][s][w]) for s, w in pairs)] for h in order if h != ref])
+    lines += _table([*(f"{SHORT[s]} over {w}" for s, w in pairs), *(f"{SHORT[s]} margin" for s in splits)],
+                    [[name[h], *(_iv(res[h]["vs_reference"][s][w]) for s, w in pairs),
+                      *(_margin(res[h]["vs_reference"][s]).strip() or "n/a" for s in splits)]
+                     for h in order if h != ref])
     lines += _availability_tables(result, order, splits, name)
     lines += ["", "**Robustness** (CCC mean ± std; the same trained models evaluated with one stream masked "
               "on every frame)", ""]

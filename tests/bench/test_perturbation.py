@@ -28,9 +28,15 @@ def _summary(mean):
     return {"ccc_mean": {"mean": mean, "std": 0.01, "n": 3}}
 
 
+def _vs(seeds, videos, per_seed):
+    return {"seeds": seeds, "videos": videos, "per_seed": per_seed}
+
+
 def _comparison():
     """A compare.json cut down to what the verdicts read: reference `a`, heads b and c, one
-    split, one availability subset (scored) and one not scored."""
+    split, one availability subset (scored) and one not scored. Per-seed differences with std
+    0.01 (b) and 0.02 (c): margins 2 * sqrt(2/3) * 0.015 (the median) = 0.0245 for b and
+    2 * sqrt(2/3) * 0.02 = 0.0327 for c."""
     def head(full, both, vs=None, vs_both=None):
         avail = {"both": {"scored": True, "frames": 500, "videos": 3, **_summary(both)},
                  "no_face": {"scored": False, "frames": 12, "videos": 1, "why": "12 valid frames (< 50)"}}
@@ -41,62 +47,75 @@ def _comparison():
             out["vs_reference"] = {"validation": vs}
         return out
 
+    b_seeds, c_seeds = [0.04, 0.05, 0.06], [-0.12, -0.10, -0.08]
     return {
         "heads": ["a", "b", "c"], "reference": "a", "subsets": {"both": "...", "no_face": "..."},
         "results": {
             "a": head(0.80, 0.82),
-            "b": head(0.85, 0.84, {"seeds": _iv(0.05, 0.01, 0.09), "videos": _iv(0.05, 0.02, 0.08, 3, True)},
-                      {"seeds": _iv(0.02, -0.01, 0.05), "videos": _iv(0.02, 0.00, 0.04, 3, True)}),
-            "c": head(0.70, 0.60, {"seeds": _iv(-0.10, -0.15, -0.05), "videos": _iv(-0.1, -0.2, -0.01, 3, True)},
-                      {"seeds": _iv(-0.22, -0.30, -0.14), "videos": _iv(-0.2, -0.3, -0.1, 3, True)}),
+            "b": head(0.85, 0.84, _vs(_iv(0.05, 0.03, 0.07), _iv(0.05, 0.02, 0.08, 3, True), b_seeds),
+                      _vs(_iv(0.02, -0.03, 0.05), _iv(0.02, 0.00, 0.04, 3, True), b_seeds)),
+            "c": head(0.70, 0.60, _vs(_iv(-0.10, -0.15, -0.05), _iv(-0.1, -0.2, -0.01, 3, True), c_seeds),
+                      _vs(_iv(-0.22, -0.30, -0.14), _iv(-0.2, -0.3, -0.1, 3, True), c_seeds)),
         },
     }
 
 
-def test_verdicts_read_every_interval_ranking_and_subset_winner():
+def test_verdicts_read_every_interval_with_its_margin_and_the_descriptive_rows():
     v = perturbation.verdicts(_comparison())
-    assert v["validation/ranking"] == {"verdict": "b > a > c", "used": True}
-    assert v["validation/both/best"] == {"verdict": "b", "used": True}
-    assert v["validation/no_face/best"] == {"verdict": "not scored", "used": False}
-    assert v["validation/all/b/seeds"] == {"verdict": "above", "used": True}
-    # the video bootstrap with too few videos is a verdict, but not one the findings use
-    assert v["validation/all/b/videos"] == {"verdict": "above", "used": False}
+    assert v["validation/ranking"] == {"verdict": "b > a > c", "used": True, "kind": "descriptive"}
+    assert v["validation/both/best"]["verdict"] == "b"
+    assert v["validation/no_face/best"] == {"verdict": "not scored", "used": False, "kind": "descriptive"}
+    b = v["validation/all/b/seeds"]
+    assert (b["verdict"], b["used"], b["low"], b["high"]) == ("above", True, 0.03, 0.07)
+    assert b["margin"] == pytest.approx(2 * np.sqrt(2 / 3) * 0.015, abs=1e-6)
+    # the video bootstrap with too few videos is a verdict, but not one the findings use;
+    # its low bound 0.02 is within b's margin of 0.0245
+    assert (v["validation/all/b/videos"]["verdict"], v["validation/all/b/videos"]["used"]) == ("within noise", False)
     assert v["validation/all/c/seeds"]["verdict"] == "below"
-    assert v["validation/both/b/seeds"]["verdict"] == "includes 0"
-    assert v["validation/no_face/c/videos"] == {"verdict": "n/a", "used": False}
+    assert v["validation/all/c/videos"]["verdict"] == "within noise"        # high -0.01, margin 0.0327
+    assert v["validation/both/b/seeds"]["verdict"] == "includes 0"           # [-0.03, 0.05] beyond +-0.0245
+    assert v["validation/no_face/c/videos"] == {"verdict": "n/a", "used": False, "kind": "interval"}
     assert len(v) == 1 + 2 + 2 * 2 * 3  # ranking, two subset winners, 2 heads x 2 kinds x (all + 2 subsets)
+    # no margin: the plain rule
+    plain = perturbation.verdicts(_comparison(), 0)
+    assert plain["validation/all/b/videos"]["verdict"] == "above" and plain["validation/all/c/videos"]["verdict"] == "below"
 
 
 def test_identical_comparisons_agree_everywhere():
     diff = perturbation.compare_verdicts(_comparison(), _comparison())
-    assert diff["summary"] == {"verdicts": 15, "changed": 0, "used_in_findings": 6, "changed_in_findings": 0,
-                               "rankings_same": True}
-    assert all(r["same"] for r in diff["rows"])
+    s = diff["summary"]
+    assert (s["interval_verdicts"], s["same"], s["withheld"], s["contradicted"], s["holds"]) == (4, 4, 0, 0, True)
+    assert s["plain_rule_changed"] == 0 and s["descriptive_changed"] == [] and s["rankings_same"]
+    assert all(r["status"] == "same" for r in diff["rows"])
 
 
-def test_changed_verdicts_are_found_and_counted():
+def test_a_contradicted_verdict_fails_the_check_a_withheld_one_does_not():
     other = copy.deepcopy(_comparison())
     res = other["results"]
-    res["b"]["vs_reference"]["validation"]["seeds"] = _iv(0.03, -0.01, 0.07)      # used: flips to includes 0
-    res["b"]["vs_reference"]["validation"]["videos"] = _iv(0.03, -0.01, 0.06, 3, True)  # not used: flips too
+    # b over seeds: [0.03, 0.07] above -> [-0.01, 0.005]: within noise, withheld
+    res["b"]["vs_reference"]["validation"]["seeds"] = _iv(0.0, -0.01, 0.005)
+    diff = perturbation.compare_verdicts(_comparison(), other)
+    assert diff["withheld"] == ["validation/all/b/seeds"] and diff["contradicted"] == []
+    assert diff["summary"]["holds"] and diff["summary"]["plain_rule_changed"] == 1
+    # ... -> [-0.05, 0.08]: includes 0 and the whole margin: contradicted
+    res["b"]["vs_reference"]["validation"]["seeds"] = _iv(0.015, -0.05, 0.08)
     res["c"]["validation"]["full"]["ccc_mean"]["mean"] = 0.82                     # ranking b > c > a
     res["a"]["availability"]["validation"]["both"]["ccc_mean"]["mean"] = 0.90      # subset winner: a
     diff = perturbation.compare_verdicts(_comparison(), other)
-    assert diff["changed"] == ["validation/all/b/seeds", "validation/all/b/videos", "validation/both/best",
-                               "validation/ranking"]
-    assert diff["summary"] == {"verdicts": 15, "changed": 4, "used_in_findings": 6, "changed_in_findings": 3,
-                               "rankings_same": False}
+    assert diff["contradicted"] == ["validation/all/b/seeds"] and not diff["summary"]["holds"]
+    assert diff["summary"]["descriptive_changed"] == ["validation/both/best", "validation/ranking"]
+    assert not diff["summary"]["rankings_same"]
     row = next(r for r in diff["rows"] if r["key"] == "validation/ranking")
-    assert (row["original"], row["perturbed"]) == ("b > a > c", "b > c > a")
+    assert (row["original"], row["perturbed"], row["status"]) == ("b > a > c", "b > c > a", "changed")
 
 
-def test_a_verdict_present_on_one_side_only_is_a_change():
+def test_a_verdict_present_on_one_side_only_is_a_contradiction():
     other = copy.deepcopy(_comparison())
     del other["results"]["b"]["availability"]["validation"]["both"]["vs_reference"]
     diff = perturbation.compare_verdicts(_comparison(), other)
-    assert diff["changed"] == ["validation/both/b/seeds", "validation/both/b/videos"]
-    row = next(r for r in diff["rows"] if r["key"] == "validation/both/b/seeds")
-    assert (row["original"], row["perturbed"]) == ("includes 0", "n/a")
+    assert diff["contradicted"] == ["validation/both/b/seeds"]  # the bootstrap there is not used
+    row = next(r for r in diff["rows"] if r["key"] == "validation/both/b/videos")
+    assert (row["original"], row["perturbed"], row["used"]) == ("within noise", "n/a", False)
 
 
 def _entry(path, rng, n=300):

@@ -1,0 +1,96 @@
+"""pipeline/stage2/verdicts.py: rerun margins, the four verdicts, and how a real comparison
+carries them into compare.json and its findings. Expected margins are computed here from the
+formula with numpy (sqrt(2/n) * k * max(own std, median std))."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.report import load_comparison
+from pipeline.stage2.compare import markdown
+from pipeline.stage2.verdicts import annotate, paired_blocks, rerun_margins, verdict
+
+from .faked_compare import compared_small
+
+
+def test_margin_is_k_sds_of_a_rerun_change_floored_at_the_median():
+    per_seed = {"a": [0.0, 0.01, 0.02], "b": [0.0, 0.0, 0.0], "c": [0.0, 0.04, 0.08]}  # std 0.01, 0, 0.04
+    m = rerun_margins(per_seed, 2.0)
+    floor = 2 * np.sqrt(2 / 3) * 0.01  # the median std: three seeds that agree do not make a 0 margin
+    assert m["a"] == pytest.approx(floor, abs=1e-6) and m["b"] == pytest.approx(floor, abs=1e-6)
+    assert m["c"] == pytest.approx(2 * np.sqrt(2 / 3) * 0.04, abs=1e-6)
+    assert rerun_margins(per_seed, 1.0)["c"] == pytest.approx(m["c"] / 2, abs=1e-6)
+    assert rerun_margins({"a": [0.1], "b": [0.2]}, 2.0) == {"a": None, "b": None}  # one seed: no estimate
+
+
+@pytest.mark.parametrize(("low", "high", "margin", "expected"), [
+    (0.05, 0.09, 0.02, "above"),
+    (0.01, 0.09, 0.02, "within noise"),        # excludes 0, but not by the margin
+    (-0.09, -0.03, 0.02, "below"),
+    (-0.09, -0.01, 0.02, "within noise"),
+    (-0.05, 0.05, 0.02, "includes 0"),         # both bounds beyond the margin
+    (-0.05, 0.01, 0.02, "within noise"),       # includes 0, one bound inside the margin
+    (0.01, 0.09, None, "above"),               # one seed: the plain rule
+    (-0.05, 0.01, None, "includes 0"),
+    (0.01, 0.09, 0.0, "above"),                # k = 0: the plain rule
+    (-0.01, 0.09, 0.0, "includes 0"),
+])
+def test_verdict_of_an_interval(low, high, margin, expected):
+    assert verdict({"low": low, "high": high}, margin) == expected
+
+
+@pytest.fixture(scope="module")
+def small(tiny_cache, tmp_path_factory):
+    return compared_small(tiny_cache, tmp_path_factory)
+
+
+def test_compare_json_carries_margins_and_verdicts_by_the_formula(small):
+    params, result = small
+    stored = json.loads(params.path(params.compare.metrics).read_text())
+    assert stored["rerun_margin"] == params.compare.rerun_margin == 2.0
+    blocks = list(paired_blocks(stored))
+    assert blocks and {b[1] for b in blocks} >= {"all", "both"}
+    k, n = params.compare.rerun_margin, len(stored["seeds"])
+    for split, subset, head, vs in blocks:
+        group = [np.std(v["per_seed"], ddof=1) for s, sub, _, v in blocks if (s, sub) == (split, subset)]
+        own = np.std(vs["per_seed"], ddof=1)
+        assert vs["margin"] == pytest.approx(k * np.sqrt(2 / n) * max(own, np.median(group)), abs=2e-6)
+        for which in ("seeds", "videos"):
+            iv = vs[which]
+            m = vs["margin"]
+            expected = ("above" if iv["low"] > m else "below" if iv["high"] < -m
+                        else "includes 0" if iv["low"] < -m and iv["high"] > m else "within noise")
+            assert iv["verdict"] == expected, (split, subset, head, which)
+
+
+def test_findings_state_only_verdicts_beyond_the_margin(small):
+    _, result = small
+    # audio_only's differences from concat, made to sit just inside / well beyond the margin
+    near, far = copy.deepcopy(result), copy.deepcopy(result)
+    for r, shift in ((near, 0.5), (far, 3.0)):
+        vs = r["results"]["audio_only"]["vs_reference"]["validation"]
+        m = vs["margin"]
+        vs["seeds"].update(low=shift * m, high=shift * m + 0.1, mean=shift * m + 0.05)
+        annotate(r, 2.0)
+    line = lambda text: next(x for x in text.splitlines() if x.startswith("- Validation, t over seeds"))  # noqa: E731
+    assert line(markdown(near)).startswith("- Validation, t over seeds: above `concat`: none; below: none; "
+                                           "within rerun noise (no verdict): `audio_only`")
+    assert line(markdown(far)).startswith("- Validation, t over seeds: above `concat`: `audio_only`; below: none; "
+                                          "within rerun noise (no verdict): none")
+    assert "~" in markdown(near).split("**Paired difference from")[1].split("\n\n")[1]
+
+
+def test_report_adds_verdicts_to_a_comparison_from_before_the_margins(small, tmp_path):
+    params, result = small
+    old = copy.deepcopy(result)
+    del old["rerun_margin"]
+    for *_, vs in paired_blocks(old):
+        del vs["margin"]
+        for which in ("seeds", "videos"):
+            del vs[which]["verdict"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    moved = params.model_copy(update={"compare": params.compare.model_copy(update={"metrics": str(tmp_path / "old.json")})})
+    moved._root = params.root
+    assert load_comparison(moved) == json.loads(json.dumps(result))
