@@ -457,12 +457,24 @@ def _availability_findings(result: dict, split: str) -> list[str]:
         text = f"- {split.capitalize()}, {label}: highest CCC mean `{best}` ({_pm(rows[best]['ccc_mean'])})"
         if best != ref:
             text += "; " + _difference(rows[best]["vs_reference"], ref, best)
+            other, beaten = best, "above"
         elif len(ranked) > 1:
-            nxt = ranked[1]
-            text += f", the reference; next `{nxt}` ({_pm(rows[nxt]['ccc_mean'])}); " + \
-                _difference(rows[nxt]["vs_reference"], ref, nxt)
+            other, beaten = ranked[1], "below"
+            text += f", the reference; next `{other}` ({_pm(rows[other]['ccc_mean'])}); " + \
+                _difference(rows[other]["vs_reference"], ref, other)
+        else:
+            lines.append(text + ".")
+            continue
+        if not any(iv["verdict"] == beaten for iv in _used(rows[other]["vs_reference"])):
+            text += f". Not a verdict: no interval puts `{other}` {beaten} `{ref}` beyond the rerun margin"
         lines.append(text + ".")
     return lines
+
+
+def _used(vs: dict) -> list[dict]:
+    """The intervals of a paired difference the findings may cite (the bootstrap only when not
+    indicative)."""
+    return [iv for iv in (vs["seeds"], None if vs["videos"]["indicative"] else vs["videos"]) if iv]
 
 
 def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:

@@ -94,3 +94,24 @@ def test_report_adds_verdicts_to_a_comparison_from_before_the_margins(small, tmp
     moved = params.model_copy(update={"compare": params.compare.model_copy(update={"metrics": str(tmp_path / "old.json")})})
     moved._root = params.root
     assert load_comparison(moved) == json.loads(json.dumps(result))
+
+
+def test_a_subset_top_head_is_called_a_verdict_only_beyond_the_margin(small):
+    _, result = small
+    res = result["results"]
+    subset = next(s for s in result["subsets"] if res["audio_only"]["availability"]["validation"][s]["scored"])
+    label = "- Validation, " + result["subsets"][subset]
+    for low, said in ((None, False), (0.5, True)):  # the bounds as they are; then far above the margin
+        r = copy.deepcopy(result)
+        rows = {h: r["results"][h]["availability"]["validation"][subset] for h in ("concat", "audio_only")}
+        if low is not None:  # audio_only made the top head, clearly above concat
+            rows["audio_only"]["ccc_mean"]["mean"] = rows["concat"]["ccc_mean"]["mean"] + 0.6
+            for which in ("seeds", "videos"):
+                rows["audio_only"]["vs_reference"][which].update(low=low, high=low + 0.2, mean=low + 0.1)
+            annotate(r, 2.0)
+        line = next(x for x in markdown(r).splitlines() if x.startswith(label))
+        top, other = sorted(rows, key=lambda h: -rows[h]["ccc_mean"]["mean"])
+        vs = rows["audio_only"]["vs_reference"]
+        stated = vs["seeds"]["verdict"] == ("above" if top == "audio_only" else "below")
+        assert stated == said or low is None
+        assert ("Not a verdict: no interval puts `audio_only`" in line) == (not stated), line
