@@ -466,7 +466,8 @@ def _availability_findings(result: dict, split: str) -> list[str]:
             lines.append(text + ".")
             continue
         if not any(iv["verdict"] == beaten for iv in _used(rows[other]["vs_reference"])):
-            text += f". Not a verdict: no interval puts `{other}` {beaten} `{ref}` beyond the rerun margin"
+            beyond = "" if rows[other]["vs_reference"].get("margin") is None else " beyond the rerun margin"
+            text += f". Not a verdict: no interval puts `{other}` {beaten} `{ref}`{beyond}"
         lines.append(text + ".")
     return lines
 

@@ -115,3 +115,19 @@ def test_a_subset_top_head_is_called_a_verdict_only_beyond_the_margin(small):
         stated = vs["seeds"]["verdict"] == ("above" if top == "audio_only" else "below")
         assert stated == said or low is None
         assert ("Not a verdict: no interval puts `audio_only`" in line) == (not stated), line
+
+
+def test_one_seed_gives_the_plain_rule_and_says_so(small):
+    _, result = small
+    r = copy.deepcopy(result)
+    r["seeds"] = r["seeds"][:1]
+    for *_, vs in paired_blocks(r):
+        vs["per_seed"], vs["seeds"] = vs["per_seed"][:1], None
+    annotate(r, 2.0)
+    assert all(vs["margin"] is None for *_, vs in paired_blocks(r))
+    for *_, vs in paired_blocks(r):
+        iv = vs["videos"]
+        assert iv["verdict"] == ("above" if iv["low"] > 0 else "below" if iv["high"] < 0 else "includes 0")
+    text = markdown(r)
+    assert "- One seed: no estimate of the noise a rerun makes (no rerun margin)" in text
+    assert "beyond the rerun margin" not in text and "within rerun noise:" not in text
