@@ -221,8 +221,8 @@ def main() -> None:
                     help="rerun margin in sds for both sides [default: compare.rerun_margin of --params]")
     args = ap.parse_args()
     from pipeline.config import load_params
-    from pipeline.stage2.compare import (_STAGE2, TRAINING_CODE, cache_fingerprint, files_fingerprint, run_compare,
-                                         shared_params)
+    from pipeline.cache import fingerprint
+    from pipeline.stage2.compare import _STAGE2, TRAINING_CODE, files_fingerprint, run_compare, shared_params
 
     base = load_params(args.params)
     k = base.compare.rerun_margin if args.margin is None else args.margin
@@ -238,7 +238,7 @@ def main() -> None:
             raise SystemExit(f"{original_path} and {args.against} differ in {', '.join(differ)}: not the same comparison")
     else:
         # the only difference allowed between the two comparisons is the perturbation
-        now = {"cache": cache_fingerprint(base.path(base.embed.out)),
+        now = {"cache": fingerprint(base.path(base.embed.out)),
                "code": files_fingerprint(TRAINING_CODE, _STAGE2.parent)}
         what = {"cache": "embeddings cache", "code": "stage-2 training code"}
         stale = [what[key] for key in now if original["fingerprints"][key] != now[key]]

@@ -75,12 +75,6 @@ def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def cache_fingerprint(folder: Path) -> str:
-    """The embeddings cache's fingerprint: its entries' names and the content hashes recorded
-    when they were written (`cache.fingerprint`; one attribute read per file, not every byte)."""
-    return cache.fingerprint(folder)
-
-
 def run_params(params: Params, head: str, seed: int, folder: Path) -> Params:
     """params with model.fusion = head, train.seed = seed, outputs inside the run folder."""
     run = params.model_copy(update={
@@ -258,7 +252,7 @@ def run_compare(params: Params) -> dict:
             console.print(f"[yellow]compare:[/] no test entries in {folder}; validation only", highlight=False)
     labels = {s: labels_of(e) for s, e in splits.items()}
     availability = {s: availability_of(e) for s, e in splits.items()}  # the corpus's own gaps
-    fingerprints = {"cache": cache_fingerprint(folder),
+    fingerprints = {"cache": cache.fingerprint(folder),  # recorded content hashes, not every byte
                     "code": files_fingerprint(TRAINING_CODE, _STAGE2.parent)}
     runs_dir = params.path(cfg.runs)
     runs: dict[tuple[str, int], dict] = {}
@@ -434,9 +428,8 @@ def _verdict_words(iv: dict, margin: float | None) -> str:
 def _difference(vs: dict, ref: str, head: str) -> str:
     """`head − ref: <t interval> over seeds (<verdict>)[; <bootstrap> over videos (...)]`: the
     bootstrap only when it is not indicative (enough videos)."""
-    ivs = [(vs["seeds"], "over seeds")] + ([(vs["videos"], "over videos")] if not vs["videos"]["indicative"] else [])
     parts = [f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {how} ({_verdict_words(iv, vs.get('margin'))})"
-             for iv, how in ivs if iv]
+             for iv, how in _used(vs)]
     return f"`{head}` − `{ref}`: " + ("; ".join(parts) or "no usable interval (one seed, too few videos)")
 
 
@@ -465,17 +458,18 @@ def _availability_findings(result: dict, split: str) -> list[str]:
         else:
             lines.append(text + ".")
             continue
-        if not any(iv["verdict"] == beaten for iv in _used(rows[other]["vs_reference"])):
+        if not any(iv["verdict"] == beaten for iv, _ in _used(rows[other]["vs_reference"])):
             beyond = "" if rows[other]["vs_reference"].get("margin") is None else " beyond the rerun margin"
             text += f". Not a verdict: no interval puts `{other}` {beaten} `{ref}`{beyond}"
         lines.append(text + ".")
     return lines
 
 
-def _used(vs: dict) -> list[dict]:
-    """The intervals of a paired difference the findings may cite (the bootstrap only when not
-    indicative)."""
-    return [iv for iv in (vs["seeds"], None if vs["videos"]["indicative"] else vs["videos"]) if iv]
+def _used(vs: dict) -> list[tuple[dict, str]]:
+    """(interval, "over seeds" / "over videos") of a paired difference the findings may cite:
+    the t interval when there is one, the bootstrap only when not indicative."""
+    ivs = [(vs["seeds"], "over seeds"), (None if vs["videos"]["indicative"] else vs["videos"], "over videos")]
+    return [(iv, how) for iv, how in ivs if iv]
 
 
 def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
