@@ -26,7 +26,7 @@ import torch
 
 from pipeline.config import load_params
 from pipeline.stage2.data import corpus_names, load_split
-from pipeline.stage2.evaluate import load_checkpoint
+from pipeline.stage2.checkpoints import load as load_checkpoint
 from pipeline.stage2.heads import build_head
 from pipeline.stage2.train import head_kwargs, seed_everything, train_model
 

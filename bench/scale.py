@@ -248,7 +248,8 @@ def run_child(args: argparse.Namespace) -> dict:
     import torch
 
     from pipeline.stage2.data import load_split, predict_entry
-    from pipeline.stage2.evaluate import load_checkpoint, postprocess
+    from pipeline.stage2.checkpoints import load as load_checkpoint
+    from pipeline.stage2.evaluate import postprocess
 
     folder = args.work / "long"
     model, ckpt = load_checkpoint(params.path(params.train.out), folder)

@@ -56,8 +56,28 @@ def versions() -> dict[str, str]:
     return out
 
 
+def name_problem(name: str) -> str | None:
+    """Why an entry name cannot be a file name inside a cache folder, or None when it can.
+
+    Entry names come from others' files (annotation file names, manifest rows, test lists) and
+    become `<folder>/<name>.h5`: a `/`, a `\\`, `..`, a leading `.` (hidden and temporary files)
+    or a control character could put a file outside the folder or over another one."""
+    if not isinstance(name, str) or not name.strip():
+        return "it is empty"
+    if name.startswith("."):
+        return "it starts with '.'"
+    bad = sorted({c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        return f"it holds {', '.join(repr(c) for c in bad)}"
+    return None
+
+
 def entry_path(folder: Path, name: str) -> Path:
-    """Where an entry's file lives in a stage folder."""
+    """Where an entry's file lives in a stage folder (an InputError for a name that would lead
+    outside it: `name_problem`)."""
+    problem = name_problem(name)
+    if problem:
+        raise InputError(f"entry name {name!r} cannot be a cache file name: {problem}")
     return Path(folder) / f"{name}.h5"
 
 
@@ -72,8 +92,8 @@ def write_entry(folder: Path, name: str, *, stage: str, config: dict[str, Any],
     content hash (`content_hash`) is recorded as the `content_sha256` attribute.
     """
     folder = Path(folder)
+    final = entry_path(folder, name)  # checks the name before anything is created
     folder.mkdir(parents=True, exist_ok=True)
-    final = entry_path(folder, name)
     tmp = folder / f"{_TMP}{os.getpid()}-{name}.h5"
     try:
         with h5py.File(tmp, "w", libver="latest") as f:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.cache import name_problem
 from pipeline.corpus.annotations import INVALID, read_annotation
 from pipeline.errors import InputError
 
@@ -98,15 +99,23 @@ def affwild2(root: Path, *, videos_dir: str = "videos",
             labelled.add(ann.stem)
             _add(corpus, ann.stem, split, ann, videos)
     if test_list and (adir / test_list).is_file():
-        for name in (adir / test_list).read_text().split():
-            if name not in labelled:
-                _add(corpus, name, "test", None, videos)
+        lines = (adir / test_list).read_text(encoding="utf-8", errors="replace").splitlines()
+        for number, line in enumerate(lines, start=1):
+            for name in line.split():
+                if name not in labelled:
+                    _add(corpus, name, "test", None, videos, where=f"{adir / test_list}: line {number}")
     if not corpus.entries and not corpus.problems:
         raise InputError(f"{adir}: no annotation files found in {', '.join(AFFWILD2_SPLITS)}")
     return corpus
 
 
-def _add(corpus: Corpus, name: str, split: str, ann: Path | None, videos: dict[str, Path]) -> None:
+def _add(corpus: Corpus, name: str, split: str, ann: Path | None, videos: dict[str, Path],
+         where: str | None = None) -> None:
+    problem = name_problem(name)
+    if problem:  # the name becomes a file name in every cache folder
+        corpus.problems.append({"entry": name, "file": where or (str(ann) if ann else None),
+                                "error": f"entry name {name!r} cannot be a cache file name: {problem}"})
+        return
     stem, side = _split_side(name, videos)
     if stem not in videos:
         corpus.problems.append({"entry": name, "file": str(ann) if ann else None,
@@ -149,6 +158,10 @@ def manifest(path: Path) -> Corpus:
             if side not in (None, *SIDES):
                 raise InputError(f"{path}: line {line}: side {side!r} is not left or right")
             name = (row.get("name") or "").strip() or (ann.stem if ann else video.stem)
+            problem = name_problem(name)
+            if problem:
+                raise InputError(f"{path}: line {line}: entry name {name!r} cannot be a cache file name: "
+                                 f"{problem}")
             if not video.is_file():
                 corpus.problems.append({"entry": name, "file": str(video), "error": "video file not found"})
                 continue

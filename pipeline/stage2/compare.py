@@ -47,11 +47,12 @@ from pipeline.engine import Unit, check_storage, run_units, shared_storage, thre
 from pipeline.errors import InputError, ParamsError
 from pipeline.stage2.cost import head_cost
 from pipeline.stage2.data import Entry, corpus_names, dims, load_split
-from pipeline.stage2.evaluate import load_checkpoint, postprocess
+from pipeline.stage2 import checkpoints
+from pipeline.stage2.evaluate import postprocess
 from pipeline.stage2.heads import HEADS, build_head
 from pipeline.stage2.protocol import (SUBSETS, availability_of, labels_of, predict_split, restrict, score,
                                       score_subsets)
-from pipeline.stage2.train import cache_provenance, head_kwargs, train_model
+from pipeline.stage2.train import head_kwargs, train_model
 from pipeline.stage2.verdicts import VERDICTS, annotate
 from pipeline.stats import bootstrap_videos, paired_t
 
@@ -149,7 +150,7 @@ def _train_and_score(params: Params, run: Params, tmp: Path, splits: dict[str, l
                      labels: dict[str, dict]) -> dict:
     """Trains `run` into `tmp`, predicts every split under every condition (predictions.npz)."""
     trained = train_model(run, quiet=True)
-    model, _ = load_checkpoint(tmp / "model.pt", params.path(params.embed.out))
+    model, _ = checkpoints.load(tmp / "model.pt", params.path(params.embed.out))
     device = resolve_device(params.train.device)
     model.to(device)
     window = params.train.window
@@ -213,7 +214,7 @@ def _corpus_facts(params: Params, splits: dict[str, list[Entry]], labels: dict[s
                for s in splits}
     return {"root": str(params.corpus.root), "layout": params.corpus.layout,
             "videos": {"train": len(train), **{s: len(e) for s, e in splits.items()}},
-            "scored_frames": frames, "availability": subsets, "cache": cache_provenance(folder)}
+            "scored_frames": frames, "availability": subsets, "cache": checkpoints.provenance(folder)}
 
 
 def _remote_run(params: Params, head: str, seed: int, folder: Path, key: str, split_names: list[str],

@@ -20,39 +20,17 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
 
 from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, EvaluateParams, Params, load_params
 from pipeline.console import console
 from pipeline.device import resolve_device
-from pipeline.errors import InputError, JmtError
+from pipeline.errors import InputError
 from pipeline.stage2.data import corpus_names, load_split
-from pipeline.stage2.heads import build_head
+from pipeline.stage2 import checkpoints
 from pipeline.stage2.protocol import (MIN_SUBSET_FRAMES, SUBSETS, availability_of, labels_of, predict_split, score,
                                       score_subsets)
-from pipeline.stage2.train import cache_provenance
-
-
-def load_checkpoint(path: Path, cache_folder: Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuilds the model from a checkpoint; the cache must come from the same backbones."""
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found; run `jmt train` first")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    have = cache_provenance(cache_folder)
-    for key in ("visual_backbone", "visual_weights_sha256", "visual_dim", "audio_backbone",
-                "audio_weights_sha256", "audio_dim"):
-        if ckpt["cache"].get(key) != have.get(key):
-            raise JmtError(f"{path} was trained on {key} = {ckpt['cache'].get(key)!r} but {cache_folder} "
-                           f"has {have.get(key)!r}; re-embed or use the matching checkpoint")
-    try:
-        model = build_head(ckpt["head"]["name"], **ckpt["head"]["kwargs"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise JmtError(f"{path}: arguments or weights do not fit head {ckpt['head']['name']!r} "
-                       f"({str(exc).splitlines()[0]})") from None
-    return model, ckpt
 
 
 def postprocess(pred: np.ndarray, cfg: EvaluateParams) -> np.ndarray:
@@ -92,7 +70,7 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
     at least `min_subset_frames` valid frames; returns (and writes) the metrics."""
     cfg = params.evaluate
     folder = params.path(params.embed.out)
-    model, ckpt = load_checkpoint(checkpoint or params.path(params.train.out), folder)
+    model, ckpt = checkpoints.load(checkpoint or params.path(params.train.out), folder)
     device = resolve_device(params.train.device)
     model.to(device)
     window = ckpt["params"]["train"]["window"]

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
 
 from pipeline import cache
@@ -28,7 +27,8 @@ from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.plots import pyplot, shade_missing
 from pipeline.stage2.data import load_split, predict_entry
-from pipeline.stage2.evaluate import load_checkpoint, postprocess
+from pipeline.stage2 import checkpoints
+from pipeline.stage2.evaluate import postprocess
 
 
 @dataclass
@@ -44,7 +44,9 @@ def _stage1_params(ckpt: dict, work: Path, video: Path) -> Params:
     """The checkpoint's params, pointed at a one-video manifest and a temporary cache."""
     data = ckpt["params"]
     manifest = work / "one.csv"
-    manifest.write_text(f"video,annotation,split,name\n{video.resolve()},,test,{video.stem}\n")
+    with open(manifest, "w", newline="") as f:  # csv quotes a path holding commas or quotes
+        # the entry's name is fixed (the outputs are named after the video): any file name works
+        csv.writer(f).writerows([["video", "annotation", "split", "name"], [str(video.resolve()), "", "test", "video"]])
     data["corpus"] = {**data["corpus"], "layout": "manifest", "manifest": str(manifest)}
     for stage in ("faces", "audio", "embed"):
         data[stage] = {**data[stage], "out": str(work / stage), "on_error": "fail"}
@@ -60,10 +62,8 @@ def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
     video = Path(video)
     if not video.is_file():
         raise InputError(f"{video}: file not found")
-    if not Path(checkpoint).is_file():
-        raise InputError(f"{checkpoint}: checkpoint not found")
-    # only its params are needed here; load_checkpoint below rebuilds (and checks) the model
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    # read (never executed) before any work: its params say how to run stage 1 for the video
+    ckpt = checkpoints.read(Path(checkpoint))
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="jmt-predict-") as tmp:
         work = Path(tmp)
@@ -71,7 +71,8 @@ def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
         run_faces(params)
         run_audio(params)
         run_embed(params)
-        model, ckpt = load_checkpoint(Path(checkpoint), params.path(params.embed.out))  # checks backbones
+        checkpoints.check_cache(ckpt, Path(checkpoint), params.path(params.embed.out))  # the same backbones
+        model = checkpoints.build(ckpt, Path(checkpoint))
         device = resolve_device(params.train.device)
         model.to(device).eval()
         # never preloaded: the windows stream from the file a batch at a time, so a long video

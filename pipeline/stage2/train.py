@@ -27,6 +27,7 @@ import torch
 import typer
 
 from pipeline import cache
+from pipeline.stage2 import checkpoints
 from pipeline.console import console, progress
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
@@ -200,16 +201,6 @@ class TrainResult:
     timing: dict = field(default_factory=dict)
 
 
-def cache_provenance(folder: Path) -> dict:
-    """What made the embeddings (must match at evaluation and prediction time)."""
-    name = cache.entries(folder)[0]
-    with cache.open_entry(cache.entry_path(folder, name)) as f:
-        a = cache.attrs_of(f)
-    keys = ("visual_backbone", "visual_weights_sha256", "visual_dim", "audio_backbone",
-            "audio_weights_sha256", "audio_dim", "detector", "crop_size", "sample_rate")
-    return {k: a.get(k) for k in keys}
-
-
 def train_model(params: Params, *, quiet: bool = False, max_steps: int | None = None) -> TrainResult:
     """Trains params.model on the cache at params.embed.out; saves the best checkpoint.
 
@@ -228,7 +219,7 @@ def train_model(params: Params, *, quiet: bool = False, max_steps: int | None = 
     if dims(val_entries) != (audio_dim, visual_dim):
         raise InputError(f"{folder}: validation embeddings have other widths than train")
     # which cache the model learned from: recorded content hashes, not a re-read of the data
-    provenance = {**cache_provenance(folder), "fingerprint": cache.fingerprint(folder)}
+    provenance = {**checkpoints.provenance(folder), "fingerprint": cache.fingerprint(folder)}
     device = resolve_device(cfg.device)
     model = build_head(mcfg.fusion, **head_kwargs(mcfg, audio_dim, visual_dim))
     if mcfg.standardize:  # stored as buffers: evaluate and predict reuse the training split's statistics
@@ -279,11 +270,8 @@ def train_model(params: Params, *, quiet: bool = False, max_steps: int | None = 
                 live.next_step()
                 if val["ccc_mean"] > best + cfg.min_delta:
                     best, best_epoch, stale = val["ccc_mean"], epoch, 0
-                    torch.save({
-                        "head": model.spec, "state_dict": model.state_dict(),
-                        "params": params.model_dump(), "cache": provenance,
-                        "versions": cache.versions(), "epoch": epoch, "validation": val,
-                    }, out)
+                    checkpoints.save(out, model=model, params=params.model_dump(), cache_provenance=provenance,
+                                    versions=cache.versions(), epoch=epoch, validation=val)
                 else:
                     stale += 1
                 bar.update(task, advance=1, description=f"train {mcfg.fusion} val ccc {val['ccc_mean']:.3f}")

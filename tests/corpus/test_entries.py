@@ -70,7 +70,12 @@ def test_manifest_adapter(tmp_path):
     [("video,split\n", r"missing column\(s\) annotation"),
      ("video,annotation,split\nv.mp4,a.txt,dev\n", "line 2: split 'dev' is not one of"),
      ("video,annotation,split,name,side\nv.mp4,,test,x,up\n", "line 2: side 'up'"),
-     ("video,annotation,split\nv.mp4,a.txt,train\nv.mp4,a.txt,test\n", "entry names must be unique; repeated: a")],
+     ("video,annotation,split\nv.mp4,a.txt,train\nv.mp4,a.txt,test\n", "entry names must be unique; repeated: a"),
+     ("video,annotation,split,name\nv.mp4,,test,ok\nv.mp4,,test,../../evil\n",
+      r"line 3: entry name '../../evil' cannot be a cache file name: it starts with '.'"),
+     ("video,annotation,split,name\nv.mp4,,test,sub/dir\n", r"line 2: entry name 'sub/dir' .* holds '/'"),
+     ("video,annotation,split,name\nv.mp4,,test,a\\b\n", r"line 2: .* holds '\\\\'"),
+     ("video,annotation,split,name\nv.mp4,,test,.tmp-1-x\n", "line 2: .* starts with '.'")],
 )
 def test_manifest_errors_name_file_and_line(tmp_path, text, message):
     (tmp_path / "v.mp4").write_bytes(b"x")
@@ -130,3 +135,47 @@ def test_fingerprint_changes_with_content(tiny_corpus, tmp_path):
         before["demo_02"]["annotation_sha256"]
     third = run_audio(params)
     assert list(third.done) == ["demo_02"] and len(third.cached) == 3
+
+
+def test_a_test_list_name_that_is_not_a_file_name_is_a_recorded_problem(tmp_path):
+    ann = _layout(tmp_path)
+    (tmp_path / "videos/batch1/a.mp4").write_bytes(b"x")
+    (ann / "Train_Set/a.txt").write_text("valence,arousal\n0,0\n")
+    (ann / "Test_Set_names.txt").write_text("a\n../../outside\n")
+    corpus = affwild2(tmp_path)
+    assert [e.name for e in corpus.entries] == ["a"]
+    assert corpus.problems == [{"entry": "../../outside", "file": f"{ann / 'Test_Set_names.txt'}: line 2",
+                                "error": "entry name '../../outside' cannot be a cache file name: it starts with '.'"}]
+
+
+def test_a_bad_manifest_name_stops_jmt_faces_before_it_writes_anything(tmp_path):
+    """The reported crash: a manifest name with `..` made `jmt faces` write (and fail) outside its
+    folder. Now it is a one-line error naming the CSV line, and nothing is written anywhere."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    from ..stage1.helpers import make_video, write_params
+
+    make_video(tmp_path / "corpus/v.mp4", seconds=0.5)
+    csv = tmp_path / "corpus/m.csv"
+    csv.write_text("video,annotation,split,name\nv.mp4,,test,../../escaped\n")
+    params = write_params(tmp_path / "work", tmp_path / "corpus", corpus={"layout": "manifest", "manifest": str(csv)})
+    before = sorted(p for p in tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["faces", "--params", str(params)])
+    assert result.exit_code == 2
+    assert f"{csv}: line 2: entry name '../../escaped' cannot be a cache file name" in result.output
+    assert sorted(p for p in tmp_path.rglob("*")) == before  # no cache folder, no file outside it
+
+
+def test_cache_paths_refuse_names_that_leave_the_folder(tmp_path):
+    from pipeline import cache
+
+    for name in ("../x", "a/b", "..", ".hidden", "", "tab\there"):
+        with pytest.raises(InputError, match="cannot be a cache file name"):
+            cache.entry_path(tmp_path, name)
+        with pytest.raises(InputError, match="cannot be a cache file name"):
+            with cache.write_entry(tmp_path / "out", name, stage="embed", config={}, attrs={}):
+                pass
+    assert not (tmp_path / "out").exists()
+    assert cache.entry_path(tmp_path, "video10_1-30-1280x720_left") == tmp_path / "video10_1-30-1280x720_left.h5"

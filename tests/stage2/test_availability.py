@@ -14,7 +14,8 @@ from pipeline import cache
 from pipeline.report import build_report
 from pipeline.stage2.compare import load_predictions, markdown
 from pipeline.stage2.data import Entry, load_split
-from pipeline.stage2.evaluate import evaluate_model, load_checkpoint, postprocess
+from pipeline.stage2.checkpoints import load as load_checkpoint
+from pipeline.stage2.evaluate import evaluate_model, postprocess
 from pipeline.stage2.protocol import availability_of, labels_of, predict_split, score_subsets
 
 from .faked_compare import compared_small, params_for, run

@@ -99,7 +99,7 @@ def test_each_seed_is_its_own_run(compared):
     for head in HEADS:
         info = [json.loads((runs / f"{head}-seed{s}/run.json").read_text()) for s in (0, 1)]
         assert [h["train_loss"] for h in info[0]["history"]] != [h["train_loss"] for h in info[1]["history"]], head
-        ckpts = [torch.load(runs / f"{head}-seed{s}/model.pt", weights_only=False) for s in (0, 1)]
+        ckpts = [torch.load(runs / f"{head}-seed{s}/model.pt", weights_only=True) for s in (0, 1)]
         assert [c["params"]["train"]["seed"] for c in ckpts] == [0, 1]
         assert any(not torch.equal(ckpts[0]["state_dict"][k], ckpts[1]["state_dict"][k])
                    for k in ckpts[0]["state_dict"]), head
@@ -177,7 +177,7 @@ def test_changed_params_or_broken_runs_are_recomputed(tiny_cache, tmp_path, comp
     assert not (runs / ".concat-seed1.tmp").exists() and not (runs / "concat-seed1/left-by-the-kill.txt").exists()
     redone = json.loads((runs / "concat-seed1/run.json").read_text())
     assert redone["seed"] == 1
-    assert torch.load(runs / "concat-seed1/model.pt", weights_only=False)["head"]["name"] == "concat"
+    assert torch.load(runs / "concat-seed1/model.pt", weights_only=True)["head"]["name"] == "concat"
     assert sorted(p.name for p in runs.iterdir()) == ["audio_only-seed0", "audio_only-seed1", "concat-seed0",
                                                      "concat-seed1", "jmt-seed0", "jmt-seed1"]
     changed = compare_params(tiny_cache, tmp_path, epochs=2)

@@ -109,12 +109,12 @@ def test_postprocess_clip_and_smoothing():
 
 
 def test_checkpoint_from_other_backbones_is_refused(trained, tmp_path):
-    ckpt = torch.load(trained.path(trained.train.out), weights_only=False)
+    ckpt = torch.load(trained.path(trained.train.out), weights_only=True)
     ckpt["cache"]["visual_backbone"] = "timm:resnet18"
     torch.save(ckpt, tmp_path / "other.pt")
     with pytest.raises(JmtError, match="trained on visual_backbone = 'timm:resnet18' but .* has 'fer_xception'"):
         evaluate_model(trained, checkpoint=tmp_path / "other.pt", write=False)
-    ckpt = torch.load(trained.path(trained.train.out), weights_only=False)
+    ckpt = torch.load(trained.path(trained.train.out), weights_only=True)
     ckpt["head"]["name"] = "mt"
     torch.save(ckpt, tmp_path / "wronghead.pt")
     with pytest.raises(JmtError, match="do not fit head 'mt'"):

@@ -12,7 +12,7 @@ import torch
 
 from pipeline import cache
 from pipeline.stage2.data import load_split
-from pipeline.stage2.evaluate import load_checkpoint
+from pipeline.stage2.checkpoints import load as load_checkpoint
 from pipeline.stage2.protocol import labels_of, predict_split
 from pipeline.stage2.train import train_model
 

@@ -48,13 +48,13 @@ def test_modality_input_standardises_before_the_l2_norm():
 
 def test_training_stores_the_training_split_statistics(tiny_cache, tmp_path):
     on = train_model(stage2_params(tiny_cache, tmp_path / "on"), quiet=True)
-    ckpt = torch.load(on.checkpoint, weights_only=False)
+    ckpt = torch.load(on.checkpoint, weights_only=True)
     mean = ckpt["state_dict"]["audio_in.mean"].numpy()
     assert np.abs(mean).max() > 0  # set from the data, not the identity default
     model = build_head(ckpt["head"]["name"], **ckpt["head"]["kwargs"])
     model.load_state_dict(ckpt["state_dict"])                         # the buffers travel in the checkpoint
     torch.testing.assert_close(model.audio_in.mean, ckpt["state_dict"]["audio_in.mean"])
     off = train_model(stage2_params(tiny_cache, tmp_path / "off", standardize=False), quiet=True)
-    state = torch.load(off.checkpoint, weights_only=False)["state_dict"]
+    state = torch.load(off.checkpoint, weights_only=True)["state_dict"]
     assert torch.equal(state["audio_in.mean"], torch.zeros_like(state["audio_in.mean"]))
     assert torch.equal(state["visual_in.std"], torch.ones_like(state["visual_in.std"]))

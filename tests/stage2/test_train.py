@@ -62,7 +62,7 @@ def test_training_is_deterministic_and_checkpoints_rebuild(tiny_cache, tmp_path)
     seed1 = seed1.model_copy(update={"train": seed1.train.model_copy(update={"seed": 1, "epochs": 1})})
     other = train_model(seed1, quiet=True)
     assert other.history[0]["train_loss"] != first.history[0]["train_loss"]  # other initialisation, order
-    ckpt = torch.load(first.checkpoint, weights_only=False)
+    ckpt = torch.load(first.checkpoint, weights_only=True)
     assert ckpt["head"]["name"] == "jmt" and ckpt["cache"]["visual_backbone"] == "fer_xception"
     model = build_head(ckpt["head"]["name"], **ckpt["head"]["kwargs"])
     model.load_state_dict(ckpt["state_dict"])
