@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine (see README.md):
-#   make demo   install everything, then run the whole pipeline on the demo corpus (dvc repro)
-#               and print the comparison of the fusion heads
+#   make demo   install everything, then run the pipeline on the demo corpus (dvc repro) and
+#               print the comparison of the fusion heads on all three tasks
 #   make test   install everything, then run the test suite
 # Re-running either on a ready machine skips the installs (a stamp file records them).
 
@@ -15,7 +15,7 @@ REQS   := requirements/torch.txt requirements/nodeps.txt requirements/base.txt \
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup system-deps demo test clean-venv
+.PHONY: setup system-deps demo compare-va three-streams test clean-venv
 
 setup: system-deps $(STAMP)
 
@@ -32,23 +32,43 @@ $(STAMP): $(REQS)
 	$(INSTALL) --no-deps -e .
 	@touch $(STAMP)
 
-# The whole pipeline (demo corpus -> stage 1 -> stage 2 -> comparison -> report), then a
-# cache check, README's results section from metrics/compare.json, and the tables.
+# The demo on all three tasks (demo corpus -> stage 1 -> the default model -> the comparison of the
+# fusion heads trained on valence-arousal, expression and action units together -> report), then
+# cache checks, README's results section from metrics/compare-tasks.json, and the tables.
 # The comparison (24 training runs, most of the time) runs on a Ray instance started on this
 # machine, one run per core: the same numbers as the local engine (each run uses
 # run.compare.cpus threads in both; tests/stage2/test_compare_ray.py), about half the time on
-# 2 cores. `dvc commit` records it as the compare stage's result; `dvc repro` alone runs the
-# same stage on the local engine (params run.engine).
+# 2 cores. `dvc commit` records it as the stage's result; `dvc repro` alone runs the same stages
+# on the local engine (params run.engine). `make compare-va`: the paper's setting (valence-arousal
+# only, the default params.yaml); `make three-streams`: a third stream (params-3streams.yaml).
 demo: setup
-	dvc repro evaluate
+	dvc repro evaluate labels
+	dvc status compare_tasks | grep -q "up to date" || \
+	  { jmt compare --params params-tasks.yaml --engine ray && dvc commit -f compare_tasks; }
+	dvc repro report_tasks
+	jmt cache verify data/cache/embeddings --params params.yaml
+	jmt cache verify data/cache/labels --params params.yaml
+	jmt readme --params params-tasks.yaml
+	jmt evaluate --show
+	jmt compare --params params-tasks.yaml --show
+	@echo "make demo: figures in reports/tasks/figures/, the report in reports/tasks/index.md"
+
+# The paper's setting: the fusion heads on valence-arousal alone (params.yaml), two streams.
+compare-va: setup
+	dvc repro embed labels
 	dvc status compare | grep -q "up to date" || \
 	  { jmt compare --engine ray && dvc commit -f compare; }
-	dvc repro
-	jmt cache verify data/cache/embeddings --params params.yaml
+	dvc repro report
 	jmt readme
-	jmt evaluate --show
 	jmt compare --show
-	@echo "make demo: figures in reports/figures/, the report in reports/index.md"
+
+# A third stream (prosody) beside the two (params-3streams.yaml): embed it, then the comparison.
+three-streams: setup
+	dvc repro faces audio labels
+	jmt embed --params params-3streams.yaml
+	jmt compare --params params-3streams.yaml --engine ray
+	jmt report --params params-3streams.yaml
+	jmt compare --params params-3streams.yaml --show
 
 test: setup
 	$(BIN)/python -m pytest

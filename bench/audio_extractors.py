@@ -13,9 +13,9 @@ the machine is shared); wall and CPU seconds are both reported, with the load av
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -25,7 +25,9 @@ import h5py
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import REPO, write_json  # noqa: E402
+
 SR, FPS = 16000, 15.0
 
 
@@ -63,7 +65,7 @@ def timed(fn, repeats: int = 2) -> tuple[float, float, object]:
 def bench_speed(seconds_fast: float, seconds_ssl: float) -> dict:
     from pipeline.config import BackboneParams, load_params
     from pipeline.stage1.audio import logmel, window_frames
-    from pipeline.stage1.backbones import AUDIO, build
+    from pipeline.stage1.backbones import build
     from pipeline.stage1.embed import audio_windows
 
     params = load_params(REPO / "params.yaml")
@@ -75,7 +77,7 @@ def bench_speed(seconds_fast: float, seconds_ssl: float) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bp = BackboneParams(name=name, allow_random=name.endswith("_base"))
-            net = build(AUDIO, bp, REPO)
+            net = build(bp, REPO)
         if name == "logmel_stats":  # what `jmt audio` + `jmt embed` do: spectrogram, then windows of it
             cfg = params.audio
             hop = cfg.hop_ms / 1000.0
@@ -190,8 +192,7 @@ def main() -> None:
     result["pitch"] = bench_pitch()
     result["waveform_cache"] = bench_cache_size(args.seconds)
     result["machine"]["load_average_1min_after"] = round(os.getloadavg()[0], 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

@@ -7,7 +7,7 @@ with float32 on the CPU, and frames/s at 15 fps video. Needs a CUDA machine; ran
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import REPO, write_json  # noqa: E402
+
 SR, FPS = 16000, 15.0
 NAMES = ["prosody", "wav2vec2_base", "hubert_base", "wavlm_base", "wavlm_large"]
 
@@ -33,7 +35,7 @@ def signal(seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main() -> None:
     from pipeline.config import BackboneParams
-    from pipeline.stage1.backbones import AUDIO, build
+    from pipeline.stage1.backbones import build
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench/audio_extractors_gpu.json")
@@ -48,7 +50,7 @@ def main() -> None:
         torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = build(AUDIO, BackboneParams(name=name, allow_random=name != "prosody"), REPO)
+            net = build(BackboneParams(name=name, allow_random=name != "prosody"), REPO)
         with torch.no_grad():
             ref = net(*short).float()
             net.to(cuda)
@@ -72,8 +74,7 @@ def main() -> None:
         del net
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":

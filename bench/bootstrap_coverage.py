@@ -16,14 +16,15 @@ variance divides by n, and it uses normal-like rather than t quantiles).
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 from math import comb, sqrt
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import REPO, write_json  # noqa: E402
 
 
 def coverage(n: int, draw, rng: np.random.Generator, reps: int, boot: int, confidence: float = 0.95) -> float:
@@ -56,9 +57,8 @@ def main() -> None:
         rows.append(row)
         print(f"{n:>6} {row['distinct_resamples']:>12.3g} {width:>10.3f} "
               + " ".join(f"{c:>11.3f}" for c in row["coverage"].values()))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"what": __doc__.split("\n\n")[0], "nominal": 0.95, "reps": args.reps,
-                                    "boot": args.boot, "seed": args.seed, "rows": rows}, indent=1) + "\n")
+    write_json(args.out, {"what": __doc__.split("\n\n")[0], "nominal": 0.95, "reps": args.reps,
+                          "boot": args.boot, "seed": args.seed, "rows": rows})
     print(f"-> {args.out}")
 
 

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from pipeline.demo.check import check_corpus
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import write_json  # noqa: E402
+
+from pipeline.demo.check import check_corpus  # noqa: E402
 
 
 def main() -> None:
@@ -28,10 +32,8 @@ def main() -> None:
     report = check_corpus(args.corpus)
     if args.label:
         report["corpus"] = args.label
-    text = json.dumps(report, indent=1)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+        write_json(args.out, report)
     summary = {k: v for k, v in report.items() if k != "videos"}
     print(json.dumps(summary, indent=1))
 

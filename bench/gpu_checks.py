@@ -4,9 +4,12 @@
    (JPEGs made by `--prepare`: the GPU machine may have no ffmpeg); and, where ffmpeg is
    there, `jmt faces` itself on CUDA over the demo corpus;
 2. embed: `run_embed` on CUDA (autocast float16) over the demo's faces and audio caches:
-   frames/s, and the largest difference from the CPU embeddings made here;
-3. train: `train_model` of jmt on CUDA with AMP over the demo embeddings: seconds per epoch,
-   and that it learns (validation CCC).
+   frames/s, and per stream the largest difference from the CPU embeddings made here;
+3. train: `train_model` of jmt on CUDA with AMP over the demo embeddings and labels caches:
+   seconds per epoch, and that it learns (validation CCC mean of the va task).
+
+The GPU machine may lack dvclive (it pulls dvc and ~60 packages): training's metric logging is
+then a no-op, and the output says so.
 
     python bench/gpu_checks.py --prepare .gpu          # here: frames + caches to carry
     python bench/gpu_checks.py --run .gpu --out OUT.json   # there
@@ -24,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import REPO, write_json, write_params  # noqa: E402
 
 
 def prepare(folder: Path, corpus: Path, caches: Path, n_frames: int, n_entries: int) -> None:
-    """Decodes demo frames to JPEG; copies the demo corpus, the embeddings cache and the
-    faces/audio caches of the first `n_entries` entries (the carried tree must stay < 64 MB)."""
+    """Decodes demo frames to JPEG; copies the demo corpus, the embeddings and labels caches and
+    the faces/audio caches of the first `n_entries` entries (the carried tree must stay < 64 MB)."""
     from PIL import Image
 
     from pipeline.media import iter_frames, probe_video
@@ -50,7 +53,8 @@ def prepare(folder: Path, corpus: Path, caches: Path, n_frames: int, n_entries: 
                 break
         if k >= n_frames:
             break
-    shutil.copytree(caches / "embeddings", folder / "cache/embeddings", dirs_exist_ok=True)
+    for sub in ("embeddings", "labels"):
+        shutil.copytree(caches / sub, folder / "cache" / sub, dirs_exist_ok=True)
     for sub in ("faces", "audio"):
         (folder / "cache" / sub).mkdir(parents=True, exist_ok=True)
         for path in sorted((caches / sub).glob("*.h5"))[:n_entries]:
@@ -78,20 +82,11 @@ def detect_rate(frames: np.ndarray, device: str, batch: int) -> float:
 
 
 def params_for(folder: Path, work: Path, **sections):
-    import yaml
-
+    """params.yaml at `work`: the carried demo corpus, the stage-1 caches under `work`
+    (faces, audio, labels, embeddings), then `sections` (write_params' overrides)."""
     from pipeline.config import load_params
 
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["corpus"]["root"] = str(folder / "demo")
-    data["faces"]["out"] = str(work / "faces")
-    data["audio"]["out"] = str(work / "audio")
-    data["embed"]["out"] = str(work / "embeddings")
-    for section, values in sections.items():
-        data[section].update(values)
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return load_params(work / "params.yaml")
+    return load_params(write_params(work, folder / "demo", caches=".", **sections))
 
 
 def run(folder: Path, out: Path) -> None:
@@ -132,12 +127,13 @@ def run(folder: Path, out: Path) -> None:
         shutil.copytree(folder / "cache" / sub, work / sub)
     r = run_embed(params)
     n = sum(s["frames"] for s in r.done.values())
-    diffs = {"visual": 0.0, "audio": 0.0}
+    diffs = {name: 0.0 for name in params.embed.streams}
     for name in cache.entries(work / "embeddings"):  # the carried entries (others: skipped, no input)
         with h5py.File(work / "embeddings" / f"{name}.h5") as g, \
                 h5py.File(folder / "cache/embeddings" / f"{name}.h5") as c:
             for k in diffs:
-                a, b = g[k][...].astype(np.float32), c[k][...].astype(np.float32)
+                key = cache.stream_key(k, "features")
+                a, b = g[key][...].astype(np.float32), c[key][...].astype(np.float32)
                 scale = float(np.abs(b).max()) or 1.0
                 diffs[k] = max(diffs[k], float(np.abs(a - b).max()) / scale)
     res["embed_cuda"] = {"entries": len(r.done), "frames": n, "seconds": round(r.seconds, 2),
@@ -145,7 +141,7 @@ def run(folder: Path, out: Path) -> None:
                          "max_abs_diff_vs_cpu_relative_to_max": {k: round(v, 5) for k, v in diffs.items()}}
     print(json.dumps(res["embed_cuda"]), flush=True)
 
-    # 3. train jmt on CUDA with AMP (the carried CPU embeddings)
+    # 3. train jmt on CUDA with AMP (the carried CPU embeddings and labels)
     try:
         import dvclive  # noqa: F401
     except ImportError:
@@ -164,10 +160,8 @@ def run(folder: Path, out: Path) -> None:
     tw = Path("/tmp/gpu-train")
     shutil.rmtree(tw, ignore_errors=True)
     params = params_for(folder, tw, train={"device": "cuda", "amp": True, "epochs": 20,
-                                           "out": str(tw / "model.pt"), "live_dir": str(tw / "live")})
-    params = params.model_copy(update={"embed": params.embed.model_copy(
-        update={"out": str(folder / "cache/embeddings")})})
-    params._root = tw
+                                           "out": str(tw / "model.pt"), "live_dir": str(tw / "live")},
+                        embed={"out": str(folder / "cache/embeddings")}, labels={"out": str(folder / "cache/labels")})
     torch.cuda.reset_peak_memory_stats()
     t0 = time.time()
     trained = train_model(params, quiet=True)
@@ -175,11 +169,11 @@ def run(folder: Path, out: Path) -> None:
     res["train_cuda_amp"] = {"epochs": len(trained.history), "seconds": round(secs, 1),
                              "seconds_per_epoch": round(secs / len(trained.history), 2),
                              "best_epoch": trained.best_epoch,
-                             "best_validation_ccc_mean": round(max(h["val_ccc_mean"] for h in trained.history), 4),
+                             "best_validation_ccc_mean": round(max(h["val_va_ccc_mean"] for h in trained.history), 4),
                              "train_frames_per_s": round(trained.frames_per_s, 1),
                              "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
     print(json.dumps(res["train_cuda_amp"]), flush=True)
-    out.write_text(json.dumps(res, indent=1) + "\n")
+    write_json(out, res)
 
 
 def main() -> None:

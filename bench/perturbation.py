@@ -2,18 +2,20 @@
 changes the last bits of the numbers; a verdict that flips under a change that small was never
 a finding. This script makes such a change on purpose and checks every verdict:
 
-1. copies the embeddings cache (`embed.out`) and moves every float16 embedding value (the
-   `audio` and `visual` arrays) by one ulp, up or down at random (seeded); masks, labels and
-   timestamps are kept byte for byte;
+1. copies the embeddings cache (`embed.out`) and moves every float16 embedding value (every
+   stream's `streams/<name>/features`) by one ulp, up or down at random (seeded); masks and
+   timestamps are kept byte for byte, the labels cache is not touched; each copied file's
+   content hash is recorded again, so the copy's fingerprint differs from the original's;
 2. writes a params file under --work pointing at the copy, with its own runs folder, metrics
-   file and table, and runs the whole comparison on it (every run is retrained: the cache
-   fingerprint differs; this takes a full comparison's time);
+   file and table, and runs the whole comparison on it (every run is retrained; this takes a
+   full comparison's time);
 3. compares the significance verdicts with the original comparison's `compare.metrics`: every
    interval's verdict (pipeline/stage2/verdicts.py: above / below the reference, includes 0,
-   or within rerun noise, each with its rerun margin) for both splits and both interval kinds,
-   overall and on every availability subset; whether each interval is used in the findings
-   (the video bootstrap is not below compare.min_videos_bootstrap); and, descriptive only, the
-   ranking of the heads per split and the winner of every subset.
+   or within rerun noise, each with its rerun margin) for both splits, every key (each task's
+   metric and, with several tasks, their sum `score`) and both interval kinds, overall and on
+   every availability subset of each task; whether each interval is used in the findings (the
+   video bootstrap is not below compare.min_videos_bootstrap); and, descriptive only, the
+   ranking of the heads per split and key and the winner of every subset.
 
 The check holds when no verdict the findings use is contradicted: the same on both sides, or
 `within noise` (not stated) on one of them. A rule without a margin cannot promise more: any
@@ -40,19 +42,23 @@ import h5py
 import numpy as np
 import yaml
 
+from pipeline import cache
+from pipeline.stage2.compare.aggregate import SCORE
 from pipeline.stage2.verdicts import STATED, annotate, paired_blocks
 
 REPO = Path(__file__).resolve().parent.parent
-EMBEDDINGS = ("audio", "visual")  # the float16 arrays of an embeddings file; everything else is kept
-# params keys holding paths: made absolute (the params file moves to --work)
-PATH_KEYS = ("demo.out", "corpus.root", "corpus.manifest", "faces.out", "faces.cropped_aligned", "audio.out",
-             "embed.visual.checkpoint", "embed.audio.checkpoint")
+# params keys holding paths: made absolute (the params file moves to --work); and each stream's
+# `embed.streams.<name>.checkpoint`
+PATH_KEYS = ("base", "demo.out", "corpus.root", "corpus.manifest", "faces.out", "faces.cropped_aligned", "audio.out",
+             "labels.out")
 BLOCK = 1 << 16  # rows perturbed at a time: memory stays flat on long videos
 
 
 def perturb_cache(src: Path, dst: Path, seed: int) -> dict:
     """Copies the embeddings folder src to dst and moves every float16 value of every entry's
-    `audio` and `visual` arrays by +-1 ulp (np.nextafter towards +-inf, sign drawn per value)."""
+    stream features (`streams/<name>/features`, the streams its attributes list) by +-1 ulp
+    (np.nextafter towards +-inf, sign drawn per value); each file's content hash is recorded
+    again (cache.CONTENT_HASH), so the copy's fingerprint is its own."""
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(src, dst)
@@ -60,7 +66,8 @@ def perturb_cache(src: Path, dst: Path, seed: int) -> dict:
     files, values = 0, 0
     for path in sorted(dst.glob("*.h5")):
         with h5py.File(path, "r+") as f:
-            for key in EMBEDDINGS:
+            for stream in cache.attrs_of(f)["streams"]:
+                key = cache.stream_key(stream["name"], "features")
                 ds = f[key]
                 if ds.dtype != np.float16:
                     raise SystemExit(f"{path}: {key} is {ds.dtype}, expected float16 embeddings")
@@ -70,6 +77,7 @@ def perturb_cache(src: Path, dst: Path, seed: int) -> dict:
                     ds[start:start + BLOCK] = np.where(up, np.nextafter(x, np.float16(np.inf)),
                                                        np.nextafter(x, np.float16(-np.inf)))
                     values += x.size
+            f.attrs[cache.CONTENT_HASH] = cache.content_hash(f)
         files += 1
     return {"files": files, "values": values, "seed": seed}
 
@@ -81,16 +89,17 @@ def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: 
     other output) under `work`."""
     data = yaml.safe_load(params_file.read_text())
     root = params_file.resolve().parent
-    for key in PATH_KEYS:
+    streams = (data.get("embed") or {}).get("streams") or {}
+    for key in (*PATH_KEYS, *(f"embed.streams.{s}.checkpoint" for s in streams)):
         *parents, last = key.split(".")
         node = data
         for part in parents:
             node = node.get(part) or {}
         if node.get(last):
             node[last] = str((root / node[last]).resolve())
-    data["embed"]["out"] = str(cache_copy)
-    data["train"].update(out=str(work / "model.pt"), live_dir=str(work / "live"))
-    data["evaluate"].update(metrics=str(work / "eval.json"), out=str(work / "eval"))
+    data.setdefault("embed", {})["out"] = str(cache_copy)
+    data.setdefault("train", {}).update(out=str(work / "model.pt"), live_dir=str(work / "live"))
+    data.setdefault("evaluate", {}).update(metrics=str(work / "eval.json"), out=str(work / "eval"))
     data.setdefault("compare", {}).update(runs=str(work / "runs"), metrics=str(work / "compare.json"),
                                           table=str(work / "compare.md"), heads=original["heads"],
                                           seeds=original["seeds"], reference=original["reference"])
@@ -102,35 +111,55 @@ def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: 
     return path
 
 
+def keys_of(result: dict) -> list[str]:
+    """What a comparison's verdicts are about: each task, then (several tasks) `score`."""
+    return [*result["tasks"], *([SCORE] if len(result["tasks"]) > 1 else [])]
+
+
+def main_metric(result: dict, key: str) -> str:
+    return SCORE if key == SCORE else result["main_metric"][key]
+
+
 def verdicts(result: dict, k: float | None = None) -> dict[str, dict]:
     """Every verdict the findings can draw from a compare.json, flat. Keys
-    `<split>/<subset>/<head>/<seeds|videos>` (subset `all` = every frame) for each head but the
-    reference: {"verdict" (pipeline.stage2.verdicts: above, below, includes 0, within noise; n/a
-    when not scored), "used" (the findings may cite it: not an indicative bootstrap), "low",
-    "high", "margin", "kind": "interval"}. And, descriptive (no interval behind them, never a
-    significance verdict): `<split>/ranking` (heads by CCC mean) and `<split>/<subset>/best`.
-    k: the rerun margin in sds (None: the one the result was annotated with, else 2)."""
+    `<split>/<key>/<subset>/<head>/<seeds|videos>` (key: a task or `score`, the sum of the
+    tasks' metrics; subset `all` = every valid frame, else an availability subset of the task)
+    for each head but the reference: {"verdict" (pipeline.stage2.verdicts: above, below,
+    includes 0, within noise; n/a when not scored), "used" (the findings may cite it: not an
+    indicative bootstrap), "low", "high", "margin", "kind": "interval"}. And, descriptive (no
+    interval behind them, never a significance verdict): `<split>/<key>/ranking` (heads by the
+    key's main metric) and `<split>/<task>/<subset>/best`. k: the rerun margin in sds (None:
+    the one the result was annotated with, else 2)."""
     if k is not None or "rerun_margin" not in result:
         result = annotate(copy.deepcopy(result), 2.0 if k is None else k)
-    res = result["results"]
+    res, ref = result["results"], result["reference"]
     out: dict[str, dict] = {}
-    splits = [s for s in ("validation", "test") if s in res[result["reference"]]]
+    splits = [s for s in ("validation", "test") if s in res[ref]]
     for split in splits:
-        ranking = sorted(result["heads"], key=lambda h: -res[h][split]["full"]["ccc_mean"]["mean"])
-        out[f"{split}/ranking"] = {"verdict": " > ".join(ranking), "used": True, "kind": "descriptive"}
-        for subset in result.get("subsets", {}):
-            rows = {h: res[h]["availability"][split][subset] for h in result["heads"]}
-            scored = all(r["scored"] for r in rows.values())
-            best = max(rows, key=lambda h: rows[h]["ccc_mean"]["mean"]) if scored else "not scored"
-            out[f"{split}/{subset}/best"] = {"verdict": best, "used": scored, "kind": "descriptive"}
-            for head in result["heads"]:  # subset intervals that were not scored: n/a
-                if head != result["reference"]:
-                    for which in ("seeds", "videos"):
-                        out[f"{split}/{subset}/{head}/{which}"] = {"verdict": "n/a", "used": False, "kind": "interval"}
-    for split, subset, head, vs in paired_blocks(result):
+        for key in keys_of(result):
+            if key not in res[ref][split]:
+                continue
+            metric = main_metric(result, key)
+            ranking = sorted(result["heads"], key=lambda h: -res[h][split][key]["full"][metric]["mean"])
+            out[f"{split}/{key}/ranking"] = {"verdict": " > ".join(ranking), "used": True, "kind": "descriptive"}
+        for task in result["tasks"]:
+            if task not in res[ref]["availability"].get(split, {}):
+                continue
+            metric = main_metric(result, task)
+            for subset in result.get("subsets", {}):
+                rows = {h: res[h]["availability"][split][task][subset] for h in result["heads"]}
+                scored = all(r["scored"] for r in rows.values())
+                best = max(rows, key=lambda h: rows[h][metric]["mean"]) if scored else "not scored"
+                out[f"{split}/{task}/{subset}/best"] = {"verdict": best, "used": scored, "kind": "descriptive"}
+                for head in result["heads"]:  # subset intervals that were not scored: n/a
+                    if head != ref:
+                        for which in ("seeds", "videos"):
+                            out[f"{split}/{task}/{subset}/{head}/{which}"] = {"verdict": "n/a", "used": False,
+                                                                              "kind": "interval"}
+    for split, key, subset, head, vs in paired_blocks(result):
         for which in ("seeds", "videos"):
             iv = vs.get(which)
-            out[f"{split}/{subset}/{head}/{which}"] = {
+            out[f"{split}/{key}/{subset}/{head}/{which}"] = {
                 "verdict": iv["verdict"] if iv else "n/a", "kind": "interval",
                 "used": iv is not None and (which == "seeds" or not iv.get("indicative", False)),
                 **({"low": iv["low"], "high": iv["high"], "margin": vs["margin"]} if iv else {})}
@@ -183,11 +212,19 @@ def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) ->
             "withheld": [r["key"] for r in intervals if r["status"] == "withheld"], "rows": rows}
 
 
-def score_shift(original: dict, perturbed: dict) -> float:
-    """The largest |change| of a head's mean (over seeds) CCC mean, over heads and splits."""
+def score_shift(original: dict, perturbed: dict) -> dict[str, float]:
+    """Per key (a task, or `score`), the largest |change| of a head's mean (over seeds) main
+    metric on all frames, over heads and splits."""
     res_a, res_b = original["results"], perturbed["results"]
-    return max(abs(res_a[h][s]["full"]["ccc_mean"]["mean"] - res_b[h][s]["full"]["ccc_mean"]["mean"])
-               for h in res_a if h in res_b for s in ("validation", "test") if s in res_a[h] and s in res_b[h])
+    out = {}
+    for key in keys_of(original):
+        metric = main_metric(original, key)
+        changes = [abs(res_a[h][s][key]["full"][metric]["mean"] - res_b[h][s][key]["full"][metric]["mean"])
+                   for h in res_a if h in res_b for s in ("validation", "test")
+                   if key in res_a[h].get(s, {}) and key in res_b[h].get(s, {})]
+        if changes:
+            out[key] = round(max(changes), 6)
+    return out
 
 
 def print_table(diff: dict) -> None:
@@ -203,6 +240,14 @@ def print_table(diff: dict) -> None:
           f"(stated: {s['stated_original']} original, {s['stated_perturbed']} perturbed). The plain rule "
           f"(no margin) would have changed {s['plain_rule_changed']}. Rankings the same: {s['rankings_same']}; "
           f"descriptive rows changed: {', '.join(s['descriptive_changed']) or 'none'}.")
+
+
+def _comparison(path: Path) -> dict:
+    """A compare.json of the current layout (tasks and streams), or a clear exit."""
+    result = json.loads(path.read_text())
+    if "tasks" not in result or "streams" not in result:
+        raise SystemExit(f"{path}: written by an older `jmt compare` (no tasks and streams); run it again")
+    return result
 
 
 def main() -> None:
@@ -221,29 +266,32 @@ def main() -> None:
                     help="rerun margin in sds for both sides [default: compare.rerun_margin of --params]")
     args = ap.parse_args()
     from pipeline.config import load_params
-    from pipeline.cache import fingerprint
-    from pipeline.stage2.compare import _STAGE2, TRAINING_CODE, files_fingerprint, run_compare, shared_params
+    from pipeline.stage2.compare import run_compare
+    from pipeline.stage2.compare.runs import _PIPELINE, TRAINING_CODE, files_fingerprint, shared_params
 
     base = load_params(args.params)
     k = base.compare.rerun_margin if args.margin is None else args.margin
     original_path = args.original or base.path(base.compare.metrics)
-    original = json.loads(original_path.read_text())
+    original = _comparison(original_path)
     t0 = time.time()
     if args.against:
-        perturbed, facts = json.loads(args.against.read_text()), None
-        differ = [key for key in ("params", "heads", "seeds", "reference") if original[key] != perturbed[key]]
+        perturbed, facts = _comparison(args.against), None
+        differ = [key for key in ("params", "tasks", "streams", "heads", "seeds", "reference")
+                  if original.get(key) != perturbed.get(key)]
         if original["fingerprints"]["code"] != perturbed["fingerprints"]["code"]:
             differ.append("stage-2 training code")
         if differ:
-            raise SystemExit(f"{original_path} and {args.against} differ in {', '.join(differ)}: not the same comparison")
+            raise SystemExit(f"{original_path} and {args.against} differ in {', '.join(differ)}: "
+                             "not the same comparison")
     else:
         # the only difference allowed between the two comparisons is the perturbation
-        now = {"cache": fingerprint(base.path(base.embed.out)),
-               "code": files_fingerprint(TRAINING_CODE, _STAGE2.parent)}
-        what = {"cache": "embeddings cache", "code": "stage-2 training code"}
-        stale = [what[key] for key in now if original["fingerprints"][key] != now[key]]
+        now = {"cache": cache.fingerprint(base.path(base.embed.out)),
+               "labels": cache.fingerprint(base.path(base.labels.out)),
+               "code": files_fingerprint(TRAINING_CODE, _PIPELINE)}
+        what = {"cache": "embeddings cache", "labels": "labels cache", "code": "stage-2 training code"}
+        stale = [what[key] for key in now if original["fingerprints"].get(key) != now[key]]
         if json.loads(json.dumps(shared_params(base))) != original["params"]:
-            stale.append("model/train/evaluate params")
+            stale.append("model/train/tasks params")
         if stale:
             raise SystemExit(f"{original_path} was made with other {', '.join(stale)} than the ones at hand: "
                              "rerun `jmt compare` first")
@@ -261,7 +309,7 @@ def main() -> None:
                  else "two existing comparisons checked against each other"),
         "original": str(original_path), "perturbed": str(args.against or args.work / "compare.json"),
         "cache": facts, "heads": perturbed["heads"], "seeds": perturbed["seeds"], "rerun_margin": k,
-        "max_abs_change_ccc_mean": round(score_shift(original, perturbed), 6),
+        "max_abs_change": score_shift(original, perturbed),
         "seconds": round(time.time() - t0, 1), **diff}, indent=1) + "\n")
     print(f"-> {args.out}")
 

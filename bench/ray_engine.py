@@ -4,9 +4,11 @@ larger one. Every cluster is real (pipeline.local_cluster: `ray start --head` + 
 --address`, one CPU per node, loopback only) and every command a fresh `jmt` process.
 
     python bench/ray_engine.py --corpus data/demo --embeddings data/cache/embeddings \\
-        --work /tmp/bench-ray --out docs/bench/ray_engine.json
+        --labels data/cache/labels --work /tmp/bench-ray --out docs/bench/ray_engine.json
 
-Ratios are measured in one run, back to back (the machine is shared and noisy).
+Ratios are measured in one run, back to back (the machine is shared and noisy). Peak RSS is the
+driver process's own (getrusage, as `/usr/bin/time -f %M`): Ray's workers are the cluster's
+processes, not the driver's.
 """
 
 from __future__ import annotations
@@ -16,70 +18,59 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import REPO, run_measured, write_json, write_params  # noqa: E402
+from common import jmt as jmt_command  # noqa: E402
 
 from pipeline.local_cluster import LocalCluster  # noqa: E402
 
 COMPARE_HEADS, COMPARE_SEEDS = ["concat", "late"], [0, 1, 2]
 
 
-def write_params(folder: Path, corpus_root: Path, embeddings: Path | None = None, **sections) -> Path:
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["corpus"]["root"] = str(corpus_root.resolve())
-    for stage, sub in (("faces", "faces"), ("audio", "audio"), ("embed", "embeddings")):
-        data[stage]["out"] = f"cache/{sub}"
-    if embeddings is not None:
-        data["embed"]["out"] = str(embeddings.resolve())
-    for section, values in sections.items():
-        data[section].update(values)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return folder / "params.yaml"
-
-
 def timed(args: list[str], env: dict | None = None) -> dict:
     """Runs a command in a fresh process: wall seconds and peak RSS (MB)."""
-    t0 = time.time()
-    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    rss = int(next(line for line in proc.stderr.splitlines() if line.startswith("MAXRSS")).split()[1])
-    return {"wall_s": round(wall, 2), "peak_rss_mb": round(rss / 1024, 1), "stdout": proc.stdout}
+    m = run_measured(args, env=env)
+    if m.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{m.stderr[-3000:]}")
+    return {"wall_s": round(m.seconds, 2), "peak_rss_mb": round(m.max_rss / 2**20, 1), "stdout": m.stdout}
 
 
 def jmt(command: str, params: Path, address: str | None) -> dict:
     env = {"RAY_ADDRESS": address} if address else None
-    out = timed([sys.executable, "-m", "pipeline", command, "--params", str(params)], env)
+    out = timed(jmt_command(command, "--params", str(params)), env)
     out.pop("stdout")
     return out
 
 
 def scaled_corpus(corpus: Path, folder: Path, copies: int) -> Path:
-    """A manifest corpus listing every demo video `copies` times (symlinks, distinct names)."""
+    """A manifest corpus listing every demo entry `copies` times (symlinked videos, distinct
+    names), each with its annotation and split for every task the demo labels (va:
+    `annotation`,`split`; another task: `<task>_annotation`,`<task>_split`)."""
     from pipeline.corpus.entries import affwild2
 
     folder.mkdir(parents=True, exist_ok=True)
+    entries = affwild2(corpus).entries
+    tasks = sorted({t for e in entries for t in e.labels})
+    columns = {t: ("annotation", "split") if t == "va" else (f"{t}_annotation", f"{t}_split") for t in tasks}
     rows = []
-    for e in affwild2(corpus).entries:
+    for e in entries:
         for k in range(copies):
             link = folder / "videos" / f"{e.video.stem}-{k}{e.video.suffix}"
             link.parent.mkdir(exist_ok=True)
             if not link.exists():
                 link.symlink_to(e.video.resolve())
-            rows.append({"video": str(link), "annotation": str(e.annotation or ""), "split": e.split,
-                         "name": f"{e.name}-{k}", "side": e.side or ""})
+            row = {"video": str(link), "name": f"{e.name}-{k}", "side": e.side or ""}
+            for t, (ann, split) in columns.items():
+                label = e.labels.get(t)
+                row[ann] = str(label.path or "") if label else ""
+                row[split] = label.split if label else ""
+            rows.append(row)
     with (folder / "manifest.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["video", "annotation", "split", "name", "side"])
+        w = csv.DictWriter(f, fieldnames=["video", "name", "side", *(c for pair in columns.values() for c in pair)])
         w.writeheader()
         w.writerows(rows)
     return folder / "manifest.csv"
@@ -123,6 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=REPO / "data/demo")
     ap.add_argument("--embeddings", type=Path, default=REPO / "data/cache/embeddings")
+    ap.add_argument("--labels", type=Path, default=REPO / "data/cache/labels", help="the labels of --embeddings")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench-ray"))
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench/ray_engine.json")
     ap.add_argument("--skip", nargs="*", default=[], choices=["empty", "faces", "compare"])
@@ -164,7 +156,8 @@ def main() -> None:
         runs = {"heads": COMPARE_HEADS, "seeds": COMPARE_SEEDS, "reference": COMPARE_HEADS[0]}
         for workers in (1, 2):
             folder = args.work / f"compare-{workers}"
-            params = write_params(folder, args.corpus, args.embeddings, run=ray,
+            params = write_params(folder, args.corpus, run=ray, embed={"out": str(args.embeddings.resolve())},
+                                  labels={"out": str(args.labels.resolve())},
                                   compare={**runs, "runs": "runs", "metrics": "compare.json", "table": "compare.md"})
             with LocalCluster(nodes=workers, cpus=1) as c:
                 cmp[f"ray_{workers}_worker"] = jmt("compare", params, c.address)
@@ -176,10 +169,7 @@ def main() -> None:
         result["compare"] = cmp
         print(json.dumps(cmp, indent=1), flush=True)
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.is_file():  # keep the parts skipped this time
-        result = {**json.loads(args.out.read_text()), **result}
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result, merge=True)   # keeps the parts skipped this time
     print(f"-> {args.out}")
 
 

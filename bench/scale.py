@@ -1,20 +1,22 @@
 """Stage 2 at Aff-Wild2 size (issue 12): is it still the fast loop at 2.8 million frames?
 
-1. Writes an embeddings cache shaped like Aff-Wild2's valence-arousal set through the project's
-   own writer (`cache.write_entry`, the layout `jmt embed` writes): 564 entries (341 train, 71
+1. Writes an embeddings cache and a labels cache shaped like Aff-Wild2's valence-arousal set
+   through the project's own writer (`cache.write_entry`, the layouts `jmt embed` and `jmt
+   labels` write) under --work (`embeddings/`, `labels/`): 564 videos (341 train, 71
    validation, 152 test with hidden labels, as in the ABAW VA track), 2.8 M frames at 30 fps,
-   lengths log-normal from 20 s to 15 min, every 20th video with two annotated people; random
-   float16 features (default 512-d visual, 768-d audio); face, voice and -5 label runs at
-   Aff-Wild2-like rates (about 93 %, 57 % and 3 % of frames). `--scale 0.05` writes 5 % of it.
+   lengths log-normal from 20 s to 15 min, every 20th video with two annotated people; two
+   streams of random float16 features (default 512-d `visual`, 768-d `audio`); face, voice and
+   -5 label runs at Aff-Wild2-like rates (about 93 %, 57 % and 3 % of frames); the va labels
+   and splits in the labels cache. `--scale 0.05` writes 5 % of it.
 2. Measures on it, each step in its own process with its page cache dropped first (cold reads;
    only this cache's pages, `posix_fadvise`), peak RSS of the process tree polled every 0.1 s:
-   `jmt cache verify` and `jmt cache info`; the cache fingerprint (recorded hashes) against
-   hashing every byte (the old way); `jmt compare` until its first run; `jmt train` (params
+   `jmt cache verify` and `jmt cache info` of the embeddings; the cache fingerprint (recorded
+   hashes) against hashing every byte (the old way); `jmt compare` until its first run; `jmt train` (params
    defaults, jmt head) for a slice of an epoch: time to the first step, data loading vs compute,
    then its validation pass (what `jmt evaluate` runs on the validation split: every window,
    the official score); DataLoader workers 0 vs 1; one 2-minute and one 20-minute video through
-   `predict_entry` (what `jmt predict` runs after stage 1); window reads in this layout against
-   the old chunked gzip layout.
+   `predict_entry` (what `jmt predict` runs after stage 1: no labels); window reads in this
+   layout against the old chunked gzip layout of the features.
 3. Writes --out (docs/bench/scale.json) and prints it.
 
     python bench/scale.py                          # full size: ~7.3 GB under --work
@@ -26,14 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # bare machines (bench/scale_gpu.py): the package is not installed
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py (also on bare machines)
+from common import REPO, jmt, run_measured, write_json, write_params  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -45,8 +45,16 @@ FRAMES = 2_800_000
 SECONDS = (20.0, 900.0)          # shortest and longest video
 # (mean seconds present, mean seconds absent) of the alternating runs of each mask
 FACE_RUNS, VOICE_RUNS, LABEL_RUNS = (20.0, 1.5), (4.0, 3.0), (100.0, 3.0)
+STREAM_RUNS = {"visual": FACE_RUNS, "audio": VOICE_RUNS}
+STREAM_INPUTS = {"visual": "crops", "audio": "logmel"}   # what a real backbone of each stream reads
+TASK = "va"                      # the labels written (Aff-Wild2's VA track)
 # the old embed layout (before cache.FEATURES), for the read comparison
 OLD_FEATURES = {"compression": "gzip", "compression_opts": 1}
+
+
+def caches(work: Path) -> tuple[Path, Path]:
+    """The bench's embeddings and labels folders under `work`."""
+    return work / "embeddings", work / "labels"
 
 
 # ---- the cache ------------------------------------------------------------------------------
@@ -83,68 +91,99 @@ def runs(n: int, rng: np.random.Generator, on_s: float, off_s: float) -> np.ndar
     return out
 
 
-def write_entry(folder: Path, spec: dict, visual_dim: int, audio_dim: int, old_layout: bool = False) -> int:
-    """One entry as `jmt embed` writes it (pipeline/stage1/embed.py process_entries); returns bytes."""
+def write_entry(folder: Path, spec: dict, widths: dict[str, int], old_layout: bool = False,
+                labels: Path | None = None) -> int:
+    """One entry as `jmt embed` writes it (pipeline/stage1/embed.py process_entries) to `folder`
+    (streams: name -> width, `visual` and `audio`) and, given a `labels` folder, its va labels
+    as `jmt labels` writes them (pipeline/stage1/labels.py); returns the embeddings file's bytes."""
     rng = np.random.default_rng(spec["seed"])
     n = spec["frames"]
-    visual = rng.standard_normal((n, visual_dim), np.float32).astype(np.float16)
-    audio = rng.standard_normal((n, audio_dim), np.float32).astype(np.float16)
+    features = {s: rng.standard_normal((n, d), np.float32).astype(np.float16) for s, d in widths.items()}
     t = np.arange(n) / FPS    # slow valence/arousal curves in [-1, 1]
-    labels = np.stack([np.sin(t / 17 + rng.random() * 6), np.sin(t / 11 + rng.random() * 6)], 1).astype(np.float32)
-    labels *= rng.uniform(0.3, 0.9)
+    va = np.stack([np.sin(t / 17 + rng.random() * 6), np.sin(t / 11 + rng.random() * 6)], 1).astype(np.float32)
+    va *= rng.uniform(0.3, 0.9)
     if spec["split"] == "test":
-        labels[:] = -5            # hidden, as Aff-Wild2's test labels are
+        va[:] = -5            # hidden, as Aff-Wild2's test labels are (an entry of Test_Set_names.txt)
     else:
-        labels[~runs(n, rng, *LABEL_RUNS)] = -5
-    attrs = {"video": f"batch1/{spec['video']}.mp4", "fps": FPS, "n_frames": n, "split": spec["split"],
-             "side": spec["side"], "detector": "none (bench/scale.py)", "crop_size": 112, "sample_rate": 16000,
-             "faces_config_hash": "bench", "audio_config_hash": "bench",
-             "visual_backbone": "bench_random", "visual_weights_sha256": "none", "visual_weights": "RANDOM",
-             "audio_backbone": "bench_random", "audio_weights_sha256": "none", "audio_weights": "RANDOM"}
-    config = {"bench": "scale", "visual_dim": visual_dim, "audio_dim": audio_dim, "seed": spec["seed"]}
+        va[~runs(n, rng, *LABEL_RUNS)] = -5
+    masks = {s: runs(n, rng, *STREAM_RUNS[s]) for s in widths}
+    streams = [{"name": s, "backbone": "bench_random", "input": STREAM_INPUTS[s], "weights_sha256": "none",
+                "weights": "RANDOM", "dim": d} for s, d in widths.items()]
+    video = f"batch1/{spec['video']}.mp4"
+    attrs = {"video": video, "fps": FPS, "n_frames": n, "side": spec["side"], "detector": "none (bench/scale.py)",
+             "crop_size": 112, "sample_rate": 16000, "faces_config_hash": "bench", "audio_config_hash": "bench",
+             "streams": streams}
+    config = {"bench": "scale", "widths": widths, "seed": spec["seed"]}
     with cache.write_entry(folder, spec["name"], stage="embed", config=config, attrs=attrs) as f:
-        for name, arr in (("visual", visual), ("audio", audio)):
+        for s, arr in features.items():
             layout = {**OLD_FEATURES, "chunks": (min(max(n, 1), 1024), arr.shape[1])} if old_layout else cache.FEATURES
-            f.create_dataset(name, data=arr, **layout)
-        f.attrs["visual_dim"], f.attrs["audio_dim"] = visual_dim, audio_dim
-        app = cache.Appender(f, cache.LAYOUTS["embed"], ["visual_mask", "audio_mask", "labels", "label_mask", "timestamps"])
-        app.append(visual_mask=runs(n, rng, *FACE_RUNS), audio_mask=runs(n, rng, *VOICE_RUNS), labels=labels,
-                   label_mask=(labels != -5).all(1), timestamps=t)
+            f.create_dataset(cache.stream_key(s, "features"), data=arr, **layout)
+            f.create_dataset(cache.stream_key(s, "mask"), data=masks[s])
+        f.create_dataset("timestamps", data=t)
+    if labels is not None:
+        meta = [{"task": TASK, "split": spec["split"], "annotation": None, "rows_minus_frames": 0,   # no file
+                 "valid_frames": int((va != -5).all(1).sum())}]
+        with cache.write_entry(labels, spec["name"], stage="labels", config={"bench": "scale", "seed": spec["seed"]},
+                               attrs={"video": video, "side": spec["side"], "fps": FPS, "n_frames": n,
+                                      "tasks": meta}) as f:
+            f.create_dataset(cache.label_key(TASK), data=va)
     return cache.entry_path(folder, spec["name"]).stat().st_size
 
 
-def write_cache(folder: Path, specs: list[dict], visual_dim: int, audio_dim: int, jobs: int,
-                old_layout: bool = False) -> dict:
-    """Writes every entry (`jobs` processes, one writer per file); returns what was written."""
+def write_cache(folder: Path, specs: list[dict], widths: dict[str, int], jobs: int,
+                old_layout: bool = False, labels: Path | None = None) -> dict:
+    """Writes every entry (`jobs` processes, one writer per file); returns what was written
+    (`bytes`: the embeddings, `labels_bytes`: the labels when written)."""
     from multiprocessing import get_context
 
     folder.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    args = [(folder, s, visual_dim, audio_dim, old_layout) for s in specs]
+    args = [(folder, s, widths, old_layout, labels) for s in specs]
     if jobs > 1:
         with get_context("fork").Pool(jobs) as pool:
             sizes = pool.starmap(write_entry, args, chunksize=1)
     else:
         sizes = [write_entry(*a) for a in args]
-    return {"entries": len(specs), "frames": sum(s["frames"] for s in specs), "bytes": int(sum(sizes)),
-            "seconds": round(time.time() - t0, 1), "jobs": jobs,
-            "splits": {sp: sum(s["split"] == sp for s in specs) for sp in SPLITS},
-            "longest_minutes": round(max(s["frames"] for s in specs) / FPS / 60, 1),
-            "shortest_seconds": round(min(s["frames"] for s in specs) / FPS, 1)}
+    out = {"entries": len(specs), "frames": sum(s["frames"] for s in specs), "bytes": int(sum(sizes)),
+           "seconds": round(time.time() - t0, 1), "jobs": jobs,
+           "splits": {sp: sum(s["split"] == sp for s in specs) for sp in SPLITS},
+           "longest_minutes": round(max(s["frames"] for s in specs) / FPS / 60, 1),
+           "shortest_seconds": round(min(s["frames"] for s in specs) / FPS, 1)}
+    if labels is not None:
+        out["labels_bytes"] = sum(cache.entry_path(labels, s["name"]).stat().st_size for s in specs)
+    return out
 
 
-def ensure_cache(folder: Path, scale: float, seed: int, visual_dim: int, audio_dim: int, jobs: int) -> dict:
-    """The bench cache at `folder`, written unless a complete one with the same spec is there."""
-    spec = {"scale": scale, "seed": seed, "visual_dim": visual_dim, "audio_dim": audio_dim}
+def ensure_cache(work: Path, scale: float, seed: int, widths: dict[str, int], jobs: int) -> dict:
+    """The bench's caches under `work` (`caches`), written unless complete ones with the same
+    spec and layouts are there."""
+    folder, labels = caches(work)
+    spec = {"scale": scale, "seed": seed, "widths": widths,
+            "schemas": [cache.schema("embed"), cache.schema("labels")]}
     marker = folder / "bench.json"
     if marker.is_file() and json.loads(marker.read_text())["spec"] == spec:
         return {**json.loads(marker.read_text())["written"], "reused": True}
-    if folder.exists():
-        for p in folder.glob("*.h5"):
-            p.unlink()
-    written = write_cache(folder, plan(scale, seed), visual_dim, audio_dim, jobs)
+    marker.unlink(missing_ok=True)
+    for p in (*folder.glob("*.h5"), *labels.glob("*.h5")):
+        p.unlink()
+    written = write_cache(folder, plan(scale, seed), widths, jobs, labels=labels)
     marker.write_text(json.dumps({"spec": spec, "written": written}) + "\n")
     return written
+
+
+def current(folder: Path, specs: list[dict]) -> bool:
+    """The folder holds exactly these entries, as embeddings files of this jmt's layout (a folder
+    written by an older bench is rewritten)."""
+    import h5py
+
+    paths = [cache.entry_path(folder, s["name"]) for s in specs]
+    if len(list(Path(folder).glob("*.h5"))) != len(specs) or not all(p.is_file() for p in paths):
+        return False
+    for p in paths:
+        with h5py.File(p, "r") as f:
+            if cache.attrs_of(f).get("schema") != cache.schema("embed"):
+                return False
+    return True
 
 
 def evict(*folders: Path) -> None:
@@ -158,48 +197,16 @@ def evict(*folders: Path) -> None:
 
 # ---- measuring a step in its own process ---------------------------------------------------
 
-def tree_rss(pid: int) -> int:
-    """RSS bytes of a process and its descendants (pages shared after fork counted in each)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                total += next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmRSS:"))
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as fh:
-                    todo += [int(c) for c in fh.read().split()]
-        except (FileNotFoundError, ProcessLookupError, StopIteration):
-            pass
-    return total
-
-
 def measure(cmd: list[str], result: Path | None = None) -> dict:
     """Runs cmd; wall seconds, peak RSS of its process tree, and the JSON it wrote to `result`."""
-    import tempfile
-
-    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a long table must not block the child
-        t0 = time.time()
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
-        peak = 0
-        while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
-            time.sleep(0.1)
-        seconds = time.time() - t0
-        log.seek(0)
-        err = log.read()
-    out = {"seconds": round(seconds, 2), "peak_rss_mb": round(peak / 1e6), "exit": proc.returncode,
-           "started_at": t0}
-    if proc.returncode != 0:
-        out["output"] = err[-2000:]
+    m = run_measured(cmd)
+    out = {"seconds": round(m.seconds, 2), "peak_rss_mb": round(m.tree_rss / 1e6), "exit": m.returncode,
+           "started_at": m.started_at}
+    if m.returncode != 0:
+        out["output"] = (m.stdout + m.stderr)[-2000:]
     if result is not None and result.is_file():
         out.update(json.loads(result.read_text()))
     return out
-
-
-def jmt(*args: str) -> list[str]:
-    """The `jmt` console script's own entry point (pipeline.cli:run), in this interpreter."""
-    return [sys.executable, "-c", "from pipeline.cli import run; run()", *args]
 
 
 def child(step: str, work: Path, **kw) -> list[str]:
@@ -239,7 +246,7 @@ def run_child(args: argparse.Namespace) -> dict:
         def stop(*_a, **_k):
             raise FirstRun(time.time())
 
-        compare._load_run = stop  # called for the first (head, seed) after every start-up step
+        compare.load_run = stop  # called for the first (head, seed) after every start-up step
         try:
             compare.run_compare(params)
         except FirstRun as exc:
@@ -247,25 +254,27 @@ def run_child(args: argparse.Namespace) -> dict:
         raise SystemExit("jmt compare never reached its first run")
     import torch
 
-    from pipeline.stage2.data import load_split, predict_entry
     from pipeline.stage2.checkpoints import load as load_checkpoint
-    from pipeline.stage2.evaluate import postprocess
+    from pipeline.stage2.data import load_entries, predict_entry
+    from pipeline.tasks import tasks_of
 
     folder = args.work / "long"
     model, ckpt = load_checkpoint(params.path(params.train.out), folder)
     model.eval()
     window, device = ckpt["params"]["train"]["window"], torch.device("cpu")
-    entry = next(e for e in load_split(folder, "test", preload_max_mb=0) if e.name == args.entry)
+    tasks = tasks_of(model.tasks, params.tasks)
+    entry = load_entries(folder, None, list(tasks), names=[args.entry])[0]   # no labels, as `jmt predict`
     t0 = time.time()   # the first forward pass sets up kernels: a fixed cost, timed apart
     with torch.no_grad():
-        a, v = (torch.zeros(32, window, entry.widths[k]) for k in ("audio", "visual"))
-        model(a, v, torch.ones(32, window, dtype=torch.bool), torch.ones(32, window, dtype=torch.bool))
+        model({s: torch.zeros(32, window, entry.widths[s]) for s in entry.streams},
+              {s: torch.ones(32, window, dtype=torch.bool) for s in entry.streams})
     warmup = time.time() - t0
     before = _hwm()
     t0 = time.time()
-    pred = postprocess(predict_entry(model, entry, window, window // 2, device), params.evaluate)
-    return {"predict_s": time.time() - t0, "warmup_s": warmup, "frames": len(pred), "hwm_before_mb": before / 1e6,
-            "hwm_growth_mb": (_hwm() - before) / 1e6}
+    raw = predict_entry(model, entry, window, window // 2, device)
+    pred = {t: task.postprocess(task.activate(raw[t])) for t, task in tasks.items()}   # as `jmt evaluate`
+    return {"predict_s": time.time() - t0, "warmup_s": warmup, "frames": len(next(iter(pred.values()))),
+            "hwm_before_mb": before / 1e6, "hwm_growth_mb": (_hwm() - before) / 1e6}
 
 
 def loader_child(args: argparse.Namespace) -> dict:
@@ -273,22 +282,24 @@ def loader_child(args: argparse.Namespace) -> dict:
     import torch
 
     from pipeline.config import load_params
-    from pipeline.stage2.data import WindowDataset, dims, load_split, window_loader
+    from pipeline.stage2.data import WindowDataset, load_splits, stream_widths, window_loader
     from pipeline.stage2.heads import build_head
-    from pipeline.stage2.train import head_kwargs, train_epoch
+    from pipeline.stage2.train import Objective, head_kwargs, train_epoch
+    from pipeline.tasks import tasks_of
 
     params = load_params(args.work / "params.yaml")
     cfg = params.train
-    entries = load_split(params.path(params.embed.out), "train", preload_max_mb=cfg.preload_max_mb)
-    model = build_head("jmt", **head_kwargs(params.model, *dims(entries)))
+    entries = load_splits(params).train   # preloaded below train.preload_max_mb, as `jmt train`
+    model = build_head("jmt", **head_kwargs(params.model, stream_widths(entries), cfg.tasks))
+    objective = Objective.of(tasks_of(cfg.tasks, params.tasks), cfg.task_weights, entries)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     out = {}
     for workers in (0, 1):
-        evict(params.path(params.embed.out))
+        evict(*caches(args.work))
         loader = window_loader(WindowDataset(entries, cfg.window, cfg.hop), batch_size=cfg.batch_size,
                                generator=torch.Generator().manual_seed(0), device=torch.device("cpu"),
                                workers=workers)
-        ep = train_epoch(model, loader, opt, device=torch.device("cpu"), amp=False,
+        ep = train_epoch(model, loader, opt, objective, device=torch.device("cpu"), amp=False,
                          scaler=torch.amp.GradScaler("cuda", enabled=False), max_steps=args.steps)
         out[str(workers)] = {"steps": ep.steps, "load_s": ep.load_s, "compute_s": ep.compute_s,
                              "load_share": ep.load_s / (ep.load_s + ep.compute_s),
@@ -297,10 +308,11 @@ def loader_child(args: argparse.Namespace) -> dict:
 
 
 def window_reads(folder: Path, window: int, batches: int, batch: int) -> dict:
-    """Seconds per batch of `batch` random windows read by `Entry.read`, cold page cache."""
-    from pipeline.stage2.data import load_split, window_starts
+    """Seconds per batch of `batch` random windows read by `Entry.read` (every stream's features
+    and mask; no labels), cold page cache."""
+    from pipeline.stage2.data import load_entries, window_starts
 
-    entries = load_split(folder, "train", preload_max_mb=0)
+    entries = load_entries(folder, None, [TASK], preload_max_mb=0)
     rng = np.random.default_rng(0)
     index = [(e, s) for e in entries for s in window_starts(e.n, window, window // 2)]
     picks = rng.choice(len(index), batches * batch, replace=len(index) < batches * batch)
@@ -309,30 +321,27 @@ def window_reads(folder: Path, window: int, batches: int, batch: int) -> dict:
     for k in picks:
         e, s = index[k]
         e.read(s, s + window)
+    contiguous = all(span is not None for span in entries[0].spans.values())
     return {"ms_per_batch": round((time.time() - t0) / batches * 1000, 2), "batches": batches, "batch": batch,
-            "layout": "contiguous, pread" if entries[0].spans["visual"] else "chunks of 1024 rows, gzip 1, h5py"}
+            "layout": "contiguous, pread" if contiguous else "chunks of 1024 rows, gzip 1, h5py"}
 
 
 # ---- the whole bench -------------------------------------------------------------------------
 
-def bench_params(work: Path, cache_folder: Path) -> Path:
-    """The repository's params with this cache, no corpus, outputs under `work`, one epoch."""
-    import yaml
-
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["corpus"]["root"] = str(work / "no-corpus")        # names come from the cache alone
-    data["embed"]["out"] = str(cache_folder)
-    data["train"].update(out=str(work / "model.pt"), live_dir=str(work / "live"), epochs=1)
-    data["evaluate"].update(metrics=str(work / "eval.json"), out=str(work / "eval"))
-    data["compare"].update(runs=str(work / "runs"), metrics=str(work / "compare.json"), table=str(work / "compare.md"))
-    path = work / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+def bench_params(work: Path) -> Path:
+    """The repository's params with the bench's caches, no corpus, outputs under `work`, one epoch."""
+    folder, labels = caches(work)
+    return write_params(work, corpus={"root": str(work / "no-corpus")},   # names come from the caches alone
+                        embed={"out": str(folder)}, labels={"out": str(labels)},
+                        train={"out": str(work / "model.pt"), "live_dir": str(work / "live"), "epochs": 1},
+                        evaluate={"metrics": str(work / "eval.json"), "out": str(work / "eval")},
+                        compare={"runs": str(work / "runs"), "metrics": str(work / "compare.json"),
+                                 "table": str(work / "compare.md")})
 
 
 def gzip_saving(folder: Path) -> dict | None:
     """What the old layout's gzip (level 1, chunks of 1024 rows) saves on real float16
-    embeddings (a demo cache's `visual` and `audio`), computed with zlib as HDF5's filter does."""
+    embeddings (every stream's features in a demo cache), computed with zlib as HDF5's filter does."""
     import zlib
 
     import h5py
@@ -340,8 +349,8 @@ def gzip_saving(folder: Path) -> dict | None:
     raw, packed, files = 0, 0, sorted(Path(folder).glob("*.h5"))
     for p in files:
         with h5py.File(p, "r") as f:
-            for k in ("visual", "audio"):
-                x = f[k][...]
+            for stream in cache.attrs_of(f)["streams"]:
+                x = f[cache.stream_key(stream["name"], "features")][...]
                 for start in range(0, len(x), 1024):
                     chunk = np.ascontiguousarray(x[start:start + 1024]).tobytes()
                     raw, packed = raw + len(chunk), packed + len(zlib.compress(chunk, 1))
@@ -373,25 +382,26 @@ def main() -> None:
     t_all = time.time()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    folder = work / "embeddings"
+    widths = {"visual": args.visual_dim, "audio": args.audio_dim}
+    folder, labels = caches(work)
     out: dict = {"machine": {"cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]},
-                 "scale": args.scale, "widths": {"visual": args.visual_dim, "audio": args.audio_dim}}
-    out["cache"] = ensure_cache(folder, args.scale, args.seed, args.visual_dim, args.audio_dim, args.jobs)
+                 "scale": args.scale, "widths": widths}
+    out["cache"] = ensure_cache(work, args.scale, args.seed, widths, args.jobs)
     print(f"cache: {out['cache']}", flush=True)
-    params = bench_params(work, folder)
+    params = bench_params(work)
     res = work / "child.json"
 
     def step(name: str, cmd: list[str], evicted: bool = True) -> dict:
         res.unlink(missing_ok=True)
         if evicted:
-            evict(folder, work / "long")
+            evict(folder, labels, work / "long")
         out[name] = measure(cmd, res)
         print(f"{name}: {json.dumps(out[name])}", flush=True)
         return out[name]
 
     step("verify", jmt("cache", "verify", str(folder)))
     step("info", jmt("cache", "info", str(folder)))
-    from pipeline.stage2.compare import files_fingerprint
+    from pipeline.stage2.compare.runs import files_fingerprint
 
     evict(folder)
     t0 = time.time()
@@ -423,20 +433,20 @@ def main() -> None:
         for minutes in (2, 20):
             spec = {"name": f"long{minutes:02d}", "video": f"long{minutes:02d}", "split": "test", "side": None,
                     "frames": int(minutes * 60 * FPS), "seed": minutes}
-            write_entry(long, spec, args.visual_dim, args.audio_dim)
+            write_entry(long, spec, widths)
             step(f"predict_{minutes}min", child("predict", work, entry=spec["name"], json=res))
     old = work / "old_layout"
     specs = [s for s in plan(args.scale, args.seed) if s["split"] == "train"][:16]
-    if not old.is_dir() or len(list(old.glob("*.h5"))) != len(specs):
-        write_cache(old, specs, args.visual_dim, args.audio_dim, args.jobs, old_layout=True)
     small = work / "new_layout"
-    if not small.is_dir() or len(list(small.glob("*.h5"))) != len(specs):
-        write_cache(small, specs, args.visual_dim, args.audio_dim, args.jobs)
+    for other, old_layout in ((old, True), (small, False)):
+        if not current(other, specs):
+            for p in other.glob("*.h5"):
+                p.unlink()
+            write_cache(other, specs, widths, args.jobs, old_layout=old_layout)
     out["window_reads"] = {name: window_reads(f, 64, 20, 16) for name, f in (("old", old), ("new", small))}
     out["demo_cache_gzip"] = gzip_saving(args.demo_cache)
     out["seconds"] = round(time.time() - t_all, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=1, default=float) + "\n")
+    write_json(args.out, out)
     print(json.dumps(out, indent=1, default=float))
 
 

@@ -1,10 +1,11 @@
-"""Stage-1 benchmark: throughput of faces / audio / embed, optimised vs simple faces path,
-and peak memory of `jmt faces` on a short and a 10x longer video. Numbers -> JSON + stdout.
+"""Stage-1 benchmark: throughput of faces / audio / labels / embed, optimised vs simple faces
+path, and peak memory of `jmt faces` on a short and a 10x longer video. Numbers -> JSON + stdout.
 
     python bench/stage1.py --corpus data/demo --work /tmp/bench1 --out docs/bench/stage1.json
 
 Every comparison is measured in the same run, on the same data (the machine is shared and
-noisy: ratios are more trustworthy than absolute numbers).
+noisy: ratios are more trustworthy than absolute numbers). Each stage runs as `jmt <stage>` in
+a fresh process; peak RSS is the process's own (getrusage, as `/usr/bin/time -f %M`).
 """
 
 from __future__ import annotations
@@ -12,43 +13,25 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import CACHE_FOLDERS, REPO, jmt, run_measured, write_json, write_params  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 SIMPLE = {"batch_size": 1, "detect_every": 1, "detect_max_side": None, "prefetch": False}
-
-
-def write_params(folder: Path, corpus: Path, **overrides) -> Path:
-    data = yaml.safe_load((REPO / "params.yaml").read_text())
-    data["corpus"]["root"] = str(corpus.resolve())
-    for stage, sub in (("faces", "faces"), ("audio", "audio"), ("embed", "embeddings")):
-        data[stage]["out"] = f"cache/{sub}"
-    for section, values in overrides.items():
-        data[section].update(values)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return folder / "params.yaml"
 
 
 def run(stage: str, params: Path) -> dict:
     """Runs `jmt <stage>` in a fresh process; returns wall time, peak RSS and the report."""
-    t0 = time.time()
-    proc = subprocess.run(["/usr/bin/time", "-f", "MAXRSS %M", sys.executable, "-m", "pipeline", stage,
-                           "--params", str(params)], capture_output=True, text=True)
-    wall = time.time() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"jmt {stage} failed:\n{proc.stderr[-2000:]}")
-    rss_kb = int(next(line for line in proc.stderr.splitlines() if line.startswith("MAXRSS")).split()[1])
-    out = {"faces": "faces", "audio": "audio", "embed": "embeddings"}[stage]
-    report = json.loads((params.parent / "cache" / out / "report.json").read_text())
+    m = run_measured(jmt(stage, "--params", str(params)))
+    if m.returncode != 0:
+        raise SystemExit(f"jmt {stage} failed:\n{m.stderr[-2000:]}")
+    report = json.loads((params.parent / "cache" / CACHE_FOLDERS[stage] / "report.json").read_text())
     frames = sum(s["frames"] for s in report["done"].values())
-    return {"wall_s": round(wall, 1), "stage_s": report["seconds"], "frames": frames,
-            "frames_per_s": round(frames / report["seconds"], 1), "peak_rss_mb": round(rss_kb / 1024, 1)}
+    rate = round(frames / report["seconds"], 1) if report["seconds"] else None   # labels: text files, fast
+    return {"wall_s": round(m.seconds, 1), "stage_s": report["seconds"], "frames": frames,
+            "frames_per_s": rate, "peak_rss_mb": round(m.max_rss / 2**20, 1)}
 
 
 def make_clip(folder: Path, seconds: float, width: int = 320, height: int = 240) -> Path:
@@ -56,7 +39,7 @@ def make_clip(folder: Path, seconds: float, width: int = 320, height: int = 240)
     from pipeline.config import DemoSize, load_params
     from pipeline.demo.generate import VideoPlan, render_video
 
-    demo = load_params(REPO / "params.yaml").demo.model_copy(update={"width": width, "height": height})
+    demo = load_params(REPO / "params.yaml").updated(demo={"width": width, "height": height}).demo
     size = DemoSize(train=1, validation=1, test=1, seconds=seconds, occlusion_seconds=2.0,
                     audio_gap_seconds=2.0, invalid_label_seconds=0.0)
     plan = VideoPlan(index=1, name="clip", split="Train_Set", batch="batch1", fps=demo.fps,
@@ -75,7 +58,7 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     results: dict = {"corpus": str(args.corpus)}
 
-    # 1. faces: optimised (params.yaml) vs simple (one frame at a time), then audio and embed.
+    # 1. faces: optimised (params.yaml) vs simple (one frame at a time), then audio, labels and embed.
     opt = write_params(args.work / "opt", args.corpus)
     simple = write_params(args.work / "simple", args.corpus, faces=SIMPLE)
     results["faces_optimised"] = run("faces", opt)
@@ -83,6 +66,7 @@ def main() -> None:
     results["faces_speedup"] = round(results["faces_optimised"]["frames_per_s"]
                                      / results["faces_simple"]["frames_per_s"], 2)
     results["audio"] = run("audio", opt)
+    results["labels"] = run("labels", opt)
     results["embed"] = run("embed", opt)
     sizes = sum(p.stat().st_size for p in (args.work / "opt/cache/faces").glob("*.h5"))
     results["faces_bytes_per_1000_frames"] = round(sizes / results["faces_optimised"]["frames"] * 1000)
@@ -101,8 +85,7 @@ def main() -> None:
     results["memory_long"] = run("faces", write_params(args.work / "long", long))
     results["memory_ratio_long_over_short"] = round(results["memory_long"]["peak_rss_mb"]
                                                     / results["memory_short"]["peak_rss_mb"], 3)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     print(json.dumps(results, indent=1))
 
 

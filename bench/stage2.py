@@ -4,28 +4,41 @@ and spectrograms in the loop (the JMT authors' design); and the share of step ti
 loading data. Same data, same run. Numbers -> JSON + stdout.
 
     python bench/stage2.py --out docs/bench/stage2.json
+    python bench/stage2.py --heads concat jmt --visual-backbones fer_xception --out /tmp/stage2.json  # quicker
+
+Every registered head, the unimodal reference once per stream (`only:<stream>`), with the
+params' streams and tasks (`train.tasks`: the loss is the run's `Objective`). The in-loop
+comparison swaps the backbone of one stream (`--stream`, default visual) for each of
+`--visual-backbones`; every stream's backbone must read crops or log-mel windows (a waveform
+backbone runs over whole tracks, not per window).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from pipeline import cache
-from pipeline.config import BackboneParams, load_params
-from pipeline.stage1.embed import Backbones, audio_windows
-from pipeline.stage2.data import WindowDataset, dims, load_split, window_starts
-from pipeline.stage2.heads import HEADS, build_head
-from pipeline.stage2.train import ccc_loss, head_kwargs
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import REPO, write_json  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+from pipeline import cache  # noqa: E402
+from pipeline.config import load_params  # noqa: E402
+from pipeline.stage1.embed import Backbones, audio_windows  # noqa: E402
+from pipeline.stage2.data import WindowDataset, load_splits, read_window, stream_widths, window_starts  # noqa: E402
+from pipeline.stage2.heads import HEADS, build_head, head_names  # noqa: E402
+from pipeline.stage2.train import Objective, head_kwargs  # noqa: E402
+from pipeline.tasks import tasks_of  # noqa: E402
+
+RAW = ("crops", "logmel")   # the inputs a window of RawWindows holds
 
 
-def epoch(model, batches, opt, backbones=None) -> dict:
+def epoch(model, batches, opt, objective: Objective, backbones=None) -> dict:
     """One training epoch; returns seconds, frames, and seconds spent getting batches."""
     model.train()
     load_s, frames, t0 = 0.0, 0, time.time()
@@ -39,35 +52,42 @@ def epoch(model, batches, opt, backbones=None) -> dict:
         if backbones is not None:  # the authors' design: frozen backbones inside the loop
             batch = backbones(batch)
         load_s += time.time() - l0
-        pred = model(batch["audio"], batch["visual"], batch["audio_mask"], batch["visual_mask"])
-        loss = ccc_loss(pred, batch["labels"], batch["label_mask"])
+        pred = model(batch["streams"], batch["masks"])
+        loss = objective.loss(pred, batch)
         if loss is None:
             continue
         opt.zero_grad()
         loss.backward()
         opt.step()
-        frames += batch["labels"].shape[0] * batch["labels"].shape[1]
+        frames += next(iter(batch["masks"].values())).numel()   # B * T
     return {"seconds": time.time() - t0, "frames": frames, "load_seconds": load_s}
+
+
+def _rows(a: np.ndarray, start: int, window: int) -> torch.Tensor:
+    """Rows [start, start + window) of a per-frame array, zero-padded past its end."""
+    x = a[start:start + window]
+    if len(x) < window:
+        x = np.concatenate([x, np.zeros((window - len(x), *x.shape[1:]), x.dtype)])
+    return torch.as_tensor(x)
 
 
 class RawWindows(torch.utils.data.Dataset):
     """The same windows as WindowDataset, but holding decoded face crops and log-mel windows
-    (from the faces/audio caches) instead of embeddings."""
+    (from the faces/audio caches, under `raw`) instead of embeddings; masks, labels and valid
+    frames as WindowDataset has them."""
 
     def __init__(self, params, entries, window: int, hop: int) -> None:
         self.items = []
         for e in entries:
             with cache.open_entry(cache.entry_path(params.path(params.faces.out), e.name)) as f, \
                     cache.open_entry(cache.entry_path(params.path(params.audio.out), e.name)) as a:
-                crops = cache.read_crops(f)
-                wins = audio_windows(a["logmel"][...], a["frame_end"][...], int(a.attrs["window_frames"]),
-                                     float(a.attrs["log_floor"]))
-            arr = e.read(0, e.n)
+                raw = {"crops": cache.read_crops(f),
+                       "logmel": audio_windows(a["logmel"][...], a["frame_end"][...], int(a.attrs["window_frames"]),
+                                               float(a.attrs["log_floor"]))}
             for s in window_starts(e.n, window, hop):
-                sl = slice(s, s + window)
-                self.items.append({"crops": torch.as_tensor(crops[sl]), "logmel": torch.as_tensor(wins[sl]),
-                                   **{k: torch.as_tensor(arr[k][sl]) for k in
-                                      ("audio_mask", "visual_mask", "labels", "label_mask")}})
+                item = read_window(e, s, window)
+                self.items.append({"raw": {k: _rows(v, s, window) for k, v in raw.items()},
+                                   **{k: item[k] for k in ("masks", "labels", "valid")}})
 
     def __len__(self):
         return len(self.items)
@@ -76,24 +96,38 @@ class RawWindows(torch.utils.data.Dataset):
         return self.items[i]
 
 
+def _map(fn, nested: dict) -> dict:
+    """fn applied to every tensor of a nested dict."""
+    return {k: _map(fn, v) if isinstance(v, dict) else fn(v) for k, v in nested.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench/stage2.json")
     ap.add_argument("--visual-backbones", nargs="+", default=["fer_xception", "timm:resnet18"])
+    ap.add_argument("--stream", default="visual", help="the stream whose backbone --visual-backbones replace")
+    ap.add_argument("--heads", nargs="+", default=None,
+                    help="heads timed [default: every registered head, only:* = one per stream]")
     args = ap.parse_args()
     torch.manual_seed(0)
     params = load_params(REPO / "params.yaml")
     cfg = params.train
-    entries = load_split(params.path(params.embed.out), "train", preload_max_mb=cfg.preload_max_mb)
-    da, dv = dims(entries)
+    entries = load_splits(params).train
+    streams = stream_widths(entries)
+    if args.stream not in streams:
+        raise SystemExit(f"--stream {args.stream}: the cache's streams are {', '.join(streams)}")
+    tasks = tasks_of(cfg.tasks, params.tasks)
+    objective = Objective.of(tasks, cfg.task_weights, entries)
     cached = WindowDataset(entries, cfg.window, cfg.hop)
     loader = torch.utils.data.DataLoader(cached, batch_size=cfg.batch_size, shuffle=True)
-    results = {"windows": len(cached), "window": cfg.window, "batch_size": cfg.batch_size, "heads": {}}
-    for name in HEADS.names():
-        model = build_head(name, **head_kwargs(params.model.model_copy(update={"fusion": name}), da, dv))
+    results = {"windows": len(cached), "window": cfg.window, "batch_size": cfg.batch_size, "tasks": list(tasks),
+               "streams": streams, "heads": {}}
+    heads = args.heads or [n if n != "only" else "only:*" for n in HEADS.names()]
+    for name in head_names(heads, list(streams)):
+        model = build_head(name, **head_kwargs(params.updated(model={"fusion": name}).model, streams, cfg.tasks))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        epoch(model, loader, opt)  # warm-up epoch
-        r = epoch(model, loader, opt)
+        epoch(model, loader, opt, objective)  # warm-up epoch
+        r = epoch(model, loader, opt, objective)
         results["heads"][name] = {"frames_per_s": round(r["frames"] / r["seconds"], 1),
                                   "epoch_s": round(r["seconds"], 2),
                                   "data_loading_share": round(r["load_seconds"] / r["seconds"], 4)}
@@ -103,39 +137,42 @@ def main() -> None:
     raw_set = RawWindows(params, entries, cfg.window, cfg.hop)
     results["cached_vs_in_loop"] = {}
     for visual in args.visual_backbones:
-        bp = BackboneParams(name=visual, allow_random=visual.startswith("timm:"))
-        p = params.model_copy(update={"embed": params.embed.model_copy(update={"visual": bp})})
-        p._root = params.root
+        p = params.updated(embed={f"streams.{args.stream}": {"name": visual, "allow_random": visual.startswith("timm:")}})
         nets = Backbones(p)
+        waveform = [s for s, kind in nets.inputs.items() if kind not in RAW]
+        if waveform:
+            raise SystemExit(f"streams {', '.join(waveform)}: a waveform backbone cannot run per window here")
 
         def run_backbones(batch, nets=nets):
-            b, t = batch["labels"].shape[:2]
-            vis = nets.run(nets.visual, batch["crops"].reshape(b * t, *batch["crops"].shape[2:]).numpy())
-            aud = nets.run(nets.audio, batch["logmel"].reshape(b * t, *batch["logmel"].shape[2:]).numpy())
-            return {**batch, "visual": torch.as_tensor(vis).reshape(b, t, -1).half().float(),
-                    "audio": torch.as_tensor(aud).reshape(b, t, -1).half().float()}
+            b, t = next(iter(batch["masks"].values())).shape
+            out = {}
+            for s, net in nets.nets.items():
+                x = batch["raw"][nets.inputs[s]]
+                y = nets.run(net, x.reshape(b * t, *x.shape[2:]).numpy())
+                out[s] = torch.as_tensor(y).reshape(b, t, -1).half().float()   # float16, as the cache stores them
+            return {**batch, "streams": out}
 
         # the cache: the same backbones run once over every window (what stage 1 stores)
-        cached_items = [run_backbones({k: v.unsqueeze(0) for k, v in item.items()}) for item in raw_set.items]
-        cached_items = [{k: v[0] for k, v in it.items() if k not in ("crops", "logmel")} for it in cached_items]
-        vdim, adim = cached_items[0]["visual"].shape[1], cached_items[0]["audio"].shape[1]
-        model = build_head("jmt", **head_kwargs(params.model, adim, vdim))
+        cached_items = [_map(lambda v: v[0], {k: v for k, v in run_backbones(_map(lambda v: v.unsqueeze(0), item)).items()
+                                              if k != "raw"}) for item in raw_set.items]
+        widths = {s: int(v.shape[-1]) for s, v in cached_items[0]["streams"].items()}
+        model = build_head("jmt", **head_kwargs(params.model, widths, cfg.tasks))
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         fast_loader = torch.utils.data.DataLoader(cached_items, batch_size=cfg.batch_size, shuffle=True)
         slow_loader = torch.utils.data.DataLoader(raw_set, batch_size=cfg.batch_size, shuffle=True)
-        epoch(model, fast_loader, opt)  # warm-up
-        fast = epoch(model, fast_loader, opt)
-        slow = epoch(model, slow_loader, opt, backbones=run_backbones)
+        epoch(model, fast_loader, opt, objective)  # warm-up
+        fast = epoch(model, fast_loader, opt, objective)
+        slow = epoch(model, slow_loader, opt, objective, backbones=run_backbones)
         results["cached_vs_in_loop"][visual] = {
             "epoch_cached_s": round(fast["seconds"], 2), "epoch_backbones_in_loop_s": round(slow["seconds"], 2),
-            "speedup": round(slow["seconds"] / fast["seconds"], 1), "visual_dim": int(vdim)}
+            "speedup": round(slow["seconds"] / fast["seconds"], 1), f"{args.stream}_dim": widths[args.stream]}
         print(visual, results["cached_vs_in_loop"][visual], flush=True)
-    results["note"] = ("head: jmt; audio backbone: logmel_stats; timm backbones with random weights (same "
+    others = "; ".join(f"{s} backbone: {bp.name}" for s, bp in params.embed.streams.items() if s != args.stream)
+    results["note"] = (f"head: jmt; {others}; timm backbones with random weights (same "
                        "compute as trained ones); the in-loop epoch starts from JPEG-decoded crops and log-mel "
                        "windows already in memory, so it excludes video decoding, face detection and "
                        "spectrograms: a lower bound on the authors' per-epoch cost")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out, results)
     print(json.dumps({k: v for k, v in results.items() if k != "heads"}, indent=1))
 
 

@@ -23,6 +23,7 @@ import argparse
 import json
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,24 +31,23 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline import cache
-from pipeline.config import Params, load_params
-from pipeline.demo.generate import generate_demo
-from pipeline.media import VideoWriter, read_audio, write_wav
-from pipeline.stage1.audio import run_audio
-from pipeline.stage1.voice import frame_spans, vad_frame_probs, voice_mask
+sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
+from common import REPO, write_json  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+from pipeline import cache  # noqa: E402
+from pipeline.config import Params, load_params  # noqa: E402
+from pipeline.demo.generate import generate_demo  # noqa: E402
+from pipeline.media import VideoWriter, read_audio, write_wav  # noqa: E402
+from pipeline.stage1.audio import run_audio  # noqa: E402
+from pipeline.stage1.voice import frame_spans, vad_frame_probs, voice_mask  # noqa: E402
+
 MASKS = ("energy", "vad", "silero_only")  # silero_only: vad without vad_voicing (for comparison)
 
 
 def with_corpus(base: Params, corpus: Path, work: Path) -> Params:
     """params.yaml pointed at `corpus`, the audio cache under `work`."""
-    params = base.model_copy(update={
-        "corpus": base.corpus.model_copy(update={"root": str(corpus), "layout": "affwild2"}),
-        "audio": base.audio.model_copy(update={"out": str(work / "audio"), "on_error": "fail"})})
-    params._root = base.root
-    return params
+    return base.updated(corpus={"root": str(corpus), "layout": "affwild2"},
+                        audio={"out": str(work / "audio"), "on_error": "fail"})
 
 
 FILLS = (0.0, 0.5, 1.0, 1.5)  # fill_gaps_s values swept (s)
@@ -164,10 +164,8 @@ def bench_espeak(params: Params, work: Path) -> dict | None:
                 w.write(np.zeros((48, 64, 3), np.uint8))
     manifest = work / "espeak" / "manifest.csv"
     manifest.write_text(f"video,annotation,split,name\n{folder / 'speech.mp4'},,train,speech\n")
-    p = params.model_copy(update={
-        "corpus": params.corpus.model_copy(update={"layout": "manifest", "manifest": str(manifest)}),
-        "audio": params.audio.model_copy(update={"out": str(work / "espeak" / "audio")})})
-    p._root = params.root
+    p = params.updated(corpus={"layout": "manifest", "manifest": str(manifest)},
+                       audio={"out": str(work / "espeak" / "audio")})
     run_audio(p)
     with cache.open_entry(cache.entry_path(p.path(p.audio.out), "speech")) as f:
         pred = masks_of(f, p, silero_only(f, p, folder / "speech.mp4"))
@@ -196,8 +194,7 @@ def main() -> None:
               "truth": "voice present = inside the track and outside the generator's audio_gap "
                        "(syllable pauses count as voice)",
               "demo": bench_demo(params, args.corpus, args.work), "espeak": bench_espeak(params, args.work)}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report)
     for part in ("demo", "espeak"):
         if report[part] is None:
             print(f"{part}: skipped (espeak-ng not installed)")

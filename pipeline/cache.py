@@ -32,7 +32,10 @@ import numpy as np
 from pipeline import __version__
 from pipeline.errors import InputError
 
-SCHEMA_VERSION = 1
+# Each stage's layout version (a file records `jmt.<stage>/<version>`): readers refuse another one
+# with a message saying which stage to re-run. faces 2: labels moved to their own stage; embed 2:
+# one feature array and mask per stream (`streams/<name>/...`), no labels.
+SCHEMAS = {"faces": 2, "audio": 1, "labels": 1, "embed": 2}
 REPORT = "report.json"
 CONTENT_HASH = "content_sha256"  # root attribute: content_hash() of the file, recorded by write_entry
 _TMP = ".tmp-"
@@ -97,7 +100,7 @@ def write_entry(folder: Path, name: str, *, stage: str, config: dict[str, Any],
     tmp = folder / f"{_TMP}{os.getpid()}-{name}.h5"
     try:
         with h5py.File(tmp, "w", libver="latest") as f:
-            f.attrs["schema"] = f"jmt.{stage}/{SCHEMA_VERSION}"
+            f.attrs["schema"] = schema(stage)
             f.attrs["stage"] = stage
             f.attrs["entry"] = name
             f.attrs["config"] = json.dumps(config, sort_keys=True, default=str)
@@ -112,6 +115,21 @@ def write_entry(folder: Path, name: str, *, stage: str, config: dict[str, Any],
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def schema(stage: str) -> str:
+    """The schema string a stage's files carry now, e.g. `jmt.embed/2`."""
+    return f"jmt.{stage}/{SCHEMAS[stage]}"
+
+
+def check_schema(f: h5py.File, stage: str) -> None:
+    """InputError naming the file when it is not a current file of `stage` (another stage's, or
+    written by an older jmt with another layout)."""
+    got = f.attrs.get("schema")
+    got = got.decode() if isinstance(got, bytes) else got
+    if got != schema(stage):
+        what = f"a {f.attrs.get('stage')!r} file" if f.attrs.get("stage") != stage else "an older layout"
+        raise InputError(f"{f.filename}: {what} ({got!r}), not {schema(stage)!r}; re-run `jmt {stage}`")
 
 
 def content_hash(f: h5py.File) -> str:
@@ -279,7 +297,6 @@ LAYOUTS: dict[str, dict[str, tuple[Any, tuple]]] = {
         "boxes": (np.float32, (4,)),          # x0, y0, x1, y1 frame px; NaN where not found
         "landmarks": (np.float32, (5, 2)),    # eyes, nose, mouth corners; NaN where not found
         "timestamps": (np.float64, ()),       # presentation time, s
-        "labels": (np.float32, (2,)),         # valence, arousal; -5 = no valid label
     },
     "audio": {
         "logmel": (np.float32, None),         # (spectrogram frames, n_mels), natural log
@@ -290,19 +307,31 @@ LAYOUTS: dict[str, dict[str, tuple[Any, tuple]]] = {
         "voice": (np.bool_, ()),              # voice present (audio.mask), always inside the track
         "timestamps": (np.float64, ()),
     },
-    "embed": {
-        "visual": (np.float16, None),         # (frames, Dv)
-        "audio": (np.float16, None),          # (frames, Da)
-        "visual_mask": (np.bool_, ()),
-        "audio_mask": (np.bool_, ()),
-        "labels": (np.float32, (2,)),
-        "label_mask": (np.bool_, ()),
+    "embed": {                                # + STREAM's two datasets per stream
         "timestamps": (np.float64, ()),
     },
+    "labels": {},                             # LABEL's dataset per task the entry has
 }
+# Per stream of an embeddings file (root attribute `streams`: their order and provenance):
+STREAM: dict[str, tuple[Any, tuple | None]] = {
+    "features": (np.float16, None),           # streams/<name>/features: (frames, D)
+    "mask": (np.bool_, ()),                   # streams/<name>/mask: True where the stream is present
+}
+# Per task of a labels file (root attribute `tasks`: each one's split and source):
+LABEL: tuple[Any, None] = (np.float32, None)  # labels/<task>: (frames, the task's values)
 
 
-# How the per-frame feature matrices (embed's `visual`, `audio`: (frames, D) float16) are
+def stream_key(stream: str, what: str) -> str:
+    """The dataset of one stream in an embeddings file: `streams/<stream>/<what>` (features | mask)."""
+    return f"streams/{stream}/{what}"
+
+
+def label_key(task: str) -> str:
+    """The dataset of one task in a labels file: `labels/<task>`."""
+    return f"labels/{task}"
+
+
+# How the per-frame feature matrices (embed's `streams/<name>/features`: (frames, D) float16) are
 # stored: contiguous and unfiltered, so the values lie at one byte offset in the file and stage
 # 2 reads a training window as one pread (pipeline/stage2/data.py). gzip saved little on float16
 # embeddings and made every window decompress whole chunks (docs/cache.md, "Reading windows").

@@ -1,10 +1,12 @@
 """`jmt cache info PATH` and `jmt cache verify PATH`: look into and check a stage's cache.
 
 PATH is a stage folder (e.g. data/cache/embeddings) or one entry file (`<entry>.h5`).
-`verify` checks every file against the layouts in pipeline/cache.py: schema, datasets,
-dtypes, per-frame lengths, NaNs, masks, label ranges, timestamps, the content hash recorded
-when the file was written (a file edited afterwards no longer matches it), and completeness
-(no partial files; with --params, every corpus entry present unless its stage report skipped it).
+`verify` checks every file against the layouts in pipeline/cache.py: schema, datasets (each
+stream's features and mask in an embeddings file, each task's labels in a labels file),
+dtypes, per-frame lengths, NaNs, masks, label values (the task's own rule), timestamps, the
+content hash recorded when the file was written (a file edited afterwards no longer matches
+it), and completeness (no partial files; with --params, every corpus entry present unless its
+stage report skipped it).
 """
 
 from __future__ import annotations
@@ -40,12 +42,19 @@ def info(path: Path) -> dict:
         with cache.open_entry(p) as f:
             a = cache.attrs_of(f)
             n = int(a.get("n_frames", 0))
-            dims = {k: tuple(f[k].shape[1:]) for k in ("visual", "audio", "logmel") if k in f}
-            rows.append({"entry": a.get("entry", p.stem), "split": a.get("split"), "frames": n,
+            dims = {k: tuple(f[k].shape[1:]) for k in ("logmel",) if k in f}
+            dims.update({s["name"]: (s["dim"],) for s in a.get("streams", []) if isinstance(s, dict)})
+            dims.update({t["task"]: tuple(f[cache.label_key(t["task"])].shape[1:]) for t in a.get("tasks", [])
+                         if cache.label_key(t["task"]) in f})
+            split = ", ".join(f"{t['task']} {t['split']}" for t in a.get("tasks", [])) or None
+            rows.append({"entry": a.get("entry", p.stem), "split": split, "frames": n,
                          "bytes": p.stat().st_size, "dims": dims, "hashed": cache.CONTENT_HASH in a,
                          "found_rate": round(float(f["found"][...].mean()), 3) if "found" in f and n else None})
-            for key in ("schema", "stage", "config", "detector", "visual_backbone", "visual_weights_sha256",
-                        "audio_backbone", "audio_weights_sha256", "sample_rate", "crop_size", "versions"):
+            if "streams" in a:  # per stream: its backbone, what it reads, its weights
+                a["stream backbones"] = [{k: s.get(k) for k in ("name", "backbone", "input", "dim", "weights",
+                                                                 "weights_sha256")} for s in a["streams"]]
+            for key in ("schema", "stage", "config", "detector", "stream backbones", "sample_rate", "crop_size",
+                        "versions"):
                 if key in a:
                     provenance.setdefault(key, set()).add(json.dumps(a[key], sort_keys=True))
             total_bytes += p.stat().st_size
@@ -73,8 +82,9 @@ def _check_file(p: Path) -> list[str]:
     with f:
         a = cache.attrs_of(f)
         stage = a.get("stage")
-        if stage not in cache.LAYOUTS or a.get("schema") != f"jmt.{stage}/{cache.SCHEMA_VERSION}":
-            return [f"{p}: unknown schema {a.get('schema')!r}"]
+        if stage not in cache.LAYOUTS or a.get("schema") != cache.schema(stage):
+            return [f"{p}: unknown schema {a.get('schema')!r} (this jmt writes {cache.schema(stage) if stage in cache.LAYOUTS else 'no such stage'}; "
+                    f"re-run `jmt {stage}`)"]
         for key in ("entry", "config", "config_hash", "versions", "n_frames", "video", "fps"):
             if key not in a:
                 faults.append(f"{p}: attribute {key!r} missing")
@@ -90,6 +100,7 @@ def _check_file(p: Path) -> list[str]:
                 faults.append(f"{p}: {name} has shape {ds.shape}, expected (n, {', '.join(map(str, shape))})")
             if dtype is not cache.JPEG and ds.dtype != np.dtype(dtype):
                 faults.append(f"{p}: {name} has dtype {ds.dtype}, expected {np.dtype(dtype)}")
+        faults += _per_stream_and_task(p, f, a, stage, n)
         for name, (dtype, _) in cache.TRACKS.get(stage, {}).items():  # per-track data: samples, not frames
             if name not in f:
                 faults.append(f"{p}: dataset {name!r} missing")
@@ -97,7 +108,7 @@ def _check_file(p: Path) -> list[str]:
                 faults.append(f"{p}: {name} has dtype {f[name].dtype}, expected {np.dtype(dtype)}")
         if faults:
             return faults
-        ts = f["timestamps"][...]
+        ts = f["timestamps"][...] if "timestamps" in f else np.arange(n, dtype=np.float64)
         if n > 1 and not (np.diff(ts) > 0).all():
             faults.append(f"{p}: timestamps are not increasing (frame {int(np.argmin(np.diff(ts) > 0)) + 1})")
         faults += _check_stage(p, f, stage, n)
@@ -112,13 +123,51 @@ def _first(mask: np.ndarray) -> int:
     return int(np.flatnonzero(mask)[0])
 
 
+def _per_stream_and_task(p: Path, f: h5py.File, a: dict, stage: str, n: int) -> list[str]:
+    """The datasets an embeddings file has per stream and a labels file per task."""
+    faults = []
+    if stage == "embed":
+        streams = a.get("streams")
+        if not isinstance(streams, list) or not streams:
+            return [f"{p}: attribute 'streams' missing or empty"]
+        for s in streams:
+            for what, (dtype, shape) in cache.STREAM.items():
+                key = cache.stream_key(s["name"], what)
+                if key not in f:
+                    faults.append(f"{p}: dataset {key!r} missing")
+                    continue
+                want = (n, s["dim"]) if shape is None else (n, *shape)
+                if f[key].shape != want:
+                    faults.append(f"{p}: {key} has shape {f[key].shape}, expected {want}")
+                if f[key].dtype != np.dtype(dtype):
+                    faults.append(f"{p}: {key} has dtype {f[key].dtype}, expected {np.dtype(dtype)}")
+    if stage == "labels":
+        from pipeline.tasks import TASKS
+
+        tasks = a.get("tasks")
+        if not isinstance(tasks, list):
+            return [f"{p}: attribute 'tasks' missing"]
+        for t in tasks:
+            key = cache.label_key(t["task"])
+            if t["task"] not in TASKS:
+                faults.append(f"{p}: unknown task {t['task']!r}")
+            elif key not in f:
+                faults.append(f"{p}: dataset {key!r} missing")
+            elif f[key].shape != (n, TASKS.get(t["task"]).values) or f[key].dtype != np.dtype(cache.LABEL[0]):
+                faults.append(f"{p}: {key} has shape {f[key].shape} {f[key].dtype}, expected "
+                              f"({n}, {TASKS.get(t['task']).values}) {np.dtype(cache.LABEL[0])}")
+    return faults
+
+
 def _check_stage(p: Path, f: h5py.File, stage: str, n: int) -> list[str]:
     faults = []
-    if stage in ("faces", "embed"):
-        labels = f["labels"][...]
-        bad = ~(((labels >= -1) & (labels <= 1)) | (labels == -5)).all(1)
-        if bad.any():
-            faults.append(f"{p}: label out of range at frame {_first(bad)}")
+    if stage == "labels":
+        from pipeline.tasks import TASKS
+
+        for t in cache.attrs_of(f)["tasks"]:
+            bad = ~TASKS.get(t["task"])().well_formed(f[cache.label_key(t["task"])][...])
+            if bad.any():
+                faults.append(f"{p}: {t['task']} label out of range at frame {_first(bad)}")
     if stage == "faces":
         found = f["found"][...]
         empty = np.array([len(c) == 0 for c in f["crops_jpeg"][...]], bool)
@@ -141,13 +190,11 @@ def _check_stage(p: Path, f: h5py.File, stage: str, n: int) -> list[str]:
         if bad.any():
             faults.append(f"{p}: vad_prob outside [0, 1] at frame {_first(bad)}")
     if stage == "embed":
-        for name in ("visual", "audio"):
-            arr = f[name][...]
+        for s in cache.attrs_of(f)["streams"]:
+            arr = f[cache.stream_key(s["name"], "features")][...]
             finite = np.isfinite(arr).all(1)
             if not finite.all():
-                faults.append(f"{p}: NaN/inf in {name} at frame {_first(~finite)}")
-        if (f["label_mask"][...] != (f["labels"][...] != -5).all(1)).any():
-            faults.append(f"{p}: label_mask disagrees with labels")
+                faults.append(f"{p}: NaN/inf in the {s['name']} stream at frame {_first(~finite)}")
     return faults
 
 

@@ -12,14 +12,15 @@ from pipeline import __version__
 from pipeline import cache_tools, report
 from pipeline.console import console
 from pipeline.demo import generate
-from pipeline.stage1 import audio, embed, faces
+from pipeline.stage1 import audio, embed, faces, labels
 from pipeline.stage2 import compare, evaluate, heads_cli, predict, train
 from pipeline.errors import JmtError
 
 app = typer.Typer(
     name="jmt",
-    help="Audio-visual valence/arousal recognition: stage 1 caches per-frame embeddings, "
-    "stage 2 trains fusion heads (JMT and rivals) on them.",
+    help="Audio-visual emotion recognition (valence-arousal, expression, action units): stage 1 "
+    "caches per-frame embeddings per stream and labels per task, stage 2 trains fusion heads (JMT and "
+    "rivals) on them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -52,12 +53,13 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
 ) -> None:
-    """Audio-visual valence/arousal recognition with a two-stage feature cache."""
+    """Audio-visual emotion recognition with a two-stage feature cache."""
 
 
 app.command("demo")(_clear_errors(generate.command))
 app.command("faces")(_clear_errors(faces.command))
 app.command("audio")(_clear_errors(audio.command))
+app.command("labels")(_clear_errors(labels.command))
 app.command("embed")(_clear_errors(embed.command))
 app.command("train")(_clear_errors(train.command))
 app.command("evaluate")(_clear_errors(evaluate.command))

@@ -9,19 +9,26 @@ serve several corpora, each with its own params file.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, create_model,
+                      field_validator, model_validator)
 
 from pipeline.errors import ParamsError
+from pipeline.tasks import TASKS
 
 DEFAULT_PARAMS = Path("params.yaml")
 
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+# A stream's name: a key of embed.streams, a dataset name in the cache, a module key in the heads
+# and part of condition names (`no_<stream>`): lower case, digits and underscores.
+StreamName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
 
 
 class Section(BaseModel):
@@ -75,7 +82,7 @@ class CorpusParams(Section):
     root: str = "data/demo"
     layout: Literal["affwild2", "manifest"] = "affwild2"
     manifest: str | None = Field(default=None, description="CSV (layout: manifest)")
-    label_tolerance: Annotated[int, Field(ge=0)] = 5
+    label_tolerance: Annotated[int, Field(ge=0)] = 5   # jmt labels: rows may differ from frames by this many
 
     @model_validator(mode="after")
     def _manifest_given(self) -> CorpusParams:
@@ -144,12 +151,19 @@ class BackboneParams(Section):
                                   "default: the last)")
 
 
+class LabelsParams(Section):
+    """`jmt labels`: every entry's annotations, per task, aligned to its frames."""
+
+    out: str = "data/cache/labels"
+    on_error: OnError = "skip"
+
+
 class EmbedParams(Section):
-    """`jmt embed`: frozen backbones over the cached faces and spectrograms."""
+    """`jmt embed`: one frozen backbone per stream over the cached faces and audio. The streams'
+    order is kept: stage 2 takes it from the cache (JMT's authors' order: visual, audio)."""
 
     out: str = "data/cache/embeddings"
-    visual: BackboneParams
-    audio: BackboneParams
+    streams: dict[StreamName, BackboneParams] = Field(min_length=1)
     batch_size: PosInt = 128
     device: str = "auto"
     on_error: OnError = "skip"
@@ -170,11 +184,16 @@ class ModelParams(Section):
     standardize: bool = True        # inputs standardised per feature (training split's mean/std) before the L2 norm
 
 
+TaskName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
 class TrainParams(Section):
     """`jmt train`: optimisation on the cached embeddings."""
 
     out: str = "models/model.pt"
     live_dir: str = "dvclive/train"
+    tasks: list[TaskName] = Field(default_factory=lambda: ["va"], min_length=1)   # pipeline/tasks
+    task_weights: dict[TaskName, PosFloat] = Field(default_factory=dict)          # loss weights (default 1)
     seed: int = 0
     epochs: PosInt = 30             # the most epochs a run may take (early stopping ends most runs first)
     batch_size: PosInt = 16
@@ -195,22 +214,59 @@ class TrainParams(Section):
     device: str = "auto"
     amp: bool = True
 
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, tasks: list[str]) -> list[str]:
+        unknown = [name for name in tasks if name not in TASKS]
+        if unknown:  # a ValueError, so that the message names the file and the key
+            raise ValueError(f"unknown task {unknown[0]!r}; known: {', '.join(TASKS.names())}")
+        return tasks
+
+    @model_validator(mode="after")
+    def _consistent_tasks(self) -> TrainParams:
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks has duplicates: {self.tasks}")
+        extra = sorted(set(self.task_weights) - set(self.tasks))
+        if extra:
+            raise ValueError(f"task_weights names {', '.join(extra)}, not among tasks {self.tasks}")
+        return self
+
 
 class EvaluateParams(Section):
-    """`jmt evaluate`: the official protocol, optional post-processing, prediction files."""
+    """`jmt evaluate`: the official protocol (each task's post-processing: `tasks`), prediction files."""
 
     metrics: str = "metrics/eval.json"
     out: str = "reports/eval"
-    clip: bool = True
-    smooth_valence: Annotated[int, Field(ge=0)] = 0   # moving-average width in frames (0: off)
-    smooth_arousal: Annotated[int, Field(ge=0)] = 0
+
+
+# `tasks`: each registered task's options (pipeline/tasks/<name>.py, its `Options`), e.g. va's
+# clipping and smoothing, expr's class weights: a new task's options need no edit here.
+def _options_section(options: type) -> type[Section]:
+    """A params section (strict, unknown keys rejected) with the fields of a task's options
+    dataclass; its values are then checked by the dataclass itself (ranges: `__post_init__`)."""
+    hints = typing.get_type_hints(options)
+
+    def check(self) -> Section:
+        options(**self.model_dump())  # ValueError -> reported with the key
+        return self
+
+    return create_model(f"{options.__name__}Section", __base__=Section, __doc__=options.__doc__,
+                        __validators__={"_check": model_validator(mode="after")(check)},
+                        **{f.name: (hints[f.name], f.default) for f in dataclasses.fields(options)})
+
+
+TasksParams = create_model(
+    "TasksParams", __base__=Section, __doc__="Each task's options (`tasks.<name>`; pipeline/tasks).",
+    **{name: (_options_section(TASKS.get(name).Options), Field(default_factory=_options_section(TASKS.get(name).Options)))
+       for name in TASKS.names()})
 
 
 class CompareParams(Section):
     """`jmt compare`: heads x seeds on one cache, with paired intervals, cost and robustness."""
 
-    heads: list[str] = Field(default_factory=lambda: ["jmt", "mt", "jca", "rjca", "concat", "late",
-                                                      "audio_only", "visual_only"], min_length=1)
+    # `only:<stream>`: the unimodal reference on one stream; `only:*`: one per stream of the cache
+    heads: list[str] = Field(default_factory=lambda: ["jmt", "mt", "jca", "rjca", "concat", "late", "only:*"],
+                             min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     reference: str = "jmt"          # every other head is compared with this one, paired by seed
     runs: str = "runs/compare"      # one folder per (head, seed): checkpoint, predictions, run.json
@@ -283,10 +339,12 @@ class Params(Section):
     corpus: CorpusParams
     faces: FacesParams
     audio: AudioParams
+    labels: LabelsParams = Field(default_factory=LabelsParams)
     embed: EmbedParams
     model: ModelParams
     train: TrainParams
     evaluate: EvaluateParams
+    tasks: TasksParams = Field(default_factory=TasksParams)
     compare: CompareParams = Field(default_factory=CompareParams)
     report: ReportParams = Field(default_factory=ReportParams)
     run: RunParams = Field(default_factory=RunParams)
@@ -301,6 +359,22 @@ class Params(Section):
         """Resolves a params path (relative to the params file's folder)."""
         p = Path(relative).expanduser()
         return p if p.is_absolute() else self._root / p
+
+    def updated(self, **sections: dict[str, Any]) -> Params:
+        """A copy with some keys of some sections replaced, validated as a params file is, with
+        the same root: `params.updated(model={"fusion": "mt"}, train={"seed": 1})`. A nested key
+        is given with dots: `updated(run={"compare.cpus": 2})`."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            if section not in data:
+                raise ParamsError(f"updated: unknown section {section!r}")
+            for key, value in values.items():
+                node = data[section]
+                *parents, last = key.split(".")
+                for part in parents:
+                    node = node[part]
+                node[last] = value
+        return parse_params(data, source="params (updated)", root=self._root)
 
 
 def _key(loc: tuple[Any, ...]) -> str:
@@ -325,13 +399,45 @@ def parse_params(data: Any, *, source: str = "params", root: Path | None = None)
     return params
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
-    """Reads and validates a params file; raises ParamsError naming the file and key."""
-    path = Path(path)
+def _read_yaml(path: Path) -> Any:
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found (pass --params PATH)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+
+
+WHOLE = {("embed", "streams"), ("train", "task_weights")}  # taken whole from the file that gives them
+
+
+def _merge(base: dict, over: dict, at: tuple = ()) -> dict:
+    """`over` laid onto `base`: mappings merged key by key, anything else replaced; the mappings
+    in WHOLE replace the base's, so a variant lists exactly its streams."""
+    out = dict(base)
+    for key, value in over.items():
+        here = (*at, key)
+        merge = isinstance(value, dict) and isinstance(out.get(key), dict) and here not in WHOLE
+        out[key] = _merge(out[key], value, here) if merge else value
+    return out
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Reads and validates a params file; raises ParamsError naming the file and key.
+
+    A file may start from another: `base: params.yaml` (relative to this file's folder) takes
+    that file's sections and lays this file's keys over them, so a variant (other tasks, a third
+    stream) states only what differs. Paths in both are relative to THIS file's folder."""
+    path = Path(path)
+    data, current, seen = _read_yaml(path), path, [path.resolve()]
+    while isinstance(data, dict) and "base" in data:
+        base = current.parent / str(data["base"])  # relative to the file that names it
+        if base.resolve() in seen:
+            raise ParamsError(f"{current}: base: {data['base']} makes a loop ({' -> '.join(map(str, seen))})")
+        seen.append(base.resolve())
+        parent = _read_yaml(base)
+        if not isinstance(parent, dict):
+            raise ParamsError(f"{base}: expected a mapping of sections (the base of {current})")
+        data = _merge({k: v for k, v in parent.items()}, {k: v for k, v in data.items() if k != "base"})
+        current = base
     return parse_params(data, source=str(path), root=path.parent)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-FACE_COLOUR, AUDIO_COLOUR = "tab:red", "tab:blue"
+# a stream's colour where it is missing: visual (faces) red, audio blue, any other from this list
+STREAM_COLOURS = {"visual": "tab:red", "audio": "tab:blue"}
+OTHER_COLOURS = ("tab:olive", "tab:brown", "tab:purple", "tab:gray")
 
 
 def pyplot():
@@ -17,6 +19,14 @@ def pyplot():
     return plt
 
 
+def colour_of(stream: str, streams: list[str]) -> str:
+    """A stream's colour (fixed for visual and audio, then by position among the others)."""
+    if stream in STREAM_COLOURS:
+        return STREAM_COLOURS[stream]
+    others = [s for s in streams if s not in STREAM_COLOURS]
+    return OTHER_COLOURS[others.index(stream) % len(OTHER_COLOURS)]
+
+
 def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
     """[start, stop) index ranges where a boolean mask is True."""
     m = np.concatenate([[False], np.asarray(mask, bool), [False]])
@@ -24,10 +34,11 @@ def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
-def shade_missing(ax, times: np.ndarray, face: np.ndarray, audio: np.ndarray) -> None:
-    """Shades the stretches without a face (red) and without audio (blue) on an axis."""
+def shade_missing(ax, times: np.ndarray, masks: dict[str, np.ndarray]) -> None:
+    """Shades the stretches where each stream is missing (its mask False), one colour per stream."""
     step = float(np.median(np.diff(times))) if len(times) > 1 else 0.04
-    for present, colour, name in ((face, FACE_COLOUR, "no face"), (audio, AUDIO_COLOUR, "no audio")):
+    for stream, present in masks.items():
+        colour = colour_of(stream, list(masks))
         for k, (a, b) in enumerate(runs_of(~np.asarray(present, bool))):
             ax.axvspan(times[a], times[b - 1] + step, color=colour, alpha=0.13, lw=0,
-                       label=name if k == 0 else None)
+                       label=f"no {stream}" if k == 0 else None)

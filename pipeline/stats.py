@@ -1,5 +1,6 @@
 """Paired comparisons of two heads, for `jmt compare`: per-seed differences with a Student t
-interval (over seeds), and a bootstrap over videos of the CCC difference on one split."""
+interval (over seeds), and a bootstrap over videos of the metric difference on one split (any
+task's metric, or the sum of several: `Part`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from pipeline.metrics import ccc_from_sums, ccc_sums
 
 
 @dataclass(frozen=True)
@@ -38,35 +38,59 @@ def paired_t(differences: np.ndarray, confidence: float = 0.95) -> Interval:
     return Interval(float(d.mean()), float(d.mean() - half), float(d.mean() + half), len(d), "paired t over seeds")
 
 
-def _video_sums(preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
+@dataclass(frozen=True)
+class Part:
+    """One task's share of a paired bootstrap: the task, each seed's outputs of the two heads
+    (name -> (n, width)) and the labels of its videos (name -> (labels (n, k), valid (n,)))."""
+
+    task: object            # a pipeline.tasks.Task: `sums` and `from_sums`
+    preds_a: Sequence[dict[str, np.ndarray]]
+    preds_b: Sequence[dict[str, np.ndarray]]
+    labels: dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _video_sums(task, preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
                 names: list[str]) -> np.ndarray:
-    """CCC sums per video and axis over the valid frames: (videos, 2, 6)."""
-    return np.stack([np.stack([ccc_sums(preds[n][labels[n][1], k], labels[n][0][labels[n][1], k])
-                               for k in range(2)]) for n in names])
+    """The task's metric statistics per video over its valid frames: (videos, *S); zeros for a
+    video the task does not score (it then adds nothing to a draw)."""
+    rows = []
+    for n in names:
+        if n in labels:
+            y, valid = labels[n]
+            rows.append(task.sums(preds[n][valid], y[valid]))
+        else:
+            rows.append(None)
+    shape = next(r.shape for r in rows if r is not None)
+    return np.stack([r if r is not None else np.zeros(shape) for r in rows])
 
 
-def bootstrap_videos(preds_a: Sequence[dict[str, np.ndarray]], preds_b: Sequence[dict[str, np.ndarray]],
-                     labels: dict[str, tuple[np.ndarray, np.ndarray]], *, n_boot: int = 2000,
-                     confidence: float = 0.95, seed: int = 0) -> Interval:
-    """Percentile bootstrap of the mean-CCC difference A - B, resampling videos with replacement.
+def bootstrap_videos(parts: Sequence[Part], *, n_boot: int = 2000, confidence: float = 0.95,
+                     seed: int = 0) -> Interval:
+    """Percentile bootstrap of the metric difference A - B, resampling videos with replacement.
 
-    preds_a[i] and preds_b[i] are one seed's predictions of the two heads (name -> (n, 2));
-    labels: name -> (labels (n, 2), valid mask (n,)). Each resample draws videos, scores every
-    seed of both heads on the same draw (CCC over the drawn videos' valid frames, concatenated
-    as the official metric does) and keeps the mean over seeds of the differences: paired by
-    video and by seed. The estimate is that statistic on the videos as they are. A draw whose
-    CCC is undefined (constant labels) is skipped. Exact and fast: per-video sums, not frames."""
-    if len(preds_a) != len(preds_b) or not preds_a:
-        raise ValueError(f"need the same number (>= 1) of seeds for both heads, got {len(preds_a)} and {len(preds_b)}")
-    names = sorted(labels)
-    # (seeds, videos, axes, 6)
-    sums_a = np.stack([_video_sums(p, labels, names) for p in preds_a])
-    sums_b = np.stack([_video_sums(p, labels, names) for p in preds_b])
+    Each part is one task (one part: its metric, e.g. va's CCC mean; several: the sum of their
+    metrics, the multi-task measure). preds_a[i] and preds_b[i] are one seed's outputs of the two
+    heads. Each resample draws videos from all the parts' videos, scores every seed of both heads
+    on the same draw (each task over the drawn videos it labels, their valid frames concatenated
+    as the official metric does) and keeps the mean over seeds of the differences: paired by video
+    and by seed. The estimate is that statistic on the videos as they are. A draw whose metric is
+    undefined (constant labels, no video of a task) is skipped. Exact and fast: per-video sums
+    (`Task.sums`), not frames."""
+    if not parts or any(len(p.preds_a) != len(p.preds_b) or not p.preds_a for p in parts):
+        raise ValueError("need the same number (>= 1) of seeds for both heads")
+    names = sorted({n for p in parts for n in p.labels})
+    # per part: (seeds, videos, *S)
+    sums = [(p.task, np.stack([_video_sums(p.task, x, p.labels, names) for x in p.preds_a]),
+             np.stack([_video_sums(p.task, x, p.labels, names) for x in p.preds_b])) for p in parts]
 
     def diff(counts: np.ndarray) -> np.ndarray:
-        """counts (draws, videos) -> mean over seeds of mean-CCC(A) - mean-CCC(B), (draws,)."""
-        a = ccc_from_sums(np.einsum("dv,svkj->dskj", counts, sums_a)).mean(-1)
-        b = ccc_from_sums(np.einsum("dv,svkj->dskj", counts, sums_b)).mean(-1)
+        """counts (draws, videos) -> mean over seeds of metric(A) - metric(B), (draws,)."""
+        def metric(task, s: np.ndarray) -> np.ndarray:  # s (seeds, videos, *S) -> (draws, seeds)
+            flat = s.reshape(*s.shape[:2], -1)
+            drawn = np.einsum("dv,svm->dsm", counts, flat).reshape(len(counts), *s.shape[:1], *s.shape[2:])
+            return task.from_sums(drawn)
+        a = sum(metric(task, sa) for task, sa, _ in sums)
+        b = sum(metric(task, sb) for task, _, sb in sums)
         return (a - b).mean(-1)
 
     observed = float(diff(np.ones((1, len(names))))[0])
@@ -77,6 +101,6 @@ def bootstrap_videos(preds_a: Sequence[dict[str, np.ndarray]], preds_b: Sequence
     diffs = diff(counts)
     diffs = diffs[np.isfinite(diffs)]
     if not len(diffs):
-        raise ValueError(f"no bootstrap resample of the {len(names)} videos has a defined CCC")
+        raise ValueError(f"no bootstrap resample of the {len(names)} videos has a defined metric")
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
     return Interval(observed, float(low), float(high), len(names), "bootstrap over videos")

@@ -49,7 +49,7 @@ def _shared_inputs_untouched(request):
         folders.append(request.getfixturevalue("tiny_corpus"))
     if "tiny_cache" in request.fixturenames:
         params, _ = request.getfixturevalue("tiny_cache")
-        folders += [params.path(getattr(params, stage).out) for stage in ("faces", "audio", "embed")]
+        folders += [params.path(getattr(params, stage).out) for stage in ("faces", "audio", "labels", "embed")]
     ignore = {"report.json"}  # a stage re-run on the shared cache rewrites only its report
     before = {p: v for p, v in _snapshot(folders).items() if p.name not in ignore}
     yield
@@ -76,15 +76,17 @@ def tiny_corpus(tmp_path_factory, repo_params):
 
 @pytest.fixture(scope="session")
 def tiny_cache(tmp_path_factory, tiny_corpus):
-    """faces, audio and embed caches of the tiny demo corpus, built once (real MTCNN, FER)."""
+    """faces, audio, labels and embed caches of the tiny demo corpus, built once (real MTCNN, FER)."""
     from pipeline.stage1.audio import run_audio
     from pipeline.stage1.embed import run_embed
     from pipeline.stage1.faces import run_faces
+    from pipeline.stage1.labels import run_labels
 
     from .stage1.helpers import params_at
 
     params = params_at(tmp_path_factory.mktemp("work"), tiny_corpus)
-    results = {"faces": run_faces(params), "audio": run_audio(params), "embed": run_embed(params)}
+    results = {"faces": run_faces(params), "audio": run_audio(params), "labels": run_labels(params),
+               "embed": run_embed(params)}
     return params, results
 
 

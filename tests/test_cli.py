@@ -82,15 +82,30 @@ def test_stage1_commands_through_the_cli(tiny_corpus, tmp_path):
     from .stage1.helpers import write_params
 
     params = write_params(tmp_path, tiny_corpus)
-    for stage in ("faces", "audio", "embed"):
+    for stage in ("faces", "audio", "labels", "embed"):
         result = runner.invoke(app, [stage, "--params", str(params)])
         assert result.exit_code == 0, result.output
-        assert "4 written" in result.output
-    result = runner.invoke(app, ["cache", "verify", str(tmp_path / "cache/embeddings"), "--params", str(params)])
-    assert result.exit_code == 0, result.output
+        assert "4 written" in result.output and f"{stage} ->" in result.output
+    for cache in ("embeddings", "labels"):
+        result = runner.invoke(app, ["cache", "verify", str(tmp_path / "cache" / cache), "--params", str(params)])
+        assert result.exit_code == 0, result.output
+    again = runner.invoke(app, ["labels", "--params", str(params)])
+    assert again.exit_code == 0 and "0 written, 4 already cached" in again.output
+
+
+def test_labels_without_faces_reports_every_entry_skipped(tiny_corpus, tmp_path):
+    from .stage1.helpers import write_params
+
+    params = write_params(tmp_path, tiny_corpus, labels={"on_error": "fail"})
+    result = runner.invoke(app, ["labels", "--params", str(params)])
+    assert result.exit_code == 2 and "missing; run `jmt faces` first" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_help_lists_stage1_commands():
     result = runner.invoke(app, ["--help"])
-    for name in ("demo", "faces", "audio", "embed", "cache"):
+    for name in ("demo", "faces", "audio", "labels", "embed", "cache"):
         assert f" {name} " in result.output
+    assert "Read every entry's annotations, per task" in result.output
+    labels = runner.invoke(app, ["labels", "--help"])
+    assert labels.exit_code == 0 and "--params" in labels.output

@@ -6,6 +6,7 @@ from pydantic import ValidationError
 
 from pipeline.config import load_params, parse_params
 from pipeline.errors import ParamsError
+from pipeline.tasks import TASKS
 
 from .conftest import REPO
 
@@ -17,7 +18,7 @@ def raw():
 
 def write(tmp_path, data, name="params.yaml"):
     path = tmp_path / name
-    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False) if not isinstance(data, str) else data)
     return path
 
 
@@ -117,3 +118,132 @@ def test_params_are_frozen(repo_params):
 def test_int_accepted_for_float(raw):
     raw["demo"]["fps"] = 25
     assert parse_params(raw).demo.fps == 25.0
+
+
+# ---------------------------------------------------------------- streams and tasks as data
+
+def test_default_streams_tasks_and_labels(repo_params):
+    assert list(repo_params.embed.streams) == ["visual", "audio"]            # JMT's order
+    assert repo_params.embed.streams["visual"].name == "fer_xception"
+    assert repo_params.embed.streams["audio"].name == "logmel_stats"
+    assert repo_params.train.tasks == ["va"] and repo_params.train.task_weights == {}
+    assert repo_params.labels.out == "data/cache/labels" and repo_params.labels.on_error == "skip"
+    assert set(type(repo_params.tasks).model_fields) == set(TASKS.names())  # every task has its options
+    assert repo_params.tasks.va.clip is True and repo_params.tasks.expr.class_weights is False
+    assert repo_params.tasks.au.pos_weight is False and repo_params.tasks.au.tune_thresholds is False
+
+
+def test_streams_keep_their_order_and_any_number(tmp_path, raw):
+    raw["embed"]["streams"] = {"prosody": {"name": "prosody"}, "visual": {"name": "fer_xception"},
+                               "audio_2": {"name": "logmel_stats"}}
+    params = load_params(write(tmp_path, raw))
+    assert list(params.embed.streams) == ["prosody", "visual", "audio_2"]
+    raw["embed"]["streams"] = {"face": {"name": "fer_xception"}}
+    assert list(load_params(write(tmp_path, raw)).embed.streams) == ["face"]
+
+
+PATTERN = "String should match pattern '^[a-z][a-z0-9_]{0,31}$'"
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d["embed"]["streams"].update({"Visual2": {"name": "fer_xception"}}),
+         f"embed.streams.Visual2.[key]: {PATTERN} (got 'Visual2')"),
+        (lambda d: d["embed"]["streams"].update({"no-audio": {"name": "logmel_stats"}}),
+         f"embed.streams.no-audio.[key]: {PATTERN} (got 'no-audio')"),
+        (lambda d: d["embed"]["streams"].update({"2d": {"name": "logmel_stats"}}),
+         f"embed.streams.2d.[key]: {PATTERN} (got '2d')"),
+        (lambda d: d["embed"]["streams"].update({"x" * 33: {"name": "logmel_stats"}}),
+         f"embed.streams.{'x' * 33}.[key]: {PATTERN}"),
+        (lambda d: d["embed"].update(streams={}), "embed.streams: Dictionary should have at least 1 item"),
+        (lambda d: d["embed"]["streams"]["audio"].update(nme="x"), "embed.streams.audio.nme: unknown key"),
+        (lambda d: d["embed"]["streams"]["audio"].pop("name"), "embed.streams.audio.name: Field required"),
+        (lambda d: d["embed"].update(visual={"name": "fer_xception"}), "embed.visual: unknown key"),  # the old layout
+        (lambda d: d["train"].update(tasks=["va", "vad"]),
+         "train.tasks: Value error, unknown task 'vad'; known: au, expr, va (got ['va', 'vad'])"),
+        (lambda d: d["train"].update(tasks=["VA"]), "train.tasks.0: String should match pattern"),
+        (lambda d: d["train"].update(tasks=[]), "train.tasks: List should have at least 1 item"),
+        (lambda d: d["train"].update(tasks=["va", "expr", "va"]), "train: Value error, tasks has duplicates"),
+        (lambda d: d["train"].update(task_weights={"expr": 2.0}),
+         "train: Value error, task_weights names expr, not among tasks ['va']"),
+        (lambda d: d["train"].update(task_weights={"va": 0}), "train.task_weights.va: Input should be greater than 0"),
+        (lambda d: d["tasks"]["va"].update(clip="yes"), "tasks.va.clip: Input should be a valid boolean (got 'yes')"),
+        (lambda d: d["tasks"]["va"].update(smooth_arousal=-1), "tasks.va: Value error, smooth_arousal must be >= 0"),
+        (lambda d: d["tasks"]["expr"].update(class_weights=1), "tasks.expr.class_weights: Input should be a valid boolean"),
+        (lambda d: d["tasks"]["au"].update(threshold=0.3), "tasks.au.threshold: unknown key"),
+        (lambda d: d["tasks"].update(vad={}), "tasks.vad: unknown key"),
+        (lambda d: d["evaluate"].update(clip=True), "evaluate.clip: unknown key"),   # moved to tasks.va
+        (lambda d: d["labels"].update(on_error="ignore"), "labels.on_error: Input should be 'skip' or 'fail'"),
+        (lambda d: d["corpus"].update(label_tolerance=-1),
+         "corpus.label_tolerance: Input should be greater than or equal to 0"),
+    ],
+)
+def test_streams_tasks_and_task_options_are_validated(tmp_path, raw, edit, expected):
+    edit(raw)
+    path = write(tmp_path, raw)
+    with pytest.raises(ParamsError) as info:
+        load_params(path)
+    assert str(info.value).startswith(f"{path}: {expected}")
+
+
+def test_several_tasks_with_weights(tmp_path, raw):
+    raw["train"].update(tasks=["expr", "au", "va"], task_weights={"au": 0.5})
+    raw["tasks"]["expr"]["class_weights"] = True
+    params = load_params(write(tmp_path, raw))
+    assert params.train.tasks == ["expr", "au", "va"] and params.train.task_weights == {"au": 0.5}
+    assert params.tasks.expr.class_weights is True
+
+
+def test_tasks_section_may_be_left_out(tmp_path, raw):
+    del raw["tasks"], raw["labels"]
+    params = load_params(write(tmp_path, raw))
+    assert params.tasks.va.clip is True and params.labels.out == "data/cache/labels"
+
+
+def test_updated_returns_a_validated_copy_with_the_same_root(tmp_path, raw):
+    sub = tmp_path / "elsewhere"
+    sub.mkdir()
+    params = load_params(write(sub, raw))
+    new = params.updated(model={"fusion": "mt"}, train={"seed": 3, "tasks": ["va", "au"]},
+                         run={"compare.cpus": 2.0}, embed={"streams.audio.name": "prosody"}, tasks={"va.clip": False})
+    assert new.root == params.root == sub.resolve() and new.path("x") == sub.resolve() / "x"
+    assert (new.model.fusion, new.train.seed, new.train.tasks) == ("mt", 3, ["va", "au"])
+    assert new.run.compare.cpus == 2.0 and new.embed.streams["audio"].name == "prosody"
+    assert new.tasks.va.clip is False and new.embed.streams["visual"] == params.embed.streams["visual"]
+    assert (params.model.fusion, params.train.seed, params.run.compare.cpus) == ("jmt", 0, 1.0)   # unchanged
+    assert params.embed.streams["audio"].name == "logmel_stats" and params.tasks.va.clip is True
+    with pytest.raises(ParamsError, match=r"params \(updated\): train.tasks: Value error, unknown task 'vad'"):
+        params.updated(train={"tasks": ["vad"]})
+    with pytest.raises(ParamsError, match=r"params \(updated\): model.fusoin: unknown key"):
+        params.updated(model={"fusoin": "mt"})
+    with pytest.raises(ParamsError, match="updated: unknown section 'modle'"):
+        params.updated(modle={"fusion": "mt"})
+
+
+def test_a_variant_lays_its_keys_over_its_base(tmp_path, raw):
+    write(tmp_path, raw)
+    sub = tmp_path / "variants"
+    sub.mkdir()
+    variant = write(sub, {"base": "../params.yaml", "train": {"tasks": ["va", "expr"]},
+                          "embed": {"streams": {"prosody": {"name": "prosody"}}}}, name="v.yaml")
+    params = load_params(variant)
+    assert params.train.tasks == ["va", "expr"] and params.train.epochs == raw["train"]["epochs"]   # merged
+    assert list(params.embed.streams) == ["prosody"]                     # streams: taken whole
+    assert params.embed.batch_size == raw["embed"]["batch_size"]
+    assert params.root == sub.resolve()                                  # paths: from the variant's folder
+    write(sub, {"base": "w.yaml"}, name="v2.yaml")
+    write(sub, {"base": "v2.yaml"}, name="w.yaml")
+    with pytest.raises(ParamsError, match="makes a loop"):
+        load_params(sub / "v2.yaml")
+    bad = write(sub, {"base": "../params.yaml", "train": {"tasks": ["vad"]}}, name="bad.yaml")
+    with pytest.raises(ParamsError, match=f"{bad}: train.tasks: Value error, unknown task 'vad'"):
+        load_params(bad)
+
+
+def test_the_repositorys_variants_load():
+    tasks = load_params(REPO / "params-tasks.yaml")
+    assert tasks.train.tasks == ["va", "expr", "au"] and list(tasks.embed.streams) == ["visual", "audio"]
+    three = load_params(REPO / "params-3streams.yaml")
+    assert list(three.embed.streams) == ["visual", "audio", "prosody"] and three.train.tasks == ["va"]
+    assert three.embed.out != tasks.embed.out == "data/cache/embeddings"

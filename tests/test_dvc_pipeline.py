@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from pipeline.cli import app
@@ -18,7 +19,8 @@ PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def test_pipeline_runs_from_the_demo_corpus_to_the_report():
-    assert list(STAGES) == ["demo", "faces", "audio", "embed", "train", "evaluate", "compare", "report"]
+    assert list(STAGES) == ["demo", "faces", "audio", "labels", "embed", "train", "evaluate", "compare", "report",
+                            "compare_tasks", "report_tasks"]
     commands = {c.name for c in app.registered_commands}
     for name, stage in STAGES.items():
         words = stage["cmd"].split()
@@ -30,30 +32,102 @@ def _outs(stage):
     return [next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])]
 
 
+def _inside(path: str, folders: set[str]) -> bool:
+    """The path is one of the folders or lies inside one (data/demo/videos inside data/demo)."""
+    return any(path == f or path.startswith(f.rstrip("/") + "/") for f in folders)
+
+
 def test_each_stage_depends_on_what_the_previous_ones_write():
     written = set()
     for name, stage in STAGES.items():
         data_deps = [d for d in stage.get("deps", []) if not d.startswith("pipeline")]
-        assert all(d in written for d in data_deps), (name, data_deps, written)
+        assert all(_inside(d, written) for d in data_deps), (name, data_deps, written)
         written |= set(_outs(stage)) | {next(iter(m)) for m in stage.get("metrics", [])}
+    assert _inside("data/demo/videos", {"data/demo"}) and not _inside("data/demo2", {"data/demo"})
+
+
+def test_every_code_dependency_exists():
+    for name, stage in STAGES.items():
+        for dep in stage.get("deps", []):
+            if dep.startswith("pipeline"):
+                assert (REPO / dep).exists(), f"{name}: dependency {dep} does not exist"
+
+
+def test_annotations_reach_the_labels_stage_alone():
+    """Editing an annotation (or the label tolerance) reruns `labels` and what reads its cache,
+    never faces, audio or embed: those read the videos, and params keys that are theirs."""
+    for name in ("faces", "audio"):
+        deps = STAGES[name]["deps"]
+        assert "data/demo/videos" in deps and "data/demo" not in deps and "data/demo/annotations" not in deps
+        assert "pipeline/tasks" not in deps
+        assert {"corpus.root", "corpus.layout", "corpus.manifest", name} == set(STAGES[name]["params"])
+    assert "data/cache/labels" not in STAGES["embed"]["deps"] and STAGES["embed"]["params"] == ["embed"]
+    labels = STAGES["labels"]
+    assert {"data/demo/annotations", "data/cache/faces", "pipeline/stage1/labels.py", "pipeline/tasks"} <= \
+        set(labels["deps"])
+    assert set(labels["params"]) == {"corpus", "labels"} and _outs(labels) == [PARAMS["labels"]["out"]]
+    for name in ("train", "evaluate", "compare", "report"):
+        assert "data/cache/labels" in STAGES[name]["deps"] and "data/cache/embeddings" in STAGES[name]["deps"]
+
+
+def _params_of(stage) -> dict[str, set[str]]:
+    """params file -> the keys a stage lists from it (plain entries: params.yaml)."""
+    out: dict[str, set[str]] = {"params.yaml": set()}
+    for entry in stage.get("params", []):
+        if isinstance(entry, dict):
+            for file, keys in entry.items():
+                out.setdefault(file, set()).update(keys)
+        else:
+            out["params.yaml"].add(entry)
+    return out
 
 
 def test_listed_params_exist():
     for name, stage in STAGES.items():
-        for key in stage.get("params", []):
-            node = PARAMS
-            for part in key.split("."):
-                assert part in node, f"{name}: params key {key} not in params.yaml"
-                node = node[part]
+        for file, keys in _params_of(stage).items():
+            # a variant file (`base: params.yaml`) holds its keys over params.yaml's
+            data = yaml.safe_load((REPO / file).read_text())
+            layered = {**PARAMS, **data} if data.get("base") == "params.yaml" else data
+            for key in keys:
+                node = layered if file != "params.yaml" else PARAMS
+                for part in key.split("."):
+                    assert part in node, f"{name}: params key {key} not in {file}"
+                    node = node[part]
+
+
+RUN_KEYS = ({f"model.{k}" for k in ModelParams.model_fields} - {"model.fusion"}) | (
+    {f"train.{k}" for k in TrainParams.model_fields} - {"train.seed", "train.out", "train.live_dir", "train.preload_max_mb"})
 
 
 def test_compare_depends_on_every_key_its_runs_hash_except_fusion_and_seed():
-    listed = set(STAGES["compare"]["params"])
-    model = {f"model.{k}" for k in ModelParams.model_fields} - {"model.fusion"}
-    train = {f"train.{k}" for k in TrainParams.model_fields} - {
-        "train.seed", "train.out", "train.live_dir", "train.preload_max_mb"}
-    evaluate = {"evaluate.clip", "evaluate.smooth_valence", "evaluate.smooth_arousal"}
-    assert listed == model | train | evaluate | {"compare", "run.compare.cpus"}
+    assert {"train.tasks", "train.task_weights"} <= RUN_KEYS and "model.standardize" in RUN_KEYS
+    assert _params_of(STAGES["compare"]) == {"params.yaml": RUN_KEYS | {"tasks", "compare", "run.compare.cpus"}}
+    assert "tasks" in STAGES["train"]["params"] and "tasks" in STAGES["evaluate"]["params"]
+
+
+@pytest.mark.parametrize("name", [n for n, s in STAGES.items() if s["cmd"].startswith("jmt compare --params")])
+def test_a_variants_compare_depends_on_the_same_keys_from_wherever_they_come(name):
+    """A compare on a variant file (`base: params.yaml`): each key its runs depend on is listed,
+    from the variant where it sets the key, from params.yaml where it does not."""
+    variant = STAGES[name]["cmd"].split("--params")[1].split()[0]
+    data = yaml.safe_load((REPO / variant).read_text())
+    assert data["base"] == "params.yaml"
+
+    def set_there(key):
+        node = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    listed = _params_of(STAGES[name])
+    assert set(listed) == {"params.yaml", variant}
+    wanted = RUN_KEYS | {"tasks", "compare", "run.compare.cpus"}
+    for key in wanted:
+        assert key in listed["params.yaml"] or (key in listed[variant] and set_there(key)), key
+    assert {key for key in wanted if set_there(key)} <= listed[variant]
+    assert listed["params.yaml"] | listed[variant] <= wanted
 
 
 def test_compare_runs_persist_and_metrics_are_declared():

@@ -4,6 +4,7 @@ real two-node cluster on loopback (tests/conftest.py `ray_cluster`)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -115,6 +116,53 @@ def test_actors_are_built_once_and_take_many_units(on_cluster):
     pids = {pid for _, pid, _ in got}
     assert len(pids) == 2
     assert {builds for _, _, builds in got} == {1}  # each actor process built its state once
+
+
+def test_at_most_twice_the_clusters_capacity_is_in_flight(on_cluster):
+    """The driver takes units from the iterator only as slots free up: two nodes of one CPU hold
+    2 units of 1 CPU, so 4 are in flight at most, whatever the number of units."""
+    window = 4
+    taken, delivered, in_flight = [], [], []
+
+    def units():
+        for i in range(3 * window):
+            taken.append(i)
+            in_flight.append(len(taken) - len(delivered))   # submitted, result not yet handed over
+            yield Unit(str(i), (i,))
+
+    engine.run_units(_square, units(), cfg=on_cluster, res=Resources(cpus=1),
+                     on_result=lambda u, r: delivered.append(int(u.name)))
+    assert sorted(delivered) == list(range(3 * window))
+    assert max(in_flight) == window and in_flight[:window] == list(range(1, window + 1))
+
+
+def _dies_once(flag: str) -> int:
+    """Kills its own worker process the first time (as a crashed or OOM-killed worker), then
+    returns on the retry."""
+    if not os.path.exists(flag):
+        with open(flag, "w") as f:
+            f.write(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return os.getpid()
+
+
+def test_a_unit_whose_worker_dies_is_retried(on_cluster, tmp_path):
+    flag = tmp_path / "died"
+    got = []
+    engine.run_units(_dies_once, [Unit("u", (str(flag),))], cfg=on_cluster, res=Resources(cpus=1),
+                     on_result=lambda u, r: got.append(r))
+    assert flag.is_file() and len(got) == 1
+    assert got[0] != int(flag.read_text())          # the retry ran in another worker process
+
+
+def test_a_unit_whose_worker_dies_without_retries_left_is_named(ray_cluster, tmp_path):
+    cfg = RunParams(engine="ray", address=ray_cluster.address, max_retries=0)
+    try:
+        with pytest.raises(EngineError, match=r"^u7: lost after .*retries exhausted \(run.max_retries\)"):
+            engine.run_units(_dies_once, [Unit("u7", (str(tmp_path / "died"),))], cfg=cfg, res=Resources(cpus=1),
+                             on_result=print)
+    finally:
+        engine.shutdown()
 
 
 def test_the_local_engine_runs_in_this_process():

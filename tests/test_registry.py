@@ -53,3 +53,16 @@ def test_empty_registry_says_so():
 def test_bad_names_rejected(bad):
     with pytest.raises(RegistryError, match="non-empty strings"):
         Registry("head").add(bad, object())
+
+
+def test_the_pipelines_registries_refuse_a_second_registration_and_list_the_known():
+    from pipeline.stage1.backbones import BACKBONES
+    from pipeline.tasks import TASKS
+
+    for reg, kind, taken in ((TASKS, "task", "va"), (BACKBONES, "backbone", "fer_xception")):
+        with pytest.raises(RegistryError, match=f"{kind} '{taken}' is already registered"):
+            reg.add(taken, object())
+        with pytest.raises(RegistryError) as info:
+            reg.get("nope")
+        assert str(info.value) == f"unknown {kind} 'nope'; known: {', '.join(reg.names())}"
+    assert TASKS.names() == ["au", "expr", "va"]

@@ -1,8 +1,13 @@
+"""pipeline.stats: the paired t interval by hand; the bootstrap over videos (`Part`s: one task's
+metric, or the sum of several tasks' metrics) against resampling the frames themselves."""
+
 import numpy as np
 import pytest
 
-from pipeline.metrics import ccc
-from pipeline.stats import bootstrap_videos, paired_t
+from pipeline.stats import Part, bootstrap_videos, paired_t
+from pipeline.tasks import TASKS
+
+VA, EXPR, AU = (TASKS.get(n)() for n in ("va", "expr", "au"))
 
 
 def test_paired_t_hand_worked():
@@ -27,10 +32,14 @@ def _videos(n=8, frames=50, seed=0):
     return labels, rng
 
 
+def _va(preds_a, preds_b, labels):
+    return [Part(VA, preds_a, preds_b, labels)]
+
+
 def test_bootstrap_identical_heads_give_zero():
     labels, rng = _videos()
     pred = {k: y + rng.normal(0, 0.2, y.shape) for k, (y, _) in labels.items()}
-    iv = bootstrap_videos([pred], [pred], labels, n_boot=200)
+    iv = bootstrap_videos(_va([pred], [pred], labels), n_boot=200)
     assert (iv.mean, iv.low, iv.high) == (0.0, 0.0, 0.0)
 
 
@@ -38,34 +47,103 @@ def test_bootstrap_detects_a_better_head_and_is_seeded():
     labels, rng = _videos()
     good = {k: y + rng.normal(0, 0.05, y.shape) for k, (y, _) in labels.items()}
     bad = {k: y + rng.normal(0, 0.5, y.shape) for k, (y, _) in labels.items()}
-    iv = bootstrap_videos([good], [bad], labels, n_boot=300, seed=1)
-    assert iv.low > 0 and iv.low <= iv.mean <= iv.high and iv.method == "bootstrap over videos"
-    assert bootstrap_videos([good], [bad], labels, n_boot=300, seed=1) == iv
-    assert bootstrap_videos([bad], [good], labels, n_boot=300, seed=1).high < 0
+    iv = bootstrap_videos(_va([good], [bad], labels), n_boot=300, seed=1)
+    assert iv.low > 0 and iv.low <= iv.mean <= iv.high and iv.method == "bootstrap over videos" and iv.n == 8
+    assert bootstrap_videos(_va([good], [bad], labels), n_boot=300, seed=1) == iv
+    assert bootstrap_videos(_va([bad], [good], labels), n_boot=300, seed=1).high < 0
     with pytest.raises(ValueError, match="same number"):
-        bootstrap_videos([good, good], [bad], labels)
+        bootstrap_videos(_va([good, good], [bad], labels))
+    with pytest.raises(ValueError, match="same number"):
+        bootstrap_videos(_va([], [], labels))
+    with pytest.raises(ValueError, match="same number"):
+        bootstrap_videos([])
 
 
-def test_bootstrap_matches_frame_level_resampling():
+def _metric(task, pred, labels, chosen):
+    """The task's main metric over the chosen videos' valid frames concatenated (NaN: none)."""
+    chosen = [n for n in chosen if n in labels]
+    if not chosen:
+        return np.nan
+    p = np.concatenate([pred[n][labels[n][1]] for n in chosen])
+    y = np.concatenate([labels[n][0][labels[n][1]] for n in chosen])
+    return task.score(p, y)[task.metric]
+
+
+def _frame_level(parts, n_boot, seed):
+    """The bootstrap done the slow way: the same draws of videos, every task scored on the frames
+    of the drawn videos it labels, the tasks' metrics summed, mean over seeds of A - B."""
+    names = sorted({n for p in parts for n in p.labels})
+
+    def stat(chosen):
+        seeds = len(parts[0].preds_a)
+        return np.mean([sum(_metric(p.task, p.preds_a[s], p.labels, chosen) - _metric(p.task, p.preds_b[s], p.labels, chosen)
+                            for p in parts) for s in range(seeds)])
+
+    draws = np.random.default_rng(seed).integers(len(names), size=(n_boot, len(names)))
+    naive = np.array([stat([names[i] for i in d]) for d in draws])
+    return stat(names), naive[np.isfinite(naive)]
+
+
+def test_one_task_matches_frame_level_resampling():
     """The per-video-sums bootstrap equals concatenating the drawn videos' frames and scoring
-    them, seed by seed, with the metric's own ccc (same draws), invalid frames excluded."""
+    them, seed by seed, with the task's own score (same draws), invalid frames excluded."""
     labels, rng = _videos(n=5, frames=30, seed=3)
     labels["v0"][1][:7] = False                      # -5 frames are not scored
     seeds_a = [{k: y + rng.normal(0, 0.2, y.shape) for k, (y, _) in labels.items()} for _ in range(2)]
     seeds_b = [{k: y + rng.normal(0, 0.4, y.shape) for k, (y, _) in labels.items()} for _ in range(2)]
-    names = sorted(labels)
-
-    def mean_ccc(pred, chosen):
-        p = np.concatenate([pred[n][labels[n][1]] for n in chosen])
-        y = np.concatenate([labels[n][0][labels[n][1]] for n in chosen])
-        return (ccc(p[:, 0], y[:, 0]) + ccc(p[:, 1], y[:, 1])) / 2
-
-    def stat(chosen):
-        return np.mean([mean_ccc(a, chosen) - mean_ccc(b, chosen) for a, b in zip(seeds_a, seeds_b)])
-
-    draws = np.random.default_rng(7).integers(len(names), size=(50, len(names)))
-    naive = [stat([names[i] for i in d]) for d in draws]
-    iv = bootstrap_videos(seeds_a, seeds_b, labels, n_boot=50, seed=7)
-    assert iv.mean == pytest.approx(stat(names), abs=1e-12)
+    for k in seeds_a[0]:
+        seeds_a[0][k][~labels[k][1]] = 40.0          # garbage where there is no label
+    parts = _va(seeds_a, seeds_b, labels)
+    estimate, naive = _frame_level(parts, 50, 7)
+    iv = bootstrap_videos(parts, n_boot=50, seed=7)
+    assert iv.mean == pytest.approx(estimate, abs=1e-12)
     assert iv.low == pytest.approx(np.quantile(naive, 0.025), abs=1e-12)
     assert iv.high == pytest.approx(np.quantile(naive, 0.975), abs=1e-12)
+
+
+def _task_videos(task, names, frames, rng):
+    labels, a, b = {}, {}, {}
+    for n in names:
+        if task is VA:
+            y = rng.uniform(-1, 1, (frames, 2)).astype(np.float32)
+            a[n], b[n] = y + rng.normal(0, 0.3, y.shape), y + rng.normal(0, 0.6, y.shape)
+        elif task is EXPR:
+            y = rng.integers(0, 8, (frames, 1)).astype(np.float32)
+            a[n] = EXPR.activate(rng.normal(size=(frames, 8)) + 2 * np.eye(8)[y[:, 0].astype(int)])
+            b[n] = EXPR.activate(rng.normal(size=(frames, 8)))
+        else:
+            y = (rng.random((frames, 12)) < 0.3).astype(np.float32)
+            a[n], b[n] = AU.activate(3 * (y - 0.5) + rng.normal(size=y.shape)), AU.activate(rng.normal(size=y.shape))
+        valid = np.ones(frames, bool)
+        valid[:3] = False
+        y[:3] = task.invalid
+        labels[n] = (y, valid)
+    return labels, a, b
+
+
+def test_several_tasks_sum_their_metrics_each_over_the_videos_it_labels():
+    """va labels v0-v3, expr v2-v5, au v5 and v6 only: a draw scores each task on the drawn
+    videos it labels; draws holding no video of a task are undefined and skipped."""
+    rng = np.random.default_rng(11)
+    videos = {VA: ["v0", "v1", "v2", "v3"], EXPR: ["v2", "v3", "v4", "v5"], AU: ["v5", "v6"]}
+    parts = []
+    for task, names in videos.items():
+        labels, a, b = _task_videos(task, names, 25, rng)
+        parts.append(Part(task, [a], [b], labels))
+    estimate, naive = _frame_level(parts, 120, 3)
+    assert 0 < len(naive) < 120                       # some draws hold no au video: skipped
+    iv = bootstrap_videos(parts, n_boot=120, seed=3)
+    assert iv.n == 7
+    assert iv.mean == pytest.approx(estimate, abs=1e-12)
+    assert iv.low == pytest.approx(np.quantile(naive, 0.025), abs=1e-12)
+    assert iv.high == pytest.approx(np.quantile(naive, 0.975), abs=1e-12)
+    # the estimate is the sum of the tasks' own differences on all their videos
+    one_by_one = sum(bootstrap_videos([p], n_boot=100).mean for p in parts)
+    assert iv.mean == pytest.approx(one_by_one, abs=1e-12)
+
+
+def test_no_defined_draw_is_an_error():
+    labels = {"v0": (np.zeros((5, 2), np.float32), np.ones(5, bool))}   # constant labels, constant preds
+    preds = {"v0": np.zeros((5, 2), np.float32)}
+    with pytest.raises(ValueError, match="no bootstrap resample of the 1 videos has a defined metric"):
+        bootstrap_videos(_va([preds], [preds], labels), n_boot=20)

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.corpus.annotations import read_annotation
+from pipeline.tasks import TASKS
+
+read_annotation = TASKS.get("va")().read_annotation
 from pipeline.media import iter_frames, probe, read_audio
 
 CUES = {"level_db": "arousal", "f0_octaves": "arousal", "brightness": "valence"}

@@ -31,13 +31,14 @@ import typer
 from pipeline import __version__
 from pipeline.config import DEFAULT_PARAMS, DemoParams, DemoSize, load_params
 from pipeline.console import console, progress
-from pipeline.corpus.annotations import INVALID, write_annotation
+from pipeline.tasks import TASKS
 from pipeline.demo import face, voice
 from pipeline.demo.trajectory import pick_stretch, smooth_trajectory, speaker_turns
 from pipeline.errors import InputError
 from pipeline.media import VideoWriter, require_ffmpeg, write_wav
 
 ANNOTATIONS = "annotations/VA_Estimation_Challenge"
+VA = TASKS.get("va")()   # the annotation format (pipeline/tasks/va.py)
 SPLITS = ("Train_Set", "Validation_Set", "Test_Set")
 MANIFEST = "corpus.json"
 OCCLUSION_MODES = ("occluder", "out_of_frame")
@@ -205,9 +206,9 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
     for p, (side, name) in enumerate(zip(plan.sides, plan.annotation_names())):
         lab = c.labels[p].copy()
         if c.invalid and p == c.invalid_who:
-            lab[c.invalid[0]:c.invalid[1]] = INVALID
+            lab[c.invalid[0]:c.invalid[1]] = VA.invalid
         ann_rel = Path(ANNOTATIONS) / plan.split / f"{name}.txt"
-        write_annotation(root / ann_rel, lab)
+        VA.write_annotation(root / ann_rel, lab)
         persons.append({
             "side": side, "annotation": ann_rel.as_posix(), "base_f0_hz": round(float(c.base_f0[p]), 2),
             "face_hidden": [list(occ)] if occ and p == occ_who else [],

@@ -138,7 +138,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     stats = {}
     for e in entries:
         with cache.write_entry(out, e.name, stage="audio", config=stage_config(params), hash_=hashes[e.name],
-                               attrs={"video": e.source, "fps": fps, "split": e.split, "side": e.side,
+                               attrs={"video": e.source, "fps": fps, "side": e.side,
                                       "has_audio": info.audio_codec is not None,
                                       "audio_seconds": seconds, "audio_start": start,
                                       "timestamps_source": timing.source,

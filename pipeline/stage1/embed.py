@@ -1,10 +1,12 @@
-"""`jmt embed`: frozen backbones over the cached faces and spectrograms -> per-frame embeddings.
+"""`jmt embed`: one frozen backbone per stream over the cached faces and audio -> per-frame embeddings.
 
-Reads `<faces.out>/<entry>.h5` and `<audio.out>/<entry>.h5`, runs the visual backbone on the
-aligned crops and the audio backbone on each frame's log-mel window (or, for a waveform
-backbone, on the whole cached waveform with every frame's window in samples), in batches, on
-CPU or CUDA (auto; mixed precision on CUDA), and writes float16 embeddings with their masks
-and the labels to `<embed.out>/<entry>.h5` (layout: docs/cache.md). This is the file stage 2 reads.
+Reads `<faces.out>/<entry>.h5` and `<audio.out>/<entry>.h5` and runs each stream of
+`embed.streams` (name -> backbone) on what its backbone reads: the aligned crops, each frame's
+log-mel window, or the whole cached waveform with every frame's window in samples; in batches,
+on CPU or CUDA (auto; mixed precision on CUDA). Writes one float16 feature array and one mask
+per stream (crops: the face was found; audio: inside the track and voiced), with each stream's
+backbone, weights and width, to `<embed.out>/<entry>.h5` (layout: docs/cache.md). Stage 2 reads
+these files, and the labels cache beside them.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from pipeline.errors import InputError
 from pipeline.media import estimate_frames
 from pipeline.stage1 import audio as audio_stage
 from pipeline.stage1 import faces as faces_stage
-from pipeline.stage1.backbones import AUDIO, VISUAL, build, input_of, weights_sha256
+from pipeline.stage1.backbones import build, input_of, weights_sha256
 from pipeline.stage1.runner import StageResult, run_stage
 
 
-ALGORITHM = 2  # bump when a code change alters what this stage writes (see faces.ALGORITHM)
+ALGORITHM = 3  # bump when a code change alters what this stage writes (see faces.ALGORITHM); 3: streams
 
 
 def audio_windows(logmel: np.ndarray, frame_end: np.ndarray, width: int, floor: float) -> np.ndarray:
@@ -64,15 +66,15 @@ def waveform_features(module: torch.nn.Module, af: h5py.File, device: torch.devi
 
 
 class Backbones:
-    """The two frozen backbones on one device, with what identifies their weights."""
+    """Each stream's frozen backbone on one device (`embed.streams`, in its order), with what
+    identifies its weights and what it reads (crops, logmel or waveform)."""
 
     def __init__(self, params: Params) -> None:
         cfg = params.embed
         self.device = resolve_device(cfg.device)
-        self.visual = build(VISUAL, cfg.visual, params.root).to(self.device)
-        self.audio = build(AUDIO, cfg.audio, params.root).to(self.device)
-        self.visual_sha = weights_sha256(self.visual)
-        self.audio_sha = weights_sha256(self.audio)
+        self.nets = {name: build(bp, params.root).to(self.device) for name, bp in cfg.streams.items()}
+        self.inputs = {name: input_of(net) for name, net in self.nets.items()}
+        self.sha = {name: weights_sha256(net) for name, net in self.nets.items()}
         self.amp = self.device.type == "cuda"
 
     @torch.no_grad()
@@ -83,16 +85,11 @@ class Backbones:
             y = module(x)
         return y.float().cpu().numpy()
 
-    def run_waveform(self, af: h5py.File) -> np.ndarray:
-        """The waveform backbone over one audio cache file -> (n, Da)."""
-        return waveform_features(self.audio, af, self.device, self.amp)
-
-    def provenance(self, params: Params) -> dict:
-        cfg = params.embed
-        return {"visual_backbone": cfg.visual.name, "visual_weights_sha256": self.visual_sha,
-                "visual_weights": _source(cfg.visual, self.visual),
-                "audio_backbone": cfg.audio.name, "audio_weights_sha256": self.audio_sha,
-                "audio_weights": _source(cfg.audio, self.audio)}
+    def provenance(self, params: Params, dims: dict[str, int]) -> list[dict]:
+        """Per stream, in order: name, backbone, what it reads, weights (hash and source), width."""
+        return [{"name": name, "backbone": bp.name, "input": self.inputs[name], "weights_sha256": self.sha[name],
+                 "weights": _source(bp, self.nets[name]), "dim": int(dims[name])}
+                for name, bp in params.embed.streams.items()]
 
 
 def _source(bp, module) -> str:
@@ -114,10 +111,10 @@ def _source(bp, module) -> str:
 
 
 def stage_config(params: Params, nets: Backbones) -> dict:
-    """Content-relevant config: backbones and their weights, and the inputs' own configs."""
+    """Content-relevant config: the streams in order (backbone params, weights' hashes) and the
+    inputs' own configs."""
     return {"algorithm": ALGORITHM,
-            "visual": params.embed.visual.model_dump(), "audio": params.embed.audio.model_dump(),
-            "visual_weights_sha256": nets.visual_sha, "audio_weights_sha256": nets.audio_sha,
+            "streams": [[name, bp.model_dump(), nets.sha[name]] for name, bp in params.embed.streams.items()],
             "faces": faces_stage.stage_config(params), "audio_stage": audio_stage.stage_config(params)}
 
 
@@ -126,12 +123,18 @@ def _open_input(folder: Path, name: str, stage: str) -> h5py.File:
     if not path.is_file():
         raise InputError(f"{path}: missing; run `jmt {stage}` first (or see its report.json: "
                          "the entry may have been skipped)")
-    return cache.open_entry(path)
+    f = cache.open_entry(path)
+    try:
+        cache.check_schema(f, stage)
+    except InputError:
+        f.close()
+        raise
+    return f
 
 
 def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
                     nets: Backbones, advance: Callable[[int], None]) -> dict[str, dict]:
-    """Embeds each entry of one video; one output file per entry."""
+    """Embeds each entry of one video, every stream; one output file per entry."""
     cfg, out = params.embed, params.path(params.embed.out)
     stats = {}
     for e in entries:
@@ -142,43 +145,42 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
             if int(af.attrs["n_frames"]) != n:
                 raise InputError(f"{e.name}: faces cache has {n} frames but audio cache has "
                                  f"{af.attrs['n_frames']}; rebuild both")
-            found = ff["found"][...]
-            labels = ff["labels"][...]
-            frame_end, valid = af["frame_end"][...], af["audio_valid"][...]
-            by_window = input_of(nets.audio) == "logmel"
-            if by_window:
-                logmel = af["logmel"][...]
+            kinds = set(nets.inputs.values())
+            masks = {"crops": ff["found"][...], "audio": af["audio_valid"][...] & af["voice"][...]}
+            if "logmel" in kinds:
+                logmel, frame_end = af["logmel"][...], af["frame_end"][...]
                 width, floor = int(af.attrs["window_frames"]), float(af.attrs["log_floor"])
-            attrs = {"video": ff.attrs["video"], "fps": ff.attrs["fps"], "n_frames": n, "split": e.split,
-                     "side": e.side, "detector": ff.attrs.get("detector", ff.attrs.get("source")),
+            chunks: dict[str, list[np.ndarray]] = {name: [] for name in nets.nets}
+            for name, net in nets.nets.items():  # the whole track in one call: the backbone chunks it itself
+                if nets.inputs[name] == "waveform":
+                    chunks[name].append(waveform_features(net, af, nets.device, nets.amp))
+            for start in range(0, n, cfg.batch_size):
+                stop = min(n, start + cfg.batch_size)
+                crops = cache.read_crops(ff, start, stop) if "crops" in kinds else None
+                for name, net in nets.nets.items():
+                    if nets.inputs[name] == "crops":
+                        chunks[name].append(nets.run(net, crops))
+                    elif nets.inputs[name] == "logmel":
+                        chunks[name].append(nets.run(net, audio_windows(logmel, frame_end[start:stop], width, floor)))
+                advance(stop - start)
+            features = {name: np.concatenate(c) if c else np.zeros((0, 1), np.float32) for name, c in chunks.items()}
+            for name, arr in features.items():
+                if not np.isfinite(arr).all():
+                    bad = int(np.flatnonzero(~np.isfinite(arr).all(1))[0])
+                    raise InputError(f"{e.name}: the {name} stream's backbone gave NaN/inf at frame {bad}")
+            attrs = {"video": ff.attrs["video"], "fps": ff.attrs["fps"], "n_frames": n, "side": e.side,
+                     "detector": ff.attrs.get("detector", ff.attrs.get("source")),
                      "crop_size": ff.attrs["crop_size"], "sample_rate": params.audio.sample_rate,
                      "faces_config_hash": ff.attrs["config_hash"], "audio_config_hash": af.attrs["config_hash"],
-                     **nets.provenance(params)}
+                     "streams": nets.provenance(params, {k: v.shape[1] for k, v in features.items()})}
             with cache.write_entry(out, e.name, stage="embed", config=stage_config(params, nets),
                                    hash_=hashes[e.name], attrs=attrs) as f:
-                vis, aud = [], []
-                if not by_window:  # the whole track in one call: the backbone chunks it itself
-                    aud.append(nets.run_waveform(af))
-                for start in range(0, n, cfg.batch_size):
-                    stop = min(n, start + cfg.batch_size)
-                    vis.append(nets.run(nets.visual, cache.read_crops(ff, start, stop)))
-                    if by_window:
-                        aud.append(nets.run(nets.audio, audio_windows(logmel, frame_end[start:stop], width, floor)))
-                    advance(stop - start)
-                visual = np.concatenate(vis) if vis else np.zeros((0, 1), np.float32)
-                audio = np.concatenate(aud) if aud else np.zeros((0, 1), np.float32)
-                for name, arr in (("visual", visual), ("audio", audio)):
-                    if not np.isfinite(arr).all():
-                        bad = int(np.flatnonzero(~np.isfinite(arr).all(1))[0])
-                        raise InputError(f"{e.name}: {name} backbone gave NaN/inf at frame {bad}")
-                    f.create_dataset(name, data=arr.astype(np.float16), **cache.FEATURES)
-                f.attrs["visual_dim"], f.attrs["audio_dim"] = visual.shape[1], audio.shape[1]
-                label_mask = (labels != -5).all(1)
-                app = cache.Appender(f, cache.LAYOUTS["embed"],
-                                     ["visual_mask", "audio_mask", "labels", "label_mask", "timestamps"])
-                app.append(visual_mask=found, audio_mask=valid & af["voice"][...], labels=labels, label_mask=label_mask,
-                           timestamps=ff["timestamps"][...])
-        stats[e.name] = {"frames": n, "visual_dim": visual.shape[1], "audio_dim": audio.shape[1],
+                for name, arr in features.items():
+                    f.create_dataset(cache.stream_key(name, "features"), data=arr.astype(np.float16), **cache.FEATURES)
+                    mask = masks["crops" if nets.inputs[name] == "crops" else "audio"]
+                    f.create_dataset(cache.stream_key(name, "mask"), data=mask)
+                f.create_dataset("timestamps", data=ff["timestamps"][...])
+        stats[e.name] = {"frames": n, **{f"{name}_dim": int(arr.shape[1]) for name, arr in features.items()},
                          "seconds": round(time.time() - t0, 2)}
     return stats
 

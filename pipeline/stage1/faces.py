@@ -23,8 +23,7 @@ import typer
 from PIL import Image
 
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
-from pipeline.corpus.annotations import read_annotation
-from pipeline.corpus.entries import Entry, align_labels, load_corpus
+from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline import cache
@@ -35,7 +34,7 @@ from pipeline.stage1.runner import StageResult, prefetch, run_stage
 
 # Bump when a code change alters what this stage writes: cached entries made by another
 # version are then rebuilt (a re-run otherwise reuses every entry whose inputs and params match).
-ALGORITHM = 2  # 2: every frame timed by media.frame_times (no index / fps fallback)
+ALGORITHM = 3  # 2: every frame timed by media.frame_times (no index / fps fallback); 3: labels moved to `jmt labels`
 # Params that change what is written (batch size, prefetch, device do not).
 CONTENT_KEYS = ("source", "crop_size", "jpeg_quality", "min_prob", "detect_every", "detect_max_side", "min_face_size")
 
@@ -44,7 +43,6 @@ def stage_config(params: Params) -> dict:
     """The content-relevant config of the faces stage (hashed into every entry)."""
     cfg = params.faces
     out = {"algorithm": ALGORITHM, **{k: getattr(cfg, k) for k in CONTENT_KEYS}}
-    out["label_tolerance"] = params.corpus.label_tolerance
     if cfg.source == "cropped_aligned":
         out["cropped_aligned"] = str(params.path(cfg.cropped_aligned))
     return out
@@ -53,31 +51,18 @@ def stage_config(params: Params) -> dict:
 FRAME_DATASETS = ["crops_jpeg", "found", "detected", "scores", "boxes", "landmarks"]
 
 
-def _finish(f: h5py.File, entry: Entry, raw_labels: np.ndarray | None, n: int,
-            timing: FrameTimes, tolerance: int) -> dict:
-    """Writes labels and timestamps once the frame count is known; returns stats."""
+def _finish(f: h5py.File, entry: Entry, n: int, timing: FrameTimes) -> dict:
+    """Writes the timestamps once the frame count is known; returns stats."""
     if len(timing.times) != n:  # frame_times and the decoder disagree: never guess
         raise InputError(f"{entry.source}: {n} frames decoded but {len(timing.times)} frame times "
                          "read by ffprobe")
-    if raw_labels is None:
-        labels, diff = np.full((n, 2), -5.0, np.float32), 0
-    else:
-        labels, diff = align_labels(raw_labels, n, tolerance=tolerance, source=entry.annotation)
     f.attrs["timestamps_source"] = timing.source
     f.create_dataset("timestamps", data=timing.times.astype(np.float64))
-    f.create_dataset("labels", data=labels)
     f.attrs["n_frames"] = n
-    f.attrs["label_rows_minus_frames"] = diff
     found = f["found"][...]
     if n and not found.any():
         warnings.warn(f"{entry.name}: no face found in any of its {n} frames (all masked)")
-    return {"frames": n, "found_rate": round(float(found.mean()) if n else 0.0, 4),
-            "label_rows_minus_frames": diff}
-
-
-def _read_labels(entries: list[Entry]) -> dict[str, np.ndarray | None]:
-    # Read annotations before decoding: a bad file fails fast, naming file and line.
-    return {e.name: read_annotation(e.annotation) if e.annotation else None for e in entries}
+    return {"frames": n, "found_rate": round(float(found.mean()) if n else 0.0, 4)}
 
 
 def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
@@ -86,12 +71,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     cfg, out = params.faces, params.path(params.faces.out)
     t0 = time.time()
     info = probe_video(video)
-    raw = _read_labels(entries)
-    tol = params.corpus.label_tolerance
-    if info.n_frames:
-        for e in entries:
-            if raw[e.name] is not None and abs(len(raw[e.name]) - info.n_frames) > tol:
-                align_labels(raw[e.name], info.n_frames, tolerance=tol, source=e.annotation)  # raises
+    tol = params.corpus.label_tolerance  # how many frames a container's count may be off
     timing = frame_times(video)
     size = cfg.crop_size
     dst = template(size)
@@ -103,7 +83,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     with contextlib.ExitStack() as stack:
         files = {e.name: stack.enter_context(cache.write_entry(
             out, e.name, stage="faces", config=stage_config(params), hash_=hashes[e.name],
-            attrs={**attrs, "split": e.split, "side": e.side})) for e in entries}
+            attrs={**attrs, "side": e.side})) for e in entries}
         writers = {name: cache.Appender(f, cache.LAYOUTS["faces"], FRAME_DATASETS)
                    for name, f in files.items()}
         tracks = [PersonTrack(e.side, info.width, cfg.min_prob) for e in entries]
@@ -140,7 +120,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
                              "container lists (truncated or corrupt file?)")
         for e in entries:
             w = writers[e.name]
-            stats[e.name] = _finish(files[e.name], e, raw[e.name], w.n, timing, tol)
+            stats[e.name] = _finish(files[e.name], e, w.n, timing)
             stats[e.name]["seconds"] = round(time.time() - t0, 2)
     return stats
 
@@ -153,7 +133,6 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
     info = probe_video(video)
     timing = frame_times(video)
     n = len(timing.times)  # the decoded frames, as the audio stage counts them
-    raw = _read_labels(entries)
     size, stats = cfg.crop_size, {}
     for e in entries:
         folder = crops_root / e.name
@@ -162,7 +141,7 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
                                attrs={"video": e.source, "fps": info.fps, "width": info.width,
                                       "height": info.height, "source": "cropped_aligned",
                                       "crops_folder": str(folder), "crop_size": size,
-                                      "split": e.split, "side": e.side},
+                                      "side": e.side},
                                hash_=hashes[e.name]) as f:
             w = cache.Appender(f, cache.LAYOUTS["faces"], FRAME_DATASETS)
             for start in range(0, n, 256):
@@ -185,7 +164,7 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
                          landmarks=np.full((len(idx), 5, 2), np.nan, np.float32))
                 advance(len(idx))
             f.attrs["unreadable_crops"] = len(unreadable)
-            stats[e.name] = _finish(f, e, raw[e.name], n, timing, params.corpus.label_tolerance)
+            stats[e.name] = _finish(f, e, n, timing)
         if unreadable:
             warnings.warn(f"{e.name}: {len(unreadable)} unreadable crop(s) treated as not found, "
                           f"e.g. {folder / unreadable[0]}")

@@ -45,9 +45,10 @@ class StageResult:
                 "seconds": round(self.seconds, 2)}
 
 
-def entry_hash(stage_config: dict, entry: Entry) -> str:
-    """Config hash of one entry: the stage's content-relevant params and the entry's inputs."""
-    return cache.config_hash({"stage": stage_config, "entry": fingerprint(entry)})
+def entry_hash(stage_config: dict, entry: Entry, *, with_labels: bool = False) -> str:
+    """Config hash of one entry: the stage's content-relevant params and the entry's inputs (its
+    video; with `with_labels`, its annotation files and splits too: only the labels stage's)."""
+    return cache.config_hash({"stage": stage_config, "entry": fingerprint(entry, labels=with_labels)})
 
 
 Process = Callable[[Path, list[Entry], dict[str, str], Callable[[int], None]], dict[str, dict]]
@@ -98,13 +99,14 @@ class VideoActor:
 def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_error: str,
               process: Process | tuple[Callable[..., Process], tuple], frames_of: Callable[[Path], int],
               notes: list[str] = (), run: RunParams | None = None,
-              resources: Resources | None = None) -> StageResult:
+              resources: Resources | None = None, with_labels: bool = False) -> StageResult:
     """Runs `process(video, entries_to_do, hashes, advance)` for every video needing work.
 
     `process` writes each entry's file (cache.write_entry), calls `advance(frames)` as it goes
     (frames summed over entries), and returns per-entry stats; it raises InputError for a bad
     input. `frames_of(video)` estimates a video's frames for the progress bar. `notes` are
-    stage-wide warnings (e.g. random weights) to keep in the report.
+    stage-wide warnings (e.g. random weights) to keep in the report. `with_labels`: an entry's
+    annotation files and splits are among its inputs (the labels stage).
 
     `run` picks the engine (pipeline.engine): locally every video runs here, in order; on Ray
     each video is a task with `resources` (`process` must then pickle), or, when `process` is
@@ -124,7 +126,7 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
         _problem(result, problem, on_error)
     todo: list[tuple[Path, list[Entry], dict[str, str]]] = []
     for video, entries in corpus.videos().items():
-        hashes = {e.name: entry_hash(stage_config, e) for e in entries}
+        hashes = {e.name: entry_hash(stage_config, e, with_labels=with_labels) for e in entries}
         need = [e for e in entries if not cache.is_current(out, e.name, hashes[e.name])]
         result.cached += [e.name for e in entries if e not in need]
         if need:

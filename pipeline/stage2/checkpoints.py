@@ -28,20 +28,25 @@ from pipeline.stage2.heads import build_head
 
 # key -> the type its value must have; evaluate/predict/compare need all of them
 REQUIRED: dict[str, type] = {"head": dict, "state_dict": dict, "params": dict, "cache": dict}
-# what the cache a checkpoint is used on must share with the one it was trained on
-MATCH = ("visual_backbone", "visual_weights_sha256", "visual_dim", "audio_backbone", "audio_weights_sha256",
-         "audio_dim")
-PROVENANCE = (*MATCH, "detector", "crop_size", "sample_rate")
+# what a cache a checkpoint is used on must share, stream by stream, with the one it was trained on
+MATCH = ("name", "backbone", "weights_sha256", "dim")
 
 
 def provenance(folder: Path) -> dict:
-    """What made an embeddings cache (read from its first entry): backbones, weights, widths."""
+    """What made an embeddings cache (read from its first entry): its streams in order (name,
+    backbone, what it reads, weights' hash and source, width), the face detector, the crop size
+    and the audio sample rate."""
     names = cache.entries(folder)
     if not names:
         raise InputError(f"{folder}: no embedding files; run `jmt embed` first")
     with cache.open_entry(cache.entry_path(folder, names[0])) as f:
+        cache.check_schema(f, "embed")
         a = cache.attrs_of(f)
-    return {k: a.get(k) for k in PROVENANCE}
+    return {"streams": a["streams"], **{k: a.get(k) for k in ("detector", "crop_size", "sample_rate")}}
+
+
+def _streams(streams: list[dict]) -> str:
+    return ", ".join(f"{s['name']} ({s['backbone']}, {s['dim']}-d)" for s in streams)
 
 
 def save(path: Path, *, model: torch.nn.Module, params: dict, cache_provenance: dict, versions: dict,
@@ -92,12 +97,18 @@ def read(path: Path) -> dict[str, Any]:
 
 
 def check_cache(ckpt: dict, path: Path, cache_folder: Path) -> None:
-    """The cache must come from the backbones (and weights, widths) the model was trained on."""
-    have = provenance(cache_folder)
-    for key in MATCH:
-        if ckpt["cache"].get(key) != have.get(key):
-            raise JmtError(f"{path} was trained on {key} = {ckpt['cache'].get(key)!r} but {cache_folder} "
-                           f"has {have.get(key)!r}; re-embed or use the matching checkpoint")
+    """The cache must hold the streams the model was trained on: the same names in the same
+    order, from the same backbones and weights, of the same widths."""
+    want = ckpt["cache"].get("streams")
+    if not isinstance(want, list):
+        raise JmtError(f"{path}: a checkpoint of an older jmt (no streams recorded); retrain it")
+    have = provenance(cache_folder)["streams"]
+    if [[s.get(k) for k in MATCH] for s in want] != [[s.get(k) for k in MATCH] for s in have]:
+        same = [s["name"] for s in want] == [s["name"] for s in have] and all(
+            s.get(k) == h.get(k) for s, h in zip(want, have) for k in ("backbone", "dim"))
+        what = "other backbone weights" if same else f"the streams {_streams(have)}"
+        raise JmtError(f"{path} was trained on the streams {_streams(want)} but {cache_folder} has "
+                       f"{what}; re-embed with the checkpoint's streams or use a matching checkpoint")
 
 
 def build(ckpt: dict, path: Path) -> torch.nn.Module:

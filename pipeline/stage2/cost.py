@@ -11,21 +11,22 @@ from torch.utils.flop_counter import FlopCounterMode
 from pipeline.stage2.heads import count_parameters
 
 
-def _inputs(audio_dim: int, visual_dim: int, window: int, batch: int = 1):
-    return (torch.randn(batch, window, audio_dim), torch.randn(batch, window, visual_dim),
-            torch.ones(batch, window, dtype=torch.bool), torch.ones(batch, window, dtype=torch.bool))
+def _inputs(streams: dict[str, int], window: int, batch: int = 1):
+    return ({s: torch.randn(batch, window, d) for s, d in streams.items()},
+            {s: torch.ones(batch, window, dtype=torch.bool) for s in streams})
 
 
 @torch.no_grad()
-def head_cost(model: torch.nn.Module, audio_dim: int, visual_dim: int, window: int,
+def head_cost(model: torch.nn.Module, streams: dict[str, int], window: int,
               *, repeats: int = 5, batch: int = 16) -> dict:
-    """{'parameters', 'mflops_per_frame', 'cpu_ms_per_1000_frames'} of a head in eval mode."""
+    """{'parameters', 'mflops_per_frame', 'cpu_ms_per_1000_frames'} of a head in eval mode
+    (streams: name -> input width)."""
     model = model.eval().cpu()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(*_inputs(audio_dim, visual_dim, window))
+        model(*_inputs(streams, window))
     flops = counter.get_total_flops() / window
-    x = _inputs(audio_dim, visual_dim, window, batch)
+    x = _inputs(streams, window, batch)
     model(*x)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):

@@ -1,17 +1,25 @@
-"""Windowed sequences over the embeddings cache (`<embed.out>/<entry>.h5`).
+"""Windowed sequences over the stage-1 caches: each entry's streams (`<embed.out>/<entry>.h5`)
+and its labels per task (`<labels.out>/<entry>.h5`).
+
+Which entries train, validate and test (`Splits`): in Aff-Wild2 every task has its own splits,
+so the rule for a run on tasks T is: an entry trains when it is in the training split of at
+least one task of T and in the validation or test split of none of them (an entry a scored task
+evaluates is never trained on, not even for another task; run.json lists those left out and
+why); each task of T is validated and tested on its own split's entries; an entry trains each
+task only on the frames that task labels (an unlabelled task has no valid frame there).
 
 Training: fixed-length windows of `window` frames every `hop` frames (plus one window ending
 at the last frame); a video shorter than a window is padded, with every mask False on the
-padding. Evaluation: every frame is covered by overlapping windows whose predictions are
-averaged (`predict_entry`, a batch of windows at a time, so a long video streams through in
-bounded memory).
+padding. Evaluation: every frame is covered by overlapping windows whose outputs are averaged
+(`predict_entry`, a batch of windows at a time, so a long video streams through in bounded
+memory).
 
 The cache is preloaded into memory when it is smaller than `train.preload_max_mb`. Otherwise
-only the masks and labels (11 bytes a frame) are held in memory and the features are read per
-window: a window of the contiguous `visual`/`audio` datasets (`cache.FEATURES`) is one `pread`
-at its byte offset in the file, from a descriptor each process opens itself (never shared with
-DataLoader workers); caches written with chunked, compressed features (before that layout) are
-read as h5py slices from a per-process handle. docs/cache.md, "Reading windows", has the numbers.
+only the masks and labels (a few bytes a frame) are held in memory and the features are read per
+window: a window of a contiguous feature dataset (`cache.FEATURES`) is one `pread` at its byte
+offset in the file, from a descriptor each process opens itself (never shared with DataLoader
+workers); features stored chunked or compressed are read as h5py slices from a per-process
+handle. docs/cache.md, "Reading windows", has the numbers.
 """
 
 from __future__ import annotations
@@ -27,11 +35,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline import cache
 from pipeline.errors import InputError
+from pipeline.tasks import TASKS
 
-FIELDS = ("audio", "visual", "audio_mask", "visual_mask", "labels", "label_mask")
-FEATURES = ("audio", "visual")                                    # (n, D) float16, read per window
-SMALL = ("audio_mask", "visual_mask", "labels", "label_mask")       # held in memory for lazy entries too
-STATS_MAX_FRAMES = 1 << 18  # feature_stats reads at most about this many frames per modality
+SPLITS = ("train", "validation", "test")
+STATS_MAX_FRAMES = 1 << 18  # feature_stats reads at most about this many frames per stream
+
+
+def feature_key(stream: str) -> str:
+    return cache.stream_key(stream, "features")
+
+
+def mask_key(stream: str) -> str:
+    return cache.stream_key(stream, "mask")
+
+
+def valid_key(task: str) -> str:
+    """An in-memory field: the task's valid-frame mask (from its labels)."""
+    return f"valid/{task}"
 
 
 @dataclass(frozen=True)
@@ -43,24 +63,38 @@ class Span:
     width: int
 
 
-@dataclass
+@dataclass(eq=False)
 class Entry:
-    """One entry's arrays (in memory), or the file to read its features from (lazy)."""
+    """One entry's arrays (in memory), or the file to read its features from (lazy), with its
+    streams (in the cache's order) and its split for each task of the run."""
 
     name: str
-    path: Path
-    split: str
+    path: Path                                      # the embeddings file
     n: int
     fps: float
+    streams: list[str]
+    tasks: list[str]                                # the run's tasks (labels of the others are not read)
+    splits: dict[str, str]                          # task -> split, for the tasks that list the entry
     arrays: dict[str, np.ndarray] | None = None     # every field, preloaded
-    small: dict[str, np.ndarray] | None = None      # lazy: the SMALL fields, in memory
+    small: dict[str, np.ndarray] | None = None      # lazy: masks and labels, in memory
     spans: dict[str, Span | None] = field(default_factory=dict)  # lazy: features at a byte offset (None: h5py)
-    widths: dict[str, int] = field(default_factory=dict)         # feature -> D
+    widths: dict[str, int] = field(default_factory=dict)         # stream -> D
     identity: tuple = ()                            # (device, inode, mtime, size) of the file when loaded
     nbytes: int = 0                                 # bytes of every field, as stored
 
-    def read(self, start: int, stop: int, fields: tuple[str, ...] = FIELDS) -> dict[str, np.ndarray]:
-        """Frames [start, stop) of the given fields (features in their stored dtype)."""
+    @property
+    def features(self) -> tuple[str, ...]:
+        return tuple(feature_key(s) for s in self.streams)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Every field a window holds: features, masks, labels, valid masks."""
+        return (*self.features, *(mask_key(s) for s in self.streams),
+                *(cache.label_key(t) for t in self.tasks), *(valid_key(t) for t in self.tasks))
+
+    def read(self, start: int, stop: int, fields: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """Frames [start, stop) of the given fields (default: all; features in their stored dtype)."""
+        fields = self.fields if fields is None else fields
         if self.arrays is not None:
             return {k: self.arrays[k][start:stop] for k in fields}
         out = {}
@@ -91,7 +125,7 @@ def _identity(st: os.stat_result) -> tuple:
 
 
 def _fd(path: Path, identity: tuple) -> int:
-    """A per-process descriptor of the very file load_split saw (a replaced file is an error:
+    """A per-process descriptor of the very file load_entries saw (a replaced file is an error:
     its datasets may lie at other offsets)."""
     key = (os.getpid(), path, identity)
     if key not in _FDS:
@@ -122,51 +156,84 @@ def _span(ds: h5py.Dataset) -> Span | None:
     return None if offset is None else Span(int(offset), ds.dtype, int(ds.shape[1]))
 
 
-def _check(name: str, arrays: dict[str, np.ndarray], offset: int = 0) -> None:
-    """NaN/inf embeddings are an error naming the entry and the (absolute) frame."""
-    for field_ in FEATURES:
-        if field_ not in arrays:
+def _check(entry: Entry, arrays: dict[str, np.ndarray], offset: int = 0) -> None:
+    """NaN/inf embeddings are an error naming the entry, the stream and the (absolute) frame."""
+    for stream in entry.streams:
+        k = feature_key(stream)
+        if k not in arrays:
             continue
-        finite = np.isfinite(arrays[field_]).all(axis=1)
+        finite = np.isfinite(arrays[k]).all(axis=1)
         if not finite.all():
-            raise InputError(f"{name}: NaN/inf in the {field_} embeddings at frame "
+            raise InputError(f"{entry.name}: NaN/inf in the {stream} embeddings at frame "
                              f"{offset + int(np.flatnonzero(~finite)[0])}")
 
 
-def load_split(folder: Path, split: str, *, preload_max_mb: float,
-               expected: list[str] | None = None) -> list[Entry]:
-    """The entries of one split in an embeddings folder; errors if there are none, or if any
-    of the `expected` entry names (the corpus's) is missing from the cache.
+def streams_of(f: h5py.File) -> list[dict]:
+    """An embeddings file's streams, in order: [{name, backbone, input, weights_sha256, dim, ...}]."""
+    cache.check_schema(f, "embed")
+    return cache.attrs_of(f)["streams"]
 
-    Each file is opened once: attributes, feature widths and offsets, and the masks and labels.
-    Below `preload_max_mb` (bytes of every field of the split) the features are read too
-    (kept float16) and checked for NaN/inf; otherwise they are read per window."""
-    folder = Path(folder)
-    names = cache.entries(folder)
-    if not names:
-        raise InputError(f"{folder}: no embedding files; run `jmt embed` first")
+
+def _labels(folder: Path | None, name: str, n: int, tasks: list[str]) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """One entry's splits per task (the tasks its labels file lists) and, for the run's tasks,
+    its labels and valid masks (all invalid where the file has no such task, or no labels
+    folder is given: `jmt predict`)."""
+    splits, arrays = {}, {}
+    if folder is None:
+        for t in tasks:
+            task = TASKS.get(t)()
+            arrays[cache.label_key(t)] = task.missing(n)
+            arrays[valid_key(t)] = np.zeros(n, bool)
+        return splits, arrays
+    path = cache.entry_path(folder, name)
+    with cache.open_entry(path) as f:
+        cache.check_schema(f, "labels")
+        if int(f.attrs["n_frames"]) != n:
+            raise InputError(f"{path}: {f.attrs['n_frames']} frames but the embeddings have {n}; re-run jmt labels")
+        for meta in cache.attrs_of(f)["tasks"]:
+            splits[meta["task"]] = meta["split"]
+        for t in tasks:
+            task = TASKS.get(t)()
+            key = cache.label_key(t)
+            labels = f[key][...] if key in f else task.missing(n)
+            arrays[key], arrays[valid_key(t)] = labels, task.valid(labels)
+    return splits, arrays
+
+
+def load_entries(embeddings: Path, labels: Path | None, tasks: list[str], *, preload_max_mb: float = 0.0,
+                 names: list[str] | None = None) -> list[Entry]:
+    """Every entry of an embeddings folder (or the `names` given) with its labels for `tasks`
+    (`labels` None: none, every frame invalid, no split).
+
+    Each file is opened once: attributes, streams, widths, feature offsets, masks; the labels
+    file gives each task's split and labels. Below `preload_max_mb` (bytes of every field) the
+    features are read too (kept float16) and checked for NaN/inf; otherwise per window."""
+    embeddings = Path(embeddings)
+    labels = Path(labels) if labels is not None else None
+    have = cache.entries(embeddings)
+    if not have:
+        raise InputError(f"{embeddings}: no embedding files; run `jmt embed` first")
+    lacking = [] if labels is None else sorted(n for n in (names or have) if not cache.entry_path(labels, n).is_file())
+    if lacking:
+        shown = ", ".join(lacking[:5]) + (" ..." if len(lacking) > 5 else "")
+        raise InputError(f"{labels}: no labels for {len(lacking)} entr{'y' if len(lacking) == 1 else 'ies'} of "
+                         f"the embeddings cache ({shown}); run `jmt labels` (or see its report.json)")
     entries = []
-    for name in names:
-        path = cache.entry_path(folder, name)
+    for name in names or have:
+        path = cache.entry_path(embeddings, name)
+        if not path.is_file():
+            raise InputError(f"{path}: missing; run `jmt embed` (or see its report.json)")
         with cache.open_entry(path) as f:
-            if f.attrs.get("stage") != "embed":
-                raise InputError(f"{path}: not an embeddings file (stage {f.attrs.get('stage')!r})")
-            if f.attrs["split"] != split:
-                continue
-            e = Entry(name, path, split, int(f.attrs["n_frames"]), float(f.attrs["fps"]),
-                      small={k: f[k][...] for k in SMALL},
-                      spans={k: _span(f[k]) for k in FEATURES},
-                      widths={k: int(f[k].shape[1]) for k in FEATURES},
-                      identity=_identity(path.stat()),
-                      nbytes=sum(f[k].size * f[k].dtype.itemsize for k in FIELDS))
-            entries.append(e)
-    if not entries:
-        raise InputError(f"{folder}: no entries of split {split!r} in the cache")
-    missing = sorted(set(expected or []) - {e.name for e in entries})
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise InputError(f"{folder}: the cache lacks {len(missing)} {split} entr{'y' if len(missing) == 1 else 'ies'} "
-                         f"of the corpus ({shown}); see the stage-1 report.json files or re-run jmt faces/audio/embed")
+            streams = [s["name"] for s in streams_of(f)]
+            n = int(f.attrs["n_frames"])
+            splits, small = _labels(labels, name, n, tasks)
+            small.update({mask_key(s): f[mask_key(s)][...] for s in streams})
+            e = Entry(name, path, n, float(f.attrs["fps"]), streams, list(tasks), splits, small=small,
+                      spans={feature_key(s): _span(f[feature_key(s)]) for s in streams},
+                      widths={s: int(f[feature_key(s)].shape[1]) for s in streams},
+                      identity=_identity(path.stat()))
+            e.nbytes = sum(f[k].size * f[k].dtype.itemsize for k in e.features) + sum(a.nbytes for a in small.values())
+        entries.append(e)
     preload(entries, preload_max_mb)
     return entries
 
@@ -180,29 +247,96 @@ def preload(entries: list[Entry], max_mb: float) -> bool:
         return False
     for e in (e for e in entries if e.arrays is None):
         with cache.open_entry(e.path) as f:
-            e.arrays = {**e.small, **{k: f[k][...] for k in FEATURES}}
+            e.arrays = {**e.small, **{k: f[k][...] for k in e.features}}
         e.small = None
-        _check(e.name, e.arrays)
+        _check(e, e.arrays)
     return True
 
 
-def corpus_names(params, split: str) -> list[str] | None:
-    """The corpus's entry names for a split, or None when the corpus is not at hand (a cache
-    can be evaluated without its videos)."""
+@dataclass
+class Splits:
+    """The entries a run on some tasks trains, validates and tests on (the rule: module docstring)."""
+
+    tasks: list[str]
+    train: list[Entry]
+    validation: dict[str, list[Entry]]   # task -> its validation split's entries
+    test: dict[str, list[Entry]]         # task -> its test split's entries
+    left_out: list[dict]                 # {"entry", "why"}: in a training split but never trained on
+
+    def of(self, split: str) -> dict[str, list[Entry]]:
+        """task -> entries of one split (train: the same training entries for every task)."""
+        if split == "train":
+            return {t: self.train for t in self.tasks}
+        return self.validation if split == "validation" else self.test
+
+    def union(self, split: str) -> list[Entry]:
+        """Every entry of a split over the tasks, once each, in name order."""
+        seen = {e.name: e for entries in self.of(split).values() for e in entries}
+        return [seen[n] for n in sorted(seen)]
+
+
+def split_entries(entries: list[Entry], tasks: list[str]) -> Splits:
+    """The run's splits over loaded entries (see the module docstring for the rule)."""
+    train, left_out = [], []
+    for e in entries:
+        trains = [t for t in tasks if e.splits.get(t) == "train"]
+        scored = [(t, e.splits[t]) for t in tasks if e.splits.get(t) in ("validation", "test")]
+        if trains and scored:
+            left_out.append({"entry": e.name, "why": f"train for {', '.join(trains)} but "
+                             + ", ".join(f"{s} for {t}" for t, s in scored)
+                             + ": never trained on an entry a scored task evaluates"})
+        elif trains:
+            train.append(e)
+    by = {s: {t: [e for e in entries if e.splits.get(t) == s] for t in tasks} for s in ("validation", "test")}
+    return Splits(list(tasks), train, by["validation"], by["test"], left_out)
+
+
+def check_complete(entries: list[Entry], corpus, tasks: list[str]) -> None:
+    """Every corpus entry a task of the run lists must be in the caches: an error naming those
+    missing (a stage skipped them: its report.json says why), so a run never trains or scores
+    silently on part of the corpus. `corpus` None (not at hand): nothing to check."""
+    if corpus is None:
+        return
+    have = {e.name for e in entries}
+    wanted = sorted({e.name for e in corpus.entries if any(e.split(t) for t in tasks)})
+    missing = [n for n in wanted if n not in have]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise InputError(f"the caches lack {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} of the corpus "
+                         f"({shown}); see the stage-1 report.json files or re-run jmt faces/audio/labels/embed")
+
+
+def corpus_of(params):
+    """The corpus params point at, or None when it is not at hand (a cache can be evaluated
+    without its videos)."""
     from pipeline.corpus.entries import load_corpus
 
     try:
-        corpus = load_corpus(params)
+        return load_corpus(params)
     except InputError:
         return None
-    return [e.name for e in corpus.entries if e.split == split]
 
 
-def feature_stats(entries: list[Entry], modality: str,
+def load_splits(params, tasks: list[str] | None = None, *, preload_max_mb: float | None = None) -> Splits:
+    """The run's splits from the caches params point at (tasks default: train.tasks), checked
+    against the corpus; the training entries preloaded below train.preload_max_mb, the others
+    not yet (`preload` them when first needed)."""
+    tasks = list(tasks or params.train.tasks)
+    entries = load_entries(params.path(params.embed.out), params.path(params.labels.out), tasks)
+    check_complete(entries, corpus_of(params), tasks)
+    splits = split_entries(entries, tasks)
+    if not splits.train and not any(splits.validation.values()):
+        raise InputError(f"{params.path(params.labels.out)}: no entry of the tasks {', '.join(tasks)} "
+                         "in any training or validation split")
+    preload(splits.train, params.train.preload_max_mb if preload_max_mb is None else preload_max_mb)
+    return splits
+
+
+def feature_stats(entries: list[Entry], stream: str,
                   max_frames: int = STATS_MAX_FRAMES) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std (population) of `modality` ('audio' or 'visual') over the frames
-    where it is present, across entries (float64 sums). A feature that never varies gets std 1,
-    so it passes through unscaled.
+    """Per-feature mean and std (population) of a stream over the frames where it is present,
+    across entries (float64 sums). A feature that never varies gets std 1, so it passes through
+    unscaled.
 
     Up to `max_frames` frames in all, every frame is used. Above that (an Aff-Wild2-sized split
     has ~1.6 M), each entry contributes evenly spaced blocks of 256 frames in proportion to its
@@ -212,6 +346,7 @@ def feature_stats(entries: list[Entry], modality: str,
     total_frames = sum(e.n for e in entries)
     block = 4096 if total_frames <= max_frames else 256
     n, total, squares = 0, 0.0, 0.0
+    fk, mk = feature_key(stream), mask_key(stream)
     for e in entries:
         if total_frames <= max_frames or e.n <= block:
             starts = range(0, e.n, block)
@@ -219,27 +354,22 @@ def feature_stats(entries: list[Entry], modality: str,
             k = max(1, round(e.n * max_frames / total_frames / block))
             starts = np.linspace(0, e.n - block, k).round().astype(int)
         for start in starts:
-            x = e.read(int(start), int(start) + block, (modality, f"{modality}_mask"))
-            v = np.asarray(x[modality][x[f"{modality}_mask"]], np.float64)     # (present frames, D)
+            x = e.read(int(start), int(start) + block, (fk, mk))
+            v = np.asarray(x[fk][x[mk]], np.float64)     # (present frames, D)
             n, total, squares = n + len(v), total + v.sum(0), squares + (v ** 2).sum(0)
     if n == 0:
-        raise InputError(f"no frame of the training split has the {modality} stream: cannot standardise it")
+        raise InputError(f"no frame of the training split has the {stream} stream: cannot standardise it")
     mean = total / n
     std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-def dims(entries: list[Entry]) -> tuple[int, int]:
-    """(audio_dim, visual_dim) of the cache, checked to agree across entries."""
-    found = set()
-    for e in entries:
-        if e.arrays is not None:
-            found.add((e.arrays["audio"].shape[1], e.arrays["visual"].shape[1]))
-        else:
-            found.add((e.widths["audio"], e.widths["visual"]))
+def stream_widths(entries: list[Entry]) -> dict[str, int]:
+    """{stream: width} of the cache, in its order, checked to agree across entries."""
+    found = {tuple((s, e.widths[s]) for s in e.streams) for e in entries}
     if len(found) != 1:
-        raise InputError(f"embedding widths differ between entries: {sorted(found)}")
-    return found.pop()
+        raise InputError(f"the entries' streams or widths differ: {sorted(found)}; re-run jmt embed")
+    return dict(found.pop())
 
 
 def window_starts(n: int, window: int, hop: int) -> list[int]:
@@ -252,23 +382,33 @@ def window_starts(n: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def _pad(arrays: dict[str, np.ndarray], window: int) -> dict[str, torch.Tensor]:
-    """One window's arrays -> tensors of `window` frames, features float32."""
-    n = len(arrays["labels"])
-    out = {}
-    for k, v in arrays.items():
-        if n < window:  # short video: pad, masks False on the padding
-            v = np.concatenate([v, np.zeros((window - n, *v.shape[1:]), v.dtype)])
-        out[k] = torch.as_tensor(np.array(v, dtype=np.float32 if k in FEATURES else v.dtype))
-    return out
+def _pad(entry: Entry, arrays: dict[str, np.ndarray], window: int) -> dict[str, dict[str, torch.Tensor]]:
+    """One window's arrays -> {streams, masks, labels, valid} of tensors of `window` frames
+    (features float32); a short video is padded, every mask False on the padding."""
+    def tensor(k: str, dtype=None) -> torch.Tensor:
+        v = arrays[k]
+        if len(v) < window:
+            v = np.concatenate([v, np.zeros((window - len(v), *v.shape[1:]), v.dtype)])
+        return torch.as_tensor(np.array(v, dtype=dtype or v.dtype))
+
+    return {"streams": {s: tensor(feature_key(s), np.float32) for s in entry.streams},
+            "masks": {s: tensor(mask_key(s)) for s in entry.streams},
+            "labels": {t: tensor(cache.label_key(t)) for t in entry.tasks},
+            "valid": {t: tensor(valid_key(t)) for t in entry.tasks}}
 
 
-def read_window(entry: Entry, start: int, window: int) -> dict[str, torch.Tensor]:
+def read_window(entry: Entry, start: int, window: int) -> dict[str, dict[str, torch.Tensor]]:
     """The window of `window` frames from `start` (padded past the end), lazy reads checked."""
     arrays = entry.read(start, start + window)
     if entry.arrays is None:
-        _check(entry.name, arrays, start)
-    return _pad(arrays, window)
+        _check(entry, arrays, start)
+    return _pad(entry, arrays, window)
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """A (nested) batch of tensors on a device."""
+    return {k: to_device(v, device) if isinstance(v, dict) else v.to(device, non_blocking=True)
+            for k, v in batch.items()}
 
 
 class WindowDataset(Dataset):
@@ -281,7 +421,7 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, k: int) -> dict[str, dict[str, torch.Tensor]]:
         i, start = self.index[k]
         return read_window(self.entries[i], start, self.window)
 
@@ -309,24 +449,26 @@ def window_loader(dataset: WindowDataset, *, batch_size: int, generator: torch.G
 
 @torch.no_grad()
 def predict_entry(model: torch.nn.Module, entry: Entry, window: int, hop: int,
-                  device: torch.device, *, drop: str | None = None, batch: int = 32) -> np.ndarray:
-    """Per-frame predictions (n, 2) for a whole entry: overlapping windows, averaged.
+                  device: torch.device, *, drop: str | None = None, batch: int = 32) -> dict[str, np.ndarray]:
+    """Per-frame outputs {task: (n, width)} for a whole entry: overlapping windows, averaged.
 
     Windows are read and run `batch` at a time, so memory holds one batch of windows plus the
-    (n, 2) sums whatever the video's length. `drop` ('audio' or 'visual') masks that modality
+    (n, width) sums whatever the video's length. `drop` (a stream's name) masks that stream
     everywhere (robustness checks)."""
-    total = np.zeros((entry.n, 2), np.float64)
+    total = {t: np.zeros((entry.n, TASKS.get(t).width), np.float64) for t in model.tasks}
     count = np.zeros(entry.n, np.float64)
     starts = window_starts(entry.n, window, hop)
     for i in range(0, len(starts), batch):
         group = starts[i:i + batch]
         items = [read_window(entry, s, window) for s in group]
-        x = {k: torch.stack([it[k] for it in items]).to(device) for k in items[0]}   # (b, window, ...)
+        x = {part: {k: torch.stack([it[part][k] for it in items]).to(device) for k in items[0][part]}
+             for part in ("streams", "masks")}                                   # (b, window, ...)
         if drop:
-            x[f"{drop}_mask"] = torch.zeros_like(x[f"{drop}_mask"])
-        out = model(x["audio"], x["visual"], x["audio_mask"], x["visual_mask"]).float().cpu().numpy()  # (b, window, 2)
-        for s, o in zip(group, out):
+            x["masks"][drop] = torch.zeros_like(x["masks"][drop])
+        out = {t: y.float().cpu().numpy() for t, y in model(x["streams"], x["masks"]).items()}  # (b, window, width)
+        for j, s in enumerate(group):
             m = min(window, entry.n - s)
-            total[s:s + m] += o[:m]
+            for t in total:
+                total[t][s:s + m] += out[t][j, :m]
             count[s:s + m] += 1
-    return (total / count[:, None]).astype(np.float32)
+    return {t: (v / count[:, None]).astype(np.float32) for t, v in total.items()}

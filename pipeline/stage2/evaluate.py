@@ -1,15 +1,22 @@
-"""`jmt evaluate`: the official protocol on the validation and test splits.
+"""`jmt evaluate`: the official protocol, per task, on the validation and test splits.
 
-CCC on all valid frames of a split concatenated across videos, per axis and their mean (plus
-PCC and RMSE), from a checkpoint that must match the cache's backbones. Post-processing is
-explicit and reported: clipping to [-1, 1] and a per-video moving average with separate
-valence/arousal widths; metrics are given raw and post-processed. Writes per-video
-predictions (CSV), Aff-Wild2 submission files for the test split
-(`image_location,valence,arousal`) and `metrics/eval.json` (top-level `ccc_valence`,
-`ccc_arousal`, `ccc_mean` are the validation split's, post-processed). Each split is also
-scored on the frames where both streams are present, where the face is missing and where the
-audio is missing (the cache's own masks; `pipeline.stage2.protocol.score_subsets`, the same
-function `jmt compare` uses), post-processed predictions.
+For each task the checkpoint predicts (its `train.tasks`), the task's metrics on all valid
+frames of the task's own split concatenated across videos (va: CCC per axis and their mean, with
+PCC and RMSE; expr: macro F1 over the 8 classes and accuracy; au: mean F1 over the 12 AUs at
+0.5, with each AU's F1), from a checkpoint whose streams must match the cache's. Each task's
+outputs are scored as they come (`raw`: none, softmax, sigmoid) and after its explicit,
+reported post-processing options (`post`: va's clipping and smoothing, `tasks.va`); au with
+`tasks.au.tune_thresholds` also reports `f1_tuned`, per-AU thresholds chosen on the validation
+split only (applied to test as they are; the validation figure is optimistic and says so).
+Each split is also scored on the frames where every stream is present and where each stream is
+missing (`no_<stream>`, the cache's own masks; `protocol.score_subsets`, the function `jmt
+compare` uses).
+
+Writes per-video predictions (CSV: every task's outputs and labels), the challenge's submission
+files for the test split (`submission/<task>/<entry>.txt`: `image_location,valence,arousal`;
+`image_location,Neutral,...,Other` with the class index; `image_location,AU1,...,AU26` with 0/1)
+and `metrics/eval.json` (top level: `score`, the validation sum of the tasks' metrics, and each
+task's validation post-processed metrics under its name).
 """
 
 from __future__ import annotations
@@ -23,109 +30,155 @@ import numpy as np
 import typer
 
 from pipeline import cache
-from pipeline.config import DEFAULT_PARAMS, EvaluateParams, Params, load_params
+from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
-from pipeline.stage2.data import corpus_names, load_split
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.protocol import (MIN_SUBSET_FRAMES, SUBSETS, availability_of, labels_of, predict_split, score,
-                                      score_subsets)
+from pipeline.stage2.data import Entry, load_splits, preload
+from pipeline.stage2.protocol import (MIN_SUBSET_FRAMES, availability_of, labels_of, predict_split, score,
+                                      score_subsets, subsets_of, task_outputs)
+from pipeline.tasks import Task, tasks_of
+
+SPLITS = ("validation", "test")
 
 
-def postprocess(pred: np.ndarray, cfg: EvaluateParams) -> np.ndarray:
-    """Clip and/or smooth one video's predictions (n, 2), as configured."""
-    out = pred.astype(np.float64).copy()
-    if cfg.clip:
-        out = np.clip(out, -1, 1)
-    for k, width in enumerate((cfg.smooth_valence, cfg.smooth_arousal)):
-        if width > 1:
-            kernel = np.ones(width) / width
-            padded = np.pad(out[:, k], (width // 2, width - 1 - width // 2), mode="edge")
-            out[:, k] = np.convolve(padded, kernel, mode="valid")
-    return out.astype(np.float32)
-
-
-def _write_predictions(folder: Path, name: str, pred: np.ndarray, labels: np.ndarray, times: np.ndarray) -> None:
-    """One CSV per entry; `time` is the frame's own timestamp from the cache (media.frame_times)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{name}.csv", "w", newline="") as f:
+def write_predictions(path: Path, tasks: dict[str, Task], outputs: dict[str, np.ndarray], times: np.ndarray,
+                      labels: dict[str, np.ndarray] | None = None, extra: dict[str, list[str]] | None = None) -> None:
+    """One per-frame CSV: frame, time (the frame's own timestamp from the cache), `extra`
+    columns, then every task's columns (its outputs, and its labels when given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns: dict[str, list[str]] = {"frame": [str(i) for i in range(len(times))],
+                                     "time": [f"{t:.3f}" for t in times], **(extra or {})}
+    for name, task in tasks.items():
+        columns.update(task.table(outputs[name], None if labels is None else labels[name]))
+    with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["frame", "time", "valence", "arousal", "label_valence", "label_arousal"])
-        for i, (p, y, t) in enumerate(zip(pred, labels, times)):
-            w.writerow([i, f"{t:.3f}", f"{p[0]:.4f}", f"{p[1]:.4f}", f"{y[0]:.4f}", f"{y[1]:.4f}"])
+        w.writerow(list(columns))
+        w.writerows(zip(*columns.values()))
 
 
-def write_submission(folder: Path, name: str, pred: np.ndarray) -> None:
-    """One Aff-Wild2 test submission file: header, then `<frame:05d>.jpg,v,a` per frame."""
+def write_submission(folder: Path, name: str, task: Task, outputs: np.ndarray) -> None:
+    """One challenge submission file: header, then `<name>/<frame:05d>.jpg,<values>` per frame."""
     folder.mkdir(parents=True, exist_ok=True)
-    lines = ["image_location,valence,arousal"]
-    lines += [f"{name}/{i + 1:05d}.jpg,{v:.4f},{a:.4f}" for i, (v, a) in enumerate(pred)]
+    lines = ["image_location," + ",".join(task.submission)]
+    lines += [f"{name}/{i + 1:05d}.jpg,{row}" for i, row in enumerate(task.submission_rows(outputs))]
     (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
+
+
+def _score_task(task: Task, raw: dict[str, np.ndarray], post: dict[str, np.ndarray], entries: list[Entry],
+                split: str, min_subset_frames: int) -> dict | None:
+    """One task on one split: raw and post-processed metrics and the availability subsets."""
+    labels = labels_of(entries, task.name)
+    if not any(m.any() for _, m in labels.values()):
+        return None  # unlabelled (an Aff-Wild2 test split)
+    return {"raw": score(raw, labels, task, split), "post": score(post, labels, task, split),
+            "availability": score_subsets(post, labels, availability_of(entries), task, min_frames=min_subset_frames),
+            "entries": len(entries)}
+
+
+def _tune(task: Task, result: dict, post: dict[str, dict[str, np.ndarray]], splits) -> None:
+    """au with tune_thresholds: per-AU thresholds from the validation split's frames, reported as
+    f1_tuned on validation (optimistic: tuned there) and on test (thresholds as they are)."""
+    val = labels_of(splits.validation[task.name], task.name)
+    p = np.concatenate([post["validation"][n][task.name][val[n][1]] for n in val])
+    y = np.concatenate([val[n][0][val[n][1]] for n in val])
+    thresholds = task.tune(p, y)
+    result["validation"][task.name]["post"]["f1_tuned"] = task.score_at(p, y, thresholds)
+    result["validation"][task.name]["thresholds"] = [float(t) for t in thresholds]
+    result["validation"][task.name]["thresholds_note"] = "tuned on this split: optimistic here"
+    test = result.get("test") or {}
+    if test.get(task.name):
+        lab = labels_of(splits.test[task.name], task.name)
+        pt = np.concatenate([post["test"][n][task.name][lab[n][1]] for n in lab])
+        yt = np.concatenate([lab[n][0][lab[n][1]] for n in lab])
+        test[task.name]["post"]["f1_tuned"] = task.score_at(pt, yt, thresholds)
 
 
 def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: bool = True,
                    min_subset_frames: int = MIN_SUBSET_FRAMES) -> dict:
-    """Scores a checkpoint on validation and test, and each split's availability subsets with
-    at least `min_subset_frames` valid frames; returns (and writes) the metrics."""
-    cfg = params.evaluate
+    """Scores a checkpoint on validation and test, every task it predicts, and each split's
+    availability subsets with at least `min_subset_frames` valid frames; returns (and writes)
+    the metrics."""
     folder = params.path(params.embed.out)
-    model, ckpt = checkpoints.load(checkpoint or params.path(params.train.out), folder)
+    path = checkpoint or params.path(params.train.out)
+    model, ckpt = checkpoints.load(path, folder)
     device = resolve_device(params.train.device)
     model.to(device)
+    names = list(model.tasks)
+    tasks = tasks_of(names, params.tasks)  # post-processing options: this run's params
+    splits = load_splits(params, names, preload_max_mb=0)
     window = ckpt["params"]["train"]["window"]
     result: dict = {"checkpoint": str(checkpoint or params.train.out), "head": ckpt["head"]["name"],
-                    "postprocess": {"clip": cfg.clip, "smooth_valence": cfg.smooth_valence,
-                                    "smooth_arousal": cfg.smooth_arousal}}
-    out = params.path(cfg.out)
-    for split in ("validation", "test"):
-        try:
-            entries = load_split(folder, split, preload_max_mb=params.train.preload_max_mb,
-                                 expected=corpus_names(params, split))
-        except InputError as exc:
-            if split == "validation" or "lacks" in str(exc):
-                raise
+                    "tasks": names, "streams": list(model.streams),
+                    "postprocess": {t: tasks[t].options.as_dict() for t in names}}
+    out = params.path(params.evaluate.out)
+    post_all: dict[str, dict] = {}
+    for split in SPLITS:
+        by_task = splits.of(split)
+        entries = splits.union(split)
+        if not entries:
+            if split == "validation":
+                raise InputError(f"{params.path(params.labels.out)}: no validation entries for {', '.join(names)}")
             result[split] = None  # no test entries in this cache
             continue
-        raw = predict_split(model, entries, window, window // 2, device)
-        post = {n: postprocess(p, cfg) for n, p in raw.items()}
-        labels = labels_of(entries)
-        has_labels = any(m.any() for _, m in labels.values())
-        result[split] = {"raw": score(raw, labels, split) if has_labels else None,
-                         "post": score(post, labels, split) if has_labels else None,
-                         "availability": score_subsets(post, labels, availability_of(entries),
-                                                       min_frames=min_subset_frames) if has_labels else None,
-                         "entries": len(entries)}
+        preload(entries, params.train.preload_max_mb)
+        raw = predict_split(model, entries, window, window // 2, device, tasks)
+        post = {n: {t: tasks[t].postprocess(p[t]) for t in names} for n, p in raw.items()}
+        post_all[split] = post
+        result[split] = {"entries": len(entries)}
+        for t in names:
+            if by_task[t]:
+                own = [e.name for e in by_task[t]]
+                result[split][t] = _score_task(tasks[t], {n: raw[n][t] for n in own},
+                                               {n: post[n][t] for n in own}, by_task[t], split, min_subset_frames)
         if write:
+            members = {t: {e.name for e in by_task[t]} for t in names}
             for e in entries:
                 with cache.open_entry(e.path) as f:
                     times = f["timestamps"][...]
-                _write_predictions(out / "predictions" / split, e.name, post[e.name], labels[e.name][0], times)
+                labels = {t: e.read(0, e.n, (cache.label_key(t),))[cache.label_key(t)] for t in names}
+                write_predictions(out / "predictions" / split / f"{e.name}.csv", tasks, post[e.name], times, labels)
                 if split == "test":
-                    write_submission(out / "submission", e.name, post[e.name])
-    val = result["validation"]["post"]
-    result.update({k: val[k] for k in ("ccc_valence", "ccc_arousal", "ccc_mean")})
+                    for t in names:
+                        if e.name in members[t]:
+                            write_submission(out / "submission" / t, e.name, tasks[t], post[e.name][t])
+    for t in names:
+        if getattr(tasks[t].options, "tune_thresholds", False) and result["validation"].get(t):
+            _tune(tasks[t], result, post_all, splits)
+    val = result["validation"]
+    scored = [t for t in names if val.get(t)]
+    result["score"] = sum(val[t]["post"][tasks[t].metric] for t in scored)
+    result.update({t: {k: val[t]["post"][k] for k in tasks[t].metrics} for t in scored})
     if write:
-        path = params.path(cfg.metrics)
+        path = params.path(params.evaluate.metrics)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=1) + "\n")
     return result
 
 
 def _print(result: dict) -> None:
-    for split in ("validation", "test"):
-        if result.get(split) and result[split]["post"]:
-            m = result[split]["post"]
-            console.print(f"{split:>10}: CCC valence {m['ccc_valence']:.4f}  arousal {m['ccc_arousal']:.4f}  "
-                          f"mean {m['ccc_mean']:.4f}  ({m['frames']} frames, {result['head']})", highlight=False)
-            for subset, s in (result[split].get("availability") or {}).items():
-                what = SUBSETS[subset][0]
+    tasks = tasks_of(result.get("tasks", ["va"]))
+    subsets = subsets_of(result.get("streams", []))
+    for split in SPLITS:
+        for name, task in tasks.items():
+            r = (result.get(split) or {}).get(name)
+            if not r:
+                continue
+            m = r["post"]
+            values = "  ".join(f"{k} {m[k]:.4f}" for k in task.metrics)
+            tuned = f"  f1_tuned {m['f1_tuned']:.4f}" if "f1_tuned" in m else ""
+            console.print(f"{split:>10} {name}: {values}{tuned}  ({m['frames']} frames, {result['head']})",
+                          highlight=False)
+            for subset, s in (r.get("availability") or {}).items():
+                what = subsets.get(subset, subset)
                 if s["scored"]:
-                    console.print(f"{'':>10}  {what}: CCC valence {s['ccc_valence']:.4f}  arousal "
-                                  f"{s['ccc_arousal']:.4f}  mean {s['ccc_mean']:.4f}  ({s['frames']} frames, "
-                                  f"{s['videos']} videos)", highlight=False)
+                    console.print(f"{'':>10}  {what}: " + "  ".join(f"{k} {s[k]:.4f}" for k in task.metrics)
+                                  + f"  ({s['frames']} frames, {s['videos']} videos)", highlight=False)
                 else:
                     console.print(f"{'':>10}  {what}: not scored, {s['why']}", highlight=False)
+    if len(tasks) > 1 and "score" in result:
+        console.print(f"{'':>10} score (sum of the tasks' validation metrics): {result['score']:.4f}", highlight=False)
 
 
 def command(
@@ -133,7 +186,7 @@ def command(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint [default: params train.out].")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only print the last evaluation's metrics.")] = False,
 ) -> None:
-    """Evaluate a checkpoint with the official protocol (stage 2)."""
+    """Evaluate a checkpoint with the official protocol, every task it predicts (stage 2)."""
     p = load_params(params)
     path = p.path(p.evaluate.metrics)
     if show:

@@ -35,24 +35,26 @@ class Encoder(nn.Sequential):
         super().__init__(*[EncoderBlock(d, heads, dropout=dropout) for _ in range(layers)])
 
 
-class RegressionHead(nn.Module):
-    """Separate valence and arousal heads: Linear(d, 128), ReLU, Dropout, Linear(128, 1) each.
-    No tanh (predictions are clipped at evaluation), as in the JMT code."""
+class SeparateHeads(nn.Module):
+    """One small head per output value, Linear(d, 128), ReLU, Dropout, Linear(128, 1) each (the
+    JMT code's separate valence and arousal heads; no tanh: predictions are clipped at
+    evaluation), concatenated: (B, T, d) -> (B, T, len(names))."""
 
-    def __init__(self, d: int, dropout: float = 0.0) -> None:
+    def __init__(self, d: int, names: tuple[str, ...], dropout: float = 0.0) -> None:
         super().__init__()
-        self.valence = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, 1))
-        self.arousal = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, 1))
+        self.names = tuple(names)
+        for name in self.names:  # built, registered and run in this order
+            setattr(self, name, nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Dropout(dropout), nn.Linear(128, 1)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, 2)
-        return torch.cat([self.valence(x), self.arousal(x)], dim=-1)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([getattr(self, name)(x) for name in self.names], dim=-1)
 
 
 class ModalityInput(nn.Module):
     """Per-frame embeddings -> model width: standardise each feature with the training split's
     mean and std (buffers, set by `jmt train` when model.standardize; identity otherwise), then
     L2-normalise on the feature axis (as JMT does), project to d, and put a learned 'missing'
-    vector where the modality is masked (no face, no voice), so a head can tell absence from content.
+    vector where the stream is masked (no face, no voice), so a head can tell absence from content.
 
     Why standardise first: hand-crafted features (log-mel statistics, prosody) carry large
     constant offsets; L2-normalising them raw leaves a vector dominated by the offsets, whose

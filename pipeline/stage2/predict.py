@@ -1,12 +1,13 @@
-"""`jmt predict VIDEO --checkpoint CKPT --out DIR`: valence/arousal for one new video.
+"""`jmt predict VIDEO --checkpoint CKPT --out DIR`: every task's outputs for one new video.
 
 Runs stage 1 for that one video with the checkpoint's own stage-1 params (same detector,
-crops, spectrogram and backbones; the backbones' weights are checked against the ones the
-model was trained on) into a temporary cache that is removed afterwards, then the model
+crops, spectrogram and a backbone per stream; the backbones' weights are checked against the
+ones the model was trained on) into a temporary cache that is removed afterwards, then the model
 over overlapping windows, streamed from the cache a batch at a time. Writes `<video>.csv`
-(frame, time, valence, arousal, face_found, audio_found) and `<video>.png` (both curves,
-with the frames lacking a face or audio shaded). A video with no face or no audio still
-gets predictions: the masks show where.
+(frame, time, each stream's presence `<stream>_present`, then each task's outputs: valence and
+arousal; the most probable expression and each class's probability; each AU's 0/1 and
+probability) and `<video>.png` (one panel per task, the frames lacking a stream shaded). A video
+with no face or no audio still gets predictions: the presence columns show where.
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.plots import pyplot, shade_missing
-from pipeline.stage2.data import load_split, predict_entry
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.evaluate import postprocess
+from pipeline.stage2.data import load_entries, mask_key, predict_entry
+from pipeline.stage2.evaluate import write_predictions
+from pipeline.tasks import Task, tasks_of
+from pipeline.tasks.au import AUS
+from pipeline.tasks.expr import CLASSES
 
 
 @dataclass
@@ -36,8 +40,8 @@ class Prediction:
     csv: Path
     png: Path
     frames: int
-    face_rate: float
-    audio_rate: float
+    present: dict[str, float]   # stream -> share of frames where it is present
+    tasks: list[str]
 
 
 def _stage1_params(ckpt: dict, work: Path, video: Path) -> Params:
@@ -75,35 +79,48 @@ def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
         model = checkpoints.build(ckpt, Path(checkpoint))
         device = resolve_device(params.train.device)
         model.to(device).eval()
+        tasks = tasks_of(model.tasks, params.tasks)
         # never preloaded: the windows stream from the file a batch at a time, so a long video
-        # takes memory for one batch of windows and its (n, 2) predictions (docs/measurements.md)
-        entry = load_split(params.path(params.embed.out), "test", preload_max_mb=0)[0]
+        # takes memory for one batch of windows and its (n, width) outputs (docs/measurements.md)
+        entry = load_entries(params.path(params.embed.out), None, model.tasks)[0]
         window = ckpt["params"]["train"]["window"]
-        pred = postprocess(predict_entry(model, entry, window, window // 2, device), params.evaluate)
+        raw = predict_entry(model, entry, window, window // 2, device)
+        outputs = {t: task.postprocess(task.activate(raw[t])) for t, task in tasks.items()}
         with cache.open_entry(cache.entry_path(params.path(params.embed.out), entry.name)) as f:
             times = f["timestamps"][...]
-            face, audio = f["visual_mask"][...], f["audio_mask"][...]
+            present = {s: f[mask_key(s)][...] for s in entry.streams}
     csv_path, png_path = out / f"{video.stem}.csv", out / f"{video.stem}.png"
-    with open(csv_path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["frame", "time", "valence", "arousal", "face_found", "audio_found"])
-        for i in range(len(pred)):
-            w.writerow([i, f"{times[i]:.3f}", f"{pred[i, 0]:.4f}", f"{pred[i, 1]:.4f}", int(face[i]), int(audio[i])])
-    plot(png_path, times, pred, face, audio, title=f"{video.name} ({ckpt['head']['name']})")
-    return Prediction(csv_path, png_path, len(pred), float(face.mean()), float(audio.mean()))
+    write_predictions(csv_path, tasks, outputs, times,
+                      extra={f"{s}_present": [str(int(v)) for v in m] for s, m in present.items()})
+    plot(png_path, times, tasks, outputs, present, title=f"{video.name} ({ckpt['head']['name']})")
+    return Prediction(csv_path, png_path, len(times), {s: float(m.mean()) for s, m in present.items()}, list(tasks))
 
 
-def plot(path: Path, times: np.ndarray, pred: np.ndarray, face: np.ndarray, audio: np.ndarray,
-         title: str) -> None:
-    """Valence and arousal over time; frames without a face (red) or audio (blue) shaded."""
+def plot(path: Path, times: np.ndarray, tasks: dict[str, Task], outputs: dict[str, np.ndarray],
+         present: dict[str, np.ndarray], title: str) -> None:
+    """One panel per task over time (valence and arousal; expression probabilities; AU
+    probabilities), the stretches where a stream is missing shaded."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(10, 3.5), constrained_layout=True)
-    ax.plot(times, pred[:, 0], label="valence", color="tab:orange")
-    ax.plot(times, pred[:, 1], label="arousal", color="tab:purple")
-    shade_missing(ax, times, face, audio)
-    ax.set(ylim=(-1.05, 1.05), xlabel="time (s)", ylabel="prediction", title=title)
-    ax.axhline(0, color="grey", lw=0.5)
-    ax.legend(loc="upper right", ncol=4, fontsize=8)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(10, 3.2 * len(tasks)), sharex=True, constrained_layout=True,
+                             squeeze=False)
+    for ax, (name, y) in zip(axes[:, 0], outputs.items()):
+        if name == "va":
+            ax.plot(times, y[:, 0], label="valence", color="tab:orange")
+            ax.plot(times, y[:, 1], label="arousal", color="tab:purple")
+            ax.set(ylim=(-1.05, 1.05), ylabel="valence / arousal")
+            ax.axhline(0, color="grey", lw=0.5)
+            shade_missing(ax, times, present)
+            ax.legend(loc="upper right", ncol=6, fontsize=8)
+        else:  # class or AU probabilities as an image: rows = classes / AUs
+            rows = CLASSES if name == "expr" else AUS if name == "au" else tasks[name].outputs
+            step = float(np.median(np.diff(times))) if len(times) > 1 else 0.04
+            im = ax.imshow(y.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma",
+                           extent=(times[0], times[-1] + step, -0.5, len(rows) - 0.5), interpolation="nearest")
+            ax.set_yticks(range(len(rows)), rows, fontsize=7)
+            ax.set_ylabel(f"{name} probability")
+            fig.colorbar(im, ax=ax, fraction=0.02)
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("time (s)")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -113,7 +130,8 @@ def command(
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint from `jmt train`.")] = Path("models/model.pt"),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
 ) -> None:
-    """Predict valence and arousal for one new video (stage 1 + the model)."""
+    """Predict every task of a checkpoint for one new video (stage 1 + the model)."""
     result = predict_video(video, checkpoint, out)
-    console.print(f"[green]predict[/] {video.name}: {result.frames} frames, face in {result.face_rate:.0%}, "
-                  f"audio in {result.audio_rate:.0%} -> {result.csv}, {result.png}", highlight=False)
+    shares = ", ".join(f"{s} in {r:.0%}" for s, r in result.present.items())
+    console.print(f"[green]predict[/] {video.name} ({', '.join(result.tasks)}): {result.frames} frames, {shares} "
+                  f"-> {result.csv}, {result.png}", highlight=False)

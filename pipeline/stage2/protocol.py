@@ -1,55 +1,96 @@
-"""The evaluation protocol: predict every frame of a split, then score all valid frames of the
-split concatenated across videos (the official ABAW way), per axis and their mean.
+"""The evaluation protocol: predict every frame of a split, then score each task on all valid
+frames of its split concatenated across videos (the official ABAW way), with the task's metric.
 
-Also the one place that slices a split by modality availability: the frames where the cache
-says both streams are present, where the face is missing, and where the audio is missing
-(`visual_mask` / `audio_mask`, True = present; what "present" means is stage 1's business,
-docs/cache.md). `jmt evaluate` and `jmt compare` both score those subsets through it."""
+Also the one place that slices a split by stream availability, generated from the cache's
+streams: `all_streams` (every stream present) and `no_<stream>` for each stream (that stream missing,
+whatever the others do; the subsets overlap). What "present" means is stage 1's business
+(docs/cache.md: a face found; a voiced frame inside the track). `jmt evaluate` and `jmt compare`
+both score those subsets through it, as they score the robustness conditions (`conditions`:
+`full`, and `no_<stream>` with that stream masked on every frame)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from pipeline import cache
 from pipeline.errors import InputError
-from pipeline.metrics import ccc
-from pipeline.stage2.data import Entry, predict_entry
+from pipeline.stage2.data import Entry, mask_key, predict_entry, valid_key
+from pipeline.tasks import Task
+
+MIN_SUBSET_FRAMES = 50  # below this a subset's metric is too noisy to report: say so instead
+ALL = "all_streams"
 
 
-def predict_split(model: torch.nn.Module, entries: list[Entry], window: int, hop: int,
-                  device: torch.device, *, drop: str | None = None) -> dict[str, np.ndarray]:
-    """Per-entry predictions (n, 2), model in eval mode."""
+def predict_split(model: torch.nn.Module, entries: list[Entry], window: int, hop: int, device: torch.device,
+                  tasks: dict[str, Task], *, drop: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Per entry and task, the task's outputs (n, width) (activated: none, softmax, sigmoid),
+    model in eval mode."""
     model.eval()
-    return {e.name: predict_entry(model, e, window, hop, device, drop=drop) for e in entries}
-
-
-def labels_of(entries: list[Entry]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per-entry (labels (n, 2), label_mask (n,))."""
     out = {}
     for e in entries:
-        arrays = e.read(0, e.n, ("labels", "label_mask"))  # held in memory: no feature is read
-        out[e.name] = (arrays["labels"], arrays["label_mask"])
+        raw = predict_entry(model, e, window, hop, device, drop=drop)
+        out[e.name] = {t: tasks[t].activate(raw[t]) for t in tasks}
     return out
 
 
-# subset -> (what it holds, a frame's membership from its (visual, audio) presence). The
-# subsets overlap: a frame with neither stream is in both no_face and no_audio.
-SUBSETS = {
-    "both": ("face and audio", lambda visual, audio: visual & audio),
-    "no_face": ("no face", lambda visual, audio: ~visual),
-    "no_audio": ("no audio", lambda visual, audio: ~audio),
-}
-MIN_SUBSET_FRAMES = 50  # below this a subset's CCC is too noisy to report: say so instead
+def labels_of(entries: list[Entry], task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per entry, one task's (labels (n, values), valid (n,)) (held in memory: no feature is read)."""
+    out = {}
+    for e in entries:
+        arrays = e.read(0, e.n, (cache.label_key(task), valid_key(task)))
+        out[e.name] = (arrays[cache.label_key(task)], arrays[valid_key(task)])
+    return out
+
+
+def score(preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]], task: Task,
+          split: str = "split") -> dict[str, float]:
+    """A task's metrics over all valid frames of the entries in `labels`, concatenated in their
+    order; preds: name -> the task's outputs (n, width)."""
+    p = np.concatenate([preds[n][labels[n][1]] for n in labels])
+    y = np.concatenate([labels[n][0][labels[n][1]] for n in labels])
+    if len(y) < 2:
+        raise InputError(f"{split}: no valid {task.name} labels to score (fewer than 2 valid frames)")
+    return task.score(p, y)
+
+
+def task_outputs(preds: dict[str, dict[str, np.ndarray]], task: str) -> dict[str, np.ndarray]:
+    """name -> one task's outputs, from name -> task -> outputs."""
+    return {n: p[task] for n, p in preds.items()}
+
+
+def score_split(model: torch.nn.Module, by_task: dict[str, list[Entry]], tasks: dict[str, Task], window: int,
+                hop: int, device: torch.device) -> dict[str, dict[str, float]]:
+    """Each task's metrics on its own entries of a split (`Splits.validation`), every entry
+    predicted once, plus `score`: the sum of the tasks' metrics (early stopping)."""
+    union = {e.name: e for entries in by_task.values() for e in entries}
+    preds = predict_split(model, [union[n] for n in sorted(union)], window, hop, device, tasks)
+    out: dict = {t: score(task_outputs(preds, t), labels_of(by_task[t], t), tasks[t], "validation")
+                 for t in tasks}
+    out["score"] = sum(out[t][tasks[t].metric] for t in tasks)
+    return out
+
+
+def subsets_of(streams: list[str]) -> dict[str, str]:
+    """Availability subset -> what it holds: `all_streams`, then `no_<stream>` per stream."""
+    return {ALL: "every stream present", **{f"no_{s}": f"no {s}" for s in streams}}
+
+
+def conditions_of(streams: list[str]) -> dict[str, str | None]:
+    """Robustness condition -> the stream masked on every frame (None: `full`, nothing masked)."""
+    return {"full": None, **{f"no_{s}": s for s in streams}}
 
 
 def availability_of(entries: list[Entry]) -> dict[str, dict[str, np.ndarray]]:
-    """subset -> entry name -> frame membership (n,) bool, from the cache's masks."""
-    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in SUBSETS}
+    """subset -> entry name -> frame membership (n,) bool, from the cache's stream masks."""
+    streams = entries[0].streams if entries else []
+    out: dict[str, dict[str, np.ndarray]] = {s: {} for s in subsets_of(streams)}
     for e in entries:
-        arrays = e.read(0, e.n, ("visual_mask", "audio_mask"))
-        visual, audio = arrays["visual_mask"].astype(bool), arrays["audio_mask"].astype(bool)
-        for s, (_, member) in SUBSETS.items():
-            out[s][e.name] = member(visual, audio)
+        present = {s: a.astype(bool) for s, a in
+                   zip(e.streams, e.read(0, e.n, tuple(mask_key(s) for s in e.streams)).values())}
+        out[ALL][e.name] = np.logical_and.reduce([present[s] for s in e.streams])
+        for s in e.streams:
+            out[f"no_{s}"][e.name] = ~present[s]
     return out
 
 
@@ -67,12 +108,12 @@ def restrict(labels: dict[str, tuple[np.ndarray, np.ndarray]],
 
 
 def score_subsets(preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
-                  availability: dict[str, dict[str, np.ndarray]], *,
+                  availability: dict[str, dict[str, np.ndarray]], task: Task, *,
                   min_frames: int = MIN_SUBSET_FRAMES) -> dict[str, dict]:
-    """Per availability subset: valid frames, videos holding them, and CCC valence / arousal /
-    mean over those frames of the split concatenated (the official protocol restricted to the
-    subset). A subset with fewer than `min_frames` valid frames is not scored: `scored` is
-    False and `why` says so."""
+    """Per availability subset: valid frames, videos holding them, and the task's metrics over
+    those frames of the split concatenated (the official protocol restricted to the subset). A
+    subset with fewer than `min_frames` valid frames is not scored: `scored` is False and `why`
+    says so."""
     out = {}
     for subset, frames in availability.items():
         sub = restrict(labels, frames)
@@ -82,26 +123,9 @@ def score_subsets(preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarr
             row["why"] = f"{n} valid frames, fewer than {min_frames}"
         else:
             try:
-                s = score({k: preds[k] for k in sub}, sub, subset)
-                row.update(scored=True, **{k: s[k] for k in ("ccc_valence", "ccc_arousal", "ccc_mean")})
+                s = score(preds, sub, task, subset)
+                row.update(scored=True, **{k: s[k] for k in task.metrics})
             except ValueError as exc:  # both constant: CCC undefined
                 row["why"] = str(exc)
         out[subset] = row
-    return out
-
-
-def score(preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
-          split: str = "split") -> dict[str, float]:
-    """CCC (and PCC, RMSE) per axis over all valid frames of all entries, and the CCC mean."""
-    p = np.concatenate([preds[n][labels[n][1]] for n in preds])
-    y = np.concatenate([labels[n][0][labels[n][1]] for n in preds])
-    if len(y) < 2:
-        raise InputError(f"{split}: no valid labels to score (every frame is -5)")
-    out = {}
-    for k, axis in enumerate(("valence", "arousal")):
-        out[f"ccc_{axis}"] = ccc(p[:, k], y[:, k])
-        out[f"pcc_{axis}"] = float(np.corrcoef(p[:, k], y[:, k])[0, 1]) if p[:, k].std() > 0 else 0.0
-        out[f"rmse_{axis}"] = float(np.sqrt(np.mean((p[:, k] - y[:, k]) ** 2)))
-    out["ccc_mean"] = (out["ccc_valence"] + out["ccc_arousal"]) / 2
-    out["frames"] = int(len(y))
     return out

@@ -8,11 +8,11 @@ frames). An interval whose bound sits that close to 0 says "excludes 0" on one m
 
     margin = k * sqrt(2 / n) * max(s, median s)
 
-n seeds, s the sample std of the head's per-seed differences from the reference on that split
-and subset: a rerun of all n runs moves the mean difference by a normal amount of sd
+n seeds, s the sample std of the head's per-seed differences from the reference on that split,
+task and subset: a rerun of all n runs moves the mean difference by a normal amount of sd
 sqrt(2 / n) * s (the old and the new mean each have sd s / sqrt(n)); k = `compare.rerun_margin`
 (2: about 95 % of such moves). The floor, the median s over the heads of the same split and
-subset, is there because three seeds can agree by chance: an interval 0.002 wide moved by
+task and subset, is there because three seeds can agree by chance: an interval 0.002 wide moved by
 0.019 under the perturbation.
 
 An interval's verdict (`VERDICTS`): `above` / `below` the reference when it clears 0 by more than
@@ -54,28 +54,30 @@ def verdict(iv: dict, margin: float | None) -> str:
     return "within noise" if margin else "includes 0"
 
 
-def paired_blocks(result: dict) -> Iterator[tuple[str, str, str, dict]]:
-    """(split, subset, head, vs) for every paired difference in a compare result: subset `all`
-    is every valid frame (`results[head].vs_reference[split]`), the others the availability
-    subsets that were scored for both heads."""
+def paired_blocks(result: dict) -> Iterator[tuple[str, str, str, str, dict]]:
+    """(split, key, subset, head, vs) for every paired difference in a compare result: key a
+    task or `score` (their sum); subset `all` is every valid frame
+    (`results[head].vs_reference[split][key]`), the others the availability subsets that were
+    scored for both heads (`results[head].availability[split][task][subset].vs_reference`)."""
     res, ref = result["results"], result["reference"]
     for head in result["heads"]:
         if head == ref:
             continue
-        for split, vs in res[head].get("vs_reference", {}).items():
-            yield split, "all", head, vs
-            for subset in result.get("subsets", {}):
-                sub = res[head]["availability"][split][subset].get("vs_reference")
-                if sub:
-                    yield split, subset, head, sub
+        for split, by_key in res[head].get("vs_reference", {}).items():
+            for key, vs in by_key.items():
+                yield split, key, "all", head, vs
+            for task, subsets in res[head]["availability"][split].items():
+                for subset, row in subsets.items():
+                    if row.get("vs_reference"):
+                        yield split, task, subset, head, row["vs_reference"]
 
 
 def annotate(result: dict, k: float) -> dict:
     """Adds `margin` to every paired difference and `verdict` to each of its intervals (seeds,
     videos), in place; records k as `rerun_margin`. Returns the result."""
-    groups: dict[tuple[str, str], dict[str, dict]] = {}
-    for split, subset, head, vs in paired_blocks(result):
-        groups.setdefault((split, subset), {})[head] = vs
+    groups: dict[tuple[str, str, str], dict[str, dict]] = {}
+    for split, key, subset, head, vs in paired_blocks(result):
+        groups.setdefault((split, key, subset), {})[head] = vs
     for heads in groups.values():
         margins = rerun_margins({h: vs["per_seed"] for h, vs in heads.items()}, k)
         for head, vs in heads.items():

@@ -1,16 +1,23 @@
 """bench/perturbation.py: the +-1 ulp copy of a cache, the params file pointing at it, and the
-verdict comparison, on hand-built files and compare.json dicts."""
+verdict comparison, on hand-built files and compare.json dicts of the current layout
+(results[head][split][key][condition][metric], vs_reference[split][key],
+availability[split][task][subset]; key a task or `score`), and `--against` on two real ones."""
 
 import copy
 import importlib.util
+import json
+import sys
 
 import h5py
 import numpy as np
 import pytest
 
+from pipeline import cache
 from pipeline.config import load_params
+from pipeline.stage2.verdicts import paired_blocks
 
 from ..conftest import REPO
+from ..embeddings import write_embeddings
 
 _spec = importlib.util.spec_from_file_location("perturbation", REPO / "bench/perturbation.py")
 perturbation = importlib.util.module_from_spec(_spec)
@@ -24,8 +31,8 @@ def _iv(mean, low, high, n=3, indicative=None):
     return iv
 
 
-def _summary(mean):
-    return {"ccc_mean": {"mean": mean, "std": 0.01, "n": 3}}
+def _summary(metric, mean):
+    return {metric: {"mean": mean, "std": 0.01, "n": 3}}
 
 
 def _vs(seeds, videos, per_seed):
@@ -33,23 +40,25 @@ def _vs(seeds, videos, per_seed):
 
 
 def _comparison():
-    """A compare.json cut down to what the verdicts read: reference `a`, heads b and c, one
-    split, one availability subset (scored) and one not scored. Per-seed differences with std
-    0.01 (b) and 0.02 (c): margins 2 * sqrt(2/3) * 0.015 (the median) = 0.0245 for b and
+    """A compare.json cut down to what the verdicts read: va only, reference `a`, heads b and c,
+    one split, one availability subset (scored) and one not scored. Per-seed differences with
+    std 0.01 (b) and 0.02 (c): margins 2 * sqrt(2/3) * 0.015 (the median) = 0.0245 for b and
     2 * sqrt(2/3) * 0.02 = 0.0327 for c."""
     def head(full, both, vs=None, vs_both=None):
-        avail = {"both": {"scored": True, "frames": 500, "videos": 3, **_summary(both)},
-                 "no_face": {"scored": False, "frames": 12, "videos": 1, "why": "12 valid frames (< 50)"}}
+        avail = {"all_streams": {"scored": True, "frames": 500, "videos": 3, **_summary("ccc_mean", both)},
+                 "no_visual": {"scored": False, "frames": 12, "videos": 1, "why": "12 valid frames, fewer than 50"}}
         if vs_both:
-            avail["both"]["vs_reference"] = vs_both
-        out = {"validation": {"full": _summary(full)}, "availability": {"validation": avail}}
+            avail["all_streams"]["vs_reference"] = vs_both
+        out = {"validation": {"va": {"full": _summary("ccc_mean", full)}},
+               "availability": {"validation": {"va": avail}}}
         if vs:
-            out["vs_reference"] = {"validation": vs}
+            out["vs_reference"] = {"validation": {"va": vs}}
         return out
 
     b_seeds, c_seeds = [0.04, 0.05, 0.06], [-0.12, -0.10, -0.08]
     return {
-        "heads": ["a", "b", "c"], "reference": "a", "subsets": {"both": "...", "no_face": "..."},
+        "tasks": ["va"], "streams": ["visual", "audio"], "main_metric": {"va": "ccc_mean"},
+        "heads": ["a", "b", "c"], "reference": "a", "subsets": {"all_streams": "...", "no_visual": "..."},
         "results": {
             "a": head(0.80, 0.82),
             "b": head(0.85, 0.84, _vs(_iv(0.05, 0.03, 0.07), _iv(0.05, 0.02, 0.08, 3, True), b_seeds),
@@ -60,25 +69,67 @@ def _comparison():
     }
 
 
+def _two_tasks():
+    """_comparison with a second task (expr, F1) and their sum `score`: b above a on the score
+    by far, c below; expr's subsets both unscored."""
+    r = _comparison()
+    r["tasks"], r["main_metric"]["expr"] = ["va", "expr"], "f1"
+    for h, (expr, score) in {"a": (0.30, 1.10), "b": (0.25, 1.10 + 0.2), "c": (0.40, 1.10 - 0.2)}.items():
+        res = r["results"][h]
+        res["validation"]["expr"] = {"full": _summary("f1", expr)}
+        res["validation"]["score"] = {"full": _summary("score", score)}
+        res["availability"]["validation"]["expr"] = {
+            s: {"scored": False, "frames": 3, "videos": 1, "why": "3 valid frames, fewer than 50"}
+            for s in ("all_streams", "no_visual")}
+        if h != "a":
+            sign = 1 if h == "b" else -1
+            res["vs_reference"]["validation"]["expr"] = _vs(_iv(-sign * 0.1, -0.3, 0.2), _iv(0, -0.2, 0.2, 3, True),
+                                                            [0.0, 0.01, 0.02])
+            res["vs_reference"]["validation"]["score"] = _vs(_iv(sign * 0.2, sign * 0.2 - 0.05, sign * 0.2 + 0.05),
+                                                             _iv(sign * 0.2, sign * 0.1, sign * 0.3, 3, True),
+                                                             [sign * 0.19, sign * 0.2, sign * 0.21])
+    return r
+
+
 def test_verdicts_read_every_interval_with_its_margin_and_the_descriptive_rows():
     v = perturbation.verdicts(_comparison())
-    assert v["validation/ranking"] == {"verdict": "b > a > c", "used": True, "kind": "descriptive"}
-    assert v["validation/both/best"]["verdict"] == "b"
-    assert v["validation/no_face/best"] == {"verdict": "not scored", "used": False, "kind": "descriptive"}
-    b = v["validation/all/b/seeds"]
+    assert v["validation/va/ranking"] == {"verdict": "b > a > c", "used": True, "kind": "descriptive"}
+    assert v["validation/va/all_streams/best"]["verdict"] == "b"
+    assert v["validation/va/no_visual/best"] == {"verdict": "not scored", "used": False, "kind": "descriptive"}
+    b = v["validation/va/all/b/seeds"]
     assert (b["verdict"], b["used"], b["low"], b["high"]) == ("above", True, 0.03, 0.07)
     assert b["margin"] == pytest.approx(2 * np.sqrt(2 / 3) * 0.015, abs=1e-6)
     # the video bootstrap with too few videos is a verdict, but not one the findings use;
     # its low bound 0.02 is within b's margin of 0.0245
-    assert (v["validation/all/b/videos"]["verdict"], v["validation/all/b/videos"]["used"]) == ("within noise", False)
-    assert v["validation/all/c/seeds"]["verdict"] == "below"
-    assert v["validation/all/c/videos"]["verdict"] == "within noise"        # high -0.01, margin 0.0327
-    assert v["validation/both/b/seeds"]["verdict"] == "includes 0"           # [-0.03, 0.05] beyond +-0.0245
-    assert v["validation/no_face/c/videos"] == {"verdict": "n/a", "used": False, "kind": "interval"}
+    assert (v["validation/va/all/b/videos"]["verdict"], v["validation/va/all/b/videos"]["used"]) == \
+        ("within noise", False)
+    assert v["validation/va/all/c/seeds"]["verdict"] == "below"
+    assert v["validation/va/all/c/videos"]["verdict"] == "within noise"        # high -0.01, margin 0.0327
+    assert v["validation/va/all_streams/b/seeds"]["verdict"] == "includes 0"   # [-0.03, 0.05] beyond +-0.0245
+    assert v["validation/va/no_visual/c/videos"] == {"verdict": "n/a", "used": False, "kind": "interval"}
     assert len(v) == 1 + 2 + 2 * 2 * 3  # ranking, two subset winners, 2 heads x 2 kinds x (all + 2 subsets)
     # no margin: the plain rule
     plain = perturbation.verdicts(_comparison(), 0)
-    assert plain["validation/all/b/videos"]["verdict"] == "above" and plain["validation/all/c/videos"]["verdict"] == "below"
+    assert plain["validation/va/all/b/videos"]["verdict"] == "above"
+    assert plain["validation/va/all/c/videos"]["verdict"] == "below"
+
+
+def test_with_several_tasks_every_key_names_its_task_or_the_score():
+    v = perturbation.verdicts(_two_tasks())
+    assert {k.split("/")[1] for k in v} == {"va", "expr", "score"}
+    assert v["validation/score/ranking"]["verdict"] == "b > a > c"                # by the score, not by va
+    assert v["validation/expr/ranking"]["verdict"] == "c > a > b"
+    assert (v["validation/score/all/b/seeds"]["verdict"], v["validation/score/all/c/seeds"]["verdict"]) == \
+        ("above", "below")
+    assert v["validation/expr/all/b/seeds"]["verdict"] == "includes 0"
+    assert v["validation/expr/all_streams/best"]["verdict"] == "not scored"
+    assert v["validation/expr/no_visual/b/seeds"] == {"verdict": "n/a", "used": False, "kind": "interval"}
+    assert not any(k.startswith("validation/score/all_streams") for k in v)     # the score has no subsets
+    # a verdict that flips on one key is reported under that key alone
+    other = _two_tasks()
+    other["results"]["b"]["vs_reference"]["validation"]["score"]["seeds"] = _iv(-0.2, -0.25, -0.15)
+    diff = perturbation.compare_verdicts(_two_tasks(), other)
+    assert diff["contradicted"] == ["validation/score/all/b/seeds"] and not diff["summary"]["holds"]
 
 
 def test_identical_comparisons_agree_everywhere():
@@ -93,55 +144,108 @@ def test_a_contradicted_verdict_fails_the_check_a_withheld_one_does_not():
     other = copy.deepcopy(_comparison())
     res = other["results"]
     # b over seeds: [0.03, 0.07] above -> [-0.01, 0.005]: within noise, withheld
-    res["b"]["vs_reference"]["validation"]["seeds"] = _iv(0.0, -0.01, 0.005)
+    res["b"]["vs_reference"]["validation"]["va"]["seeds"] = _iv(0.0, -0.01, 0.005)
     diff = perturbation.compare_verdicts(_comparison(), other)
-    assert diff["withheld"] == ["validation/all/b/seeds"] and diff["contradicted"] == []
+    assert diff["withheld"] == ["validation/va/all/b/seeds"] and diff["contradicted"] == []
     assert diff["summary"]["holds"] and diff["summary"]["plain_rule_changed"] == 1
     # ... -> [-0.05, 0.08]: includes 0 and the whole margin: contradicted
-    res["b"]["vs_reference"]["validation"]["seeds"] = _iv(0.015, -0.05, 0.08)
-    res["c"]["validation"]["full"]["ccc_mean"]["mean"] = 0.82                     # ranking b > c > a
-    res["a"]["availability"]["validation"]["both"]["ccc_mean"]["mean"] = 0.90      # subset winner: a
+    res["b"]["vs_reference"]["validation"]["va"]["seeds"] = _iv(0.015, -0.05, 0.08)
+    res["c"]["validation"]["va"]["full"]["ccc_mean"]["mean"] = 0.82                          # ranking b > c > a
+    res["a"]["availability"]["validation"]["va"]["all_streams"]["ccc_mean"]["mean"] = 0.90  # subset winner: a
     diff = perturbation.compare_verdicts(_comparison(), other)
-    assert diff["contradicted"] == ["validation/all/b/seeds"] and not diff["summary"]["holds"]
-    assert diff["summary"]["descriptive_changed"] == ["validation/both/best", "validation/ranking"]
+    assert diff["contradicted"] == ["validation/va/all/b/seeds"] and not diff["summary"]["holds"]
+    assert diff["summary"]["descriptive_changed"] == ["validation/va/all_streams/best", "validation/va/ranking"]
     assert not diff["summary"]["rankings_same"]
-    row = next(r for r in diff["rows"] if r["key"] == "validation/ranking")
+    row = next(r for r in diff["rows"] if r["key"] == "validation/va/ranking")
     assert (row["original"], row["perturbed"], row["status"]) == ("b > a > c", "b > c > a", "changed")
 
 
 def test_a_verdict_present_on_one_side_only_is_a_contradiction():
     other = copy.deepcopy(_comparison())
-    del other["results"]["b"]["availability"]["validation"]["both"]["vs_reference"]
+    del other["results"]["b"]["availability"]["validation"]["va"]["all_streams"]["vs_reference"]
     diff = perturbation.compare_verdicts(_comparison(), other)
-    assert diff["contradicted"] == ["validation/both/b/seeds"]  # the bootstrap there is not used
-    row = next(r for r in diff["rows"] if r["key"] == "validation/both/b/videos")
+    assert diff["contradicted"] == ["validation/va/all_streams/b/seeds"]  # the bootstrap there is not used
+    row = next(r for r in diff["rows"] if r["key"] == "validation/va/all_streams/b/videos")
     assert (row["original"], row["perturbed"], row["used"]) == ("within noise", "n/a", False)
 
 
-def _entry(path, rng, n=300):
-    with h5py.File(path, "w") as f:
-        f["visual"] = rng.normal(0, 2, (n, 7)).astype(np.float16)
-        f["audio"] = np.concatenate([np.zeros((n, 1)), rng.normal(0, 1, (n, 4))], 1).astype(np.float16)
-        f["visual_mask"] = rng.random(n) < 0.8
-        f["audio_mask"] = rng.random(n) < 0.7
-        f["labels"] = rng.uniform(-1, 1, (n, 2)).astype(np.float32)
+def test_the_verdicts_of_a_real_multi_task_comparison(tmp_path_factory):
+    """Every paired difference of compare.json has its interval rows, and every key names a
+    task or the score."""
+    from ..stage2.multitask import compared_tasks
+
+    params, result = compared_tasks(tmp_path_factory)
+    stored = json.loads(params.path(params.compare.metrics).read_text())
+    v = perturbation.verdicts(stored)
+    for split, key, subset, head, vs in paired_blocks(stored):
+        for which in ("seeds", "videos"):
+            row = v[f"{split}/{key}/{subset}/{head}/{which}"]
+            assert (row["verdict"], row["margin"]) == (vs[which]["verdict"], vs["margin"])
+    assert {k.split("/")[1] for k in v} == {"va", "expr", "au", "score"}
+    assert {f"{s}/{k}/ranking" for s in ("validation", "test") for k in ("va", "expr", "au", "score")} <= set(v)
+    assert perturbation.score_shift(stored, stored) == {"va": 0.0, "expr": 0.0, "au": 0.0, "score": 0.0}
+
+
+def test_against_checks_two_existing_comparisons_and_refuses_different_ones(tmp_path_factory, tmp_path, monkeypatch,
+                                                                            capsys):
+    from ..stage2.multitask import compared_tasks
+
+    params, _ = compared_tasks(tmp_path_factory)
+    original = json.loads(params.path(params.compare.metrics).read_text())
+    moved = copy.deepcopy(original)
+    vs = moved["results"]["concat"]["vs_reference"]["validation"]["expr"]
+    m = vs["margin"]
+    vs["seeds"].update(low=-3 * m - 0.1, high=-3 * m, mean=-3 * m - 0.05)    # far below: no more `includes 0`
+    (tmp_path / "a.json").write_text(json.dumps(original))
+    (tmp_path / "b.json").write_text(json.dumps(moved))
+    argv = ["perturbation.py", "--params", str(REPO / "params.yaml"), "--original", str(tmp_path / "a.json"),
+            "--out", str(tmp_path / "out.json")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--against", str(tmp_path / "a.json")])
+    perturbation.main()
+    same = json.loads((tmp_path / "out.json").read_text())
+    assert same["summary"]["holds"] and same["summary"]["contradicted"] == 0 and same["cache"] is None
+    assert same["max_abs_change"] == {"va": 0.0, "expr": 0.0, "au": 0.0, "score": 0.0}
+    monkeypatch.setattr(sys, "argv", [*argv, "--against", str(tmp_path / "b.json")])
+    perturbation.main()
+    diff = json.loads((tmp_path / "out.json").read_text())
+    was = original["results"]["concat"]["vs_reference"]["validation"]["expr"]["seeds"]["verdict"]
+    expected = [] if was in ("below", "within noise") else ["validation/expr/all/concat/seeds"]
+    assert diff["contradicted"] == expected
+    assert "interval verdicts the findings use" in capsys.readouterr().out
+    other = {**original, "tasks": ["va"]}
+    (tmp_path / "c.json").write_text(json.dumps(other))
+    monkeypatch.setattr(sys, "argv", [*argv, "--against", str(tmp_path / "c.json")])
+    with pytest.raises(SystemExit, match="differ in tasks: not the same comparison"):
+        perturbation.main()
+    old = {k: v for k, v in original.items() if k not in ("tasks", "streams")}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    monkeypatch.setattr(sys, "argv", [*argv, "--against", str(tmp_path / "old.json")])
+    with pytest.raises(SystemExit, match="written by an older `jmt compare`"):
+        perturbation.main()
 
 
 def test_perturb_cache_moves_every_embedding_value_by_one_ulp(tmp_path):
-    src, rng = tmp_path / "src", np.random.default_rng(0)
-    src.mkdir()
-    for name in ("v1", "v2"):
-        _entry(src / f"{name}.h5", rng)
+    src = tmp_path / "src"
+    streams = {"visual": 7, "audio": 5, "prosody": 3}
+    for i, name in enumerate(("v1", "v2")):
+        write_embeddings(src, name, seed=i, n=300, streams=streams)
+    with h5py.File(src / "v1.h5", "r+") as f:    # zeros move to the smallest subnormals
+        x = f[cache.stream_key("audio", "features")]
+        x[:, 0] = 0
+        f.attrs[cache.CONTENT_HASH] = cache.content_hash(f)
     (src / "report.json").write_text("{}")
     facts = perturbation.perturb_cache(src, tmp_path / "copy", seed=3)
-    assert facts == {"files": 2, "values": 2 * 300 * (7 + 5), "seed": 3}
+    assert facts == {"files": 2, "values": 2 * 300 * (7 + 5 + 3), "seed": 3}
     assert (tmp_path / "copy/report.json").read_text() == "{}"
     ups = []
     for name in ("v1", "v2"):
         with h5py.File(src / f"{name}.h5") as a, h5py.File(tmp_path / f"copy/{name}.h5") as b:
-            for key in ("visual_mask", "audio_mask", "labels"):
+            assert cache.attrs_of(a)["streams"] == cache.attrs_of(b)["streams"]
+            keys = ["timestamps", *(cache.stream_key(s, "mask") for s in streams)]
+            for key in keys:
                 assert np.array_equal(a[key][...], b[key][...]), key
-            for key in ("visual", "audio"):
+            for s in streams:
+                key = cache.stream_key(s, "features")
                 old, new = a[key][...], b[key][...]
                 assert new.dtype == np.float16 and (old != new).all()
                 # one ulp = neighbouring bit patterns; for finite non-zero values of one sign the
@@ -152,18 +256,24 @@ def test_perturb_cache_moves_every_embedding_value_by_one_ulp(tmp_path):
                 tiny = float(np.finfo(np.float16).smallest_subnormal)
                 assert np.isin(new[~nz].astype(np.float64), [tiny, -tiny]).all()
                 ups.append((new.astype(np.float64) > old.astype(np.float64)).mean())
+            # the copy's recorded content hash is its own: its fingerprint differs, `jmt cache verify` agrees
+            assert cache.recorded_hash(b) == cache.content_hash(b) != cache.recorded_hash(a)
     assert 0.4 < np.mean(ups) < 0.6
+    assert cache.fingerprint(tmp_path / "copy") != cache.fingerprint(src)
     again = perturbation.perturb_cache(src, tmp_path / "again", seed=3)
     with h5py.File(tmp_path / "copy/v1.h5") as b, h5py.File(tmp_path / "again/v1.h5") as c:
-        assert again == facts and np.array_equal(b["visual"][...], c["visual"][...])
+        key = cache.stream_key("visual", "features")
+        assert again == facts and np.array_equal(b[key][...], c[key][...])
 
 
 def test_perturb_cache_refuses_non_float16_embeddings(tmp_path):
-    (tmp_path / "src").mkdir()
-    with h5py.File(tmp_path / "src/v.h5", "w") as f:
-        f["visual"] = np.zeros((3, 2), np.float32)
-        f["audio"] = np.zeros((3, 2), np.float16)
-    with pytest.raises(SystemExit, match="visual is float32, expected float16"):
+    meta = [{"name": "visual", "backbone": "test", "input": "crops", "weights_sha256": "none", "weights": "none",
+             "dim": 2}]
+    with cache.write_entry(tmp_path / "src", "v", stage="embed", config={},
+                           attrs={"n_frames": 3, "fps": 30.0, "streams": meta}) as f:
+        f.create_dataset(cache.stream_key("visual", "features"), data=np.zeros((3, 2), np.float32))
+        f.create_dataset(cache.stream_key("visual", "mask"), data=np.ones(3, bool))
+    with pytest.raises(SystemExit, match="streams/visual/features is float32, expected float16"):
         perturbation.perturb_cache(tmp_path / "src", tmp_path / "copy", seed=0)
 
 
@@ -171,10 +281,13 @@ def test_perturbed_params_point_at_the_copy_and_keep_everything_else(tmp_path):
     original = {"heads": ["jmt", "concat"], "seeds": [4, 5], "reference": "concat"}
     path = perturbation.perturbed_params(REPO / "params.yaml", tmp_path / "emb", tmp_path, original)
     p, base = load_params(path), load_params(REPO / "params.yaml")
+    root = (REPO / "params.yaml").resolve().parent
     assert p.path(p.embed.out) == tmp_path / "emb"
-    assert p.path(p.corpus.root) == (REPO / base.corpus.root).resolve()
+    assert p.path(p.corpus.root) == (root / base.corpus.root).resolve()
+    assert p.path(p.labels.out) == (root / base.labels.out).resolve()        # the labels cache: the original's
+    assert list(p.embed.streams) == list(base.embed.streams) and p.embed.streams == base.embed.streams
     assert (p.compare.heads, p.compare.seeds, p.compare.reference) == (["jmt", "concat"], [4, 5], "concat")
     for key in ("runs", "metrics", "table"):
         assert p.path(getattr(p.compare, key)).parent == tmp_path
-    assert p.model == base.model and p.train.model_dump(exclude={"out", "live_dir"}) == \
-        base.train.model_dump(exclude={"out", "live_dir"})
+    assert p.model == base.model and p.tasks == base.tasks
+    assert p.train.model_dump(exclude={"out", "live_dir"}) == base.train.model_dump(exclude={"out", "live_dir"})

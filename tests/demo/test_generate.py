@@ -6,11 +6,14 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.corpus.annotations import HEADER, read_annotation
+from pipeline.tasks import TASKS
 from pipeline.demo import generate
 from pipeline.demo.generate import ANNOTATIONS, MANIFEST, VideoPlan, generate_demo, plan_videos, video_content
 from pipeline.errors import InputError
 from pipeline.media import iter_frames, probe, read_audio
+
+HEADER = ",".join(TASKS.get("va").columns)
+read_annotation = TASKS.get("va")().read_annotation
 
 
 def manifest(root):

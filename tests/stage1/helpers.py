@@ -12,6 +12,7 @@ from pipeline import cache
 from pipeline.config import load_params
 from pipeline.demo import face, voice
 from pipeline.media import VideoWriter, write_wav
+from pipeline.tasks import TASKS
 
 from ..conftest import REPO
 
@@ -23,7 +24,7 @@ def write_params(folder: Path, corpus_root: Path, **sections) -> Path:
     """
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data["corpus"]["root"] = str(corpus_root)
-    for stage, sub in (("faces", "faces"), ("audio", "audio"), ("embed", "embeddings")):
+    for stage, sub in (("faces", "faces"), ("audio", "audio"), ("labels", "labels"), ("embed", "embeddings")):
         data[stage]["out"] = f"cache/{sub}"
     for section, values in sections.items():
         for key, value in values.items():
@@ -68,21 +69,33 @@ def make_video(path: Path, *, seconds: float = 1.0, fps: float = 10.0, with_face
     return n
 
 
-def write_labels(path: Path, n: int, *, value: float = 0.1) -> None:
-    from pipeline.corpus.annotations import write_annotation
+def write_labels(path: Path, n: int, *, value: float = 0.1, task: str = "va") -> None:
+    """An annotation file of `task` with n frames, every value `value` (va), class `value` (expr)
+    or every AU `value` (au)."""
+    t = TASKS.get(task)()
+    t.write_annotation(path, np.full((n, t.values), value))
 
-    write_annotation(path, np.full((n, 2), value))
+
+def datasets(f: h5py.File) -> dict:
+    """Every dataset of a file by its path (`streams/visual/features`...): variable-length rows as bytes."""
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return {k: ([bytes(x) for x in f[k][...]] if h5py.check_vlen_dtype(f[k].dtype) else f[k][...])
+            for k in sorted(names)}
 
 
 def contents(folder):
-    """file name -> (root attributes, datasets): variable-length rows as bytes."""
+    """file name -> (root attributes, datasets)."""
     out = {}
     for path in sorted(folder.glob("*.h5")):
         with h5py.File(path) as f:
-            data = {k: ([bytes(x) for x in f[k][...]] if h5py.check_vlen_dtype(f[k].dtype) else f[k][...])
-                    for k in f}
-            out[path.name] = (cache.attrs_of(f), data)
+            out[path.name] = (cache.attrs_of(f), datasets(f))
     return out
+
+
+def stamps(folder) -> dict:
+    """file name -> (mtime_ns, inode, size) of every file in a folder: unchanged means not rewritten."""
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_ino, p.stat().st_size) for p in sorted(folder.glob("*.h5"))}
 
 
 def assert_same(a, b):

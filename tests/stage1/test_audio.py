@@ -61,7 +61,7 @@ def test_frame_windows_with_a_late_track_by_hand():
 
 def test_voice_mask_of_the_tiny_corpus(tiny_cache, tiny_corpus):
     """The cached voice mask is off inside each silent / noisy gap, on through most of the rest,
-    and embed's audio_mask is audio_valid AND voice."""
+    and embed's audio stream mask is audio_valid AND voice."""
     params, _ = tiny_cache
     videos = json.loads((tiny_corpus / "corpus.json").read_text())["videos"]
     for v in videos:
@@ -69,7 +69,7 @@ def test_voice_mask_of_the_tiny_corpus(tiny_cache, tiny_corpus):
         with h5py.File(cache.entry_path(params.path(params.audio.out), name)) as f:
             voice, valid = f["voice"][...], f["audio_valid"][...]
         with h5py.File(cache.entry_path(params.path(params.embed.out), name)) as f:
-            np.testing.assert_array_equal(f["audio_mask"][...], valid & voice)
+            np.testing.assert_array_equal(f[cache.stream_key("audio", "mask")][...], valid & voice)
         (a, b), = v["audio_gap"]
         assert not voice[a + 1:b - 1].any()  # the gap's edge frames still hold 10 ms of voice ramp
         assert np.r_[voice[:a], voice[b:]].mean() > 0.8

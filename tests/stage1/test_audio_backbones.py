@@ -18,7 +18,7 @@ from pipeline import cache
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
 from pipeline.stage1.audio import read_waveform, sample_windows
-from pipeline.stage1.backbones import AUDIO, build, input_of
+from pipeline.stage1.backbones import build, input_of
 from pipeline.stage1.backbones.frames import gather_rows, masked_stats, row_range
 from pipeline.stage1.backbones.prosody import FEATURES, Prosody
 
@@ -78,13 +78,13 @@ def test_masked_stats_match_numpy():
 
 
 def test_input_declared_and_layer_rejected_without_layers():
-    assert input_of(build(AUDIO, BackboneParams(name="logmel_stats"), Path("."))) == "logmel"
-    assert input_of(build(AUDIO, BackboneParams(name="prosody"), Path("."))) == "waveform"
+    assert input_of(build(BackboneParams(name="logmel_stats"), Path("."))) == "logmel"
+    assert input_of(build(BackboneParams(name="prosody"), Path("."))) == "waveform"
     for name in ("prosody", "logmel_stats"):
         with pytest.raises(JmtError, match=f"{name} has no layers to pick"):
-            build(AUDIO, BackboneParams(name=name, layer=3), Path("."))
+            build(BackboneParams(name=name, layer=3), Path("."))
     with pytest.raises(JmtError, match="prosody has no weights"):
-        build(AUDIO, BackboneParams(name="prosody", allow_random=True), Path("."))
+        build(BackboneParams(name="prosody", allow_random=True), Path("."))
 
 
 # ---------------------------------------------------------------- prosody
@@ -190,32 +190,6 @@ def test_audio_cache_keeps_the_waveform(tiny_cache):
                     assert abs(10 * np.log10(np.mean(seg ** 2) + 1e-12) - level[i]) < 0.05
 
 
-def test_embed_with_prosody(tiny_cache, tmp_path):
-    from pipeline.stage1.embed import run_embed
-
-    from .helpers import params_at
-
-    params, _ = tiny_cache
-    outs = {k: str(params.path(getattr(params, k).out)) for k in ("faces", "audio")}
-    other = params_at(tmp_path, params.path(params.corpus.root), faces={"out": outs["faces"]},
-                      audio={"out": outs["audio"]}, embed={"audio.name": "prosody"})
-    result = run_embed(other)
-    assert len(result.done) == 4 and result.skipped == []
-    for name in result.done:
-        with h5py.File(cache.entry_path(other.path(other.embed.out), name)) as f, \
-                h5py.File(cache.entry_path(params.path(params.audio.out), name)) as af:
-            got = f["audio"][...].astype(np.float32)
-            assert got.shape == (f.attrs["n_frames"], len(FEATURES)) and f.attrs["audio_backbone"] == "prosody"
-            want = run(Prosody(), read_waveform(af), sample_windows(
-                af["timestamps"][...], af.attrs["fps"], af.attrs["window_s"], SR))
-            np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)   # float16 storage
-            # the demo speaker is voiced and between 80 and 400 Hz where the audio is not degraded
-            voiced = got[:, FEATURES.index("voiced_fraction")] > 0.3
-            assert voiced.mean() > 0.5
-            hz = 27.5 * 2 ** got[voiced, FEATURES.index("f0_mean")]
-            assert ((hz > 80) & (hz < 400)).mean() > 0.95
-
-
 # ---------------------------------------------------------------- eGeMAPS (openSMILE)
 def test_egemaps_has_its_documented_feature_counts():
     """eGeMAPSv02: 25 low-level descriptors and 88 functionals (Eyben et al. 2016)."""
@@ -224,14 +198,14 @@ def test_egemaps_has_its_documented_feature_counts():
 
     assert len(smile("lld").feature_names) == 25
     assert len(smile("functionals").feature_names) == 88
-    net = build(AUDIO, BackboneParams(name="egemaps"), Path("."))
+    net = build(BackboneParams(name="egemaps"), Path("."))
     assert input_of(net) == "waveform" and net.dim == 2 * 25 + 1 == len(net.features)
 
 
 @pytest.mark.parametrize("freq", [220.0, 440.0])
 def test_egemaps_reads_a_tones_pitch(freq):
     import opensmile  # noqa: F401  (installed by `make setup`: requirements/base.txt)
-    net = build(AUDIO, BackboneParams(name="egemaps"), Path("."))
+    net = build(BackboneParams(name="egemaps"), Path("."))
     out = run(net, tone(freq, 2.0), frame_windows(2.0))[15:]
     semitones = out[:, net.features.index("F0semitoneFrom27.5Hz_sma3nz_mean")]
     np.testing.assert_allclose(27.5 * 2 ** (semitones / 12), freq, rtol=0.01)
@@ -243,7 +217,7 @@ def test_egemaps_tone_burst_lands_in_exactly_its_frames():
     where the window contains the burst; the voiced-only LLDs use 60 ms pitch frames and
     reach further, so they are left out of the equality."""
     import opensmile  # noqa: F401  (installed by `make setup`: requirements/base.txt)
-    net = build(AUDIO, BackboneParams(name="egemaps"), Path("."))
+    net = build(BackboneParams(name="egemaps"), Path("."))
     floor = noise(6.0)
     a, b = 3.03, 3.23
     burst = floor.copy()
@@ -276,7 +250,7 @@ def tiny_ssl(name: str, tmp_path: Path | None = None, **params):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_ssl_base_models_build_and_run_with_random_weights(name):
     with pytest.warns(UserWarning, match=f"'{name}' has RANDOM weights"):
-        net = build(AUDIO, BackboneParams(name=name, allow_random=True), Path("."))
+        net = build(BackboneParams(name=name, allow_random=True), Path("."))
     assert input_of(net) == "waveform" and net.dim == 768 and net.num_layers == 12 and net.layer == 12
     assert sum(p.numel() for p in net.parameters()) > 90e6 and not net.training
     out = run(net, noise(1.0, -20.0), frame_windows(1.0))
@@ -308,11 +282,11 @@ def weights_equal(a, b) -> bool:
 
 def test_ssl_needs_weights_and_pretrained_offline_fails_fast(monkeypatch, tmp_path):
     with pytest.raises(JmtError, match="wavlm_base needs weights"):
-        build(AUDIO, BackboneParams(name="wavlm_base"), Path("."))
+        build(BackboneParams(name="wavlm_base"), Path("."))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))                  # an empty torch hub cache
     with pytest.raises(JmtError, match="cannot get pretrained weights for wavlm_large: offline.*checkpoint: PATH"):
-        build(AUDIO, BackboneParams(name="wavlm_large", pretrained=True), Path("."))
+        build(BackboneParams(name="wavlm_large", pretrained=True), Path("."))
 
 
 def test_ssl_pooling_is_aligned_to_the_windows():
@@ -367,8 +341,8 @@ def test_layer_param_is_validated(repo_params):
     from pipeline.errors import ParamsError
 
     data = repo_params.model_dump()
-    data["embed"]["audio"] = {"name": "wavlm_base", "allow_random": True, "layer": 0}
-    with pytest.raises(ParamsError, match="embed.audio.layer: Input should be greater than or equal to 1"):
+    data["embed"]["streams"]["audio"] = {"name": "wavlm_base", "allow_random": True, "layer": 0}
+    with pytest.raises(ParamsError, match="embed.streams.audio.layer: Input should be greater than or equal to 1"):
         parse_params(data, source="p.yaml")
 
 

@@ -1,4 +1,5 @@
-"""Bad input: a clear error or a documented skip in report.json, and nothing cached is lost."""
+"""Bad input: a clear error or a documented skip in report.json, and nothing cached is lost.
+Faces, audio and embed read videos and caches only; the annotations' problems are `jmt labels`'."""
 
 import json
 import shutil
@@ -12,6 +13,7 @@ from pipeline.errors import InputError
 from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
 from pipeline.stage1.faces import run_faces
+from pipeline.stage1.labels import run_labels
 
 from .helpers import make_video, params_at, write_labels
 
@@ -69,14 +71,23 @@ def test_every_bad_input_is_skipped_with_a_reason_and_good_work_is_kept(bad_corp
     assert "zero.mp4: ffprobe cannot read it" in why["zero"]
     assert "truncated.mp4" in why["truncated"]
     assert "audioonly.mp4: no video stream" in why["audioonly"]
-    assert why["words"].endswith("words.txt: line 3: expected 'valence,arousal', got 'high,low'")
-    assert "headless.txt: line 1: expected header 'valence,arousal'" in why["headless"]
-    assert set(faces.done) == {"silent", "faceless"}
+    assert set(why) == {"zero", "truncated", "audioonly"}       # a bad annotation is no concern of faces
+    assert set(faces.done) == {"silent", "faceless", "words", "headless"}
     assert any("faceless: no face found" in w["warning"] for w in faces.warnings)
     with h5py.File(cache.entry_path(params.path(params.faces.out), "faceless")) as f:
         assert not f["found"][...].any() and f.attrs["n_frames"] == n
     report = json.loads((params.path(params.faces.out) / "report.json").read_text())
     assert {s["entry"] for s in report["skipped"]} == set(why)
+
+    labels = run_labels(params)
+    why = reasons(labels)
+    assert why["words"].endswith("words.txt: line 3: could not convert string to float: 'high' (got 'high,low')")
+    assert "headless.txt: line 1: expected header 'valence,arousal'" in why["headless"]
+    for name in ("zero", "truncated", "audioonly"):                  # no faces file: nothing to align to
+        assert "missing; run `jmt faces` first" in why[name]
+    assert set(labels.done) == {"good", "silent", "faceless"}
+    report = json.loads((params.path(params.labels.out) / "report.json").read_text())
+    assert {s["entry"]: s["error"] for s in report["skipped"]} == why
 
     audio = run_audio(params)
     assert "silent" in audio.done and any("no audio stream" in w["warning"] for w in audio.warnings)
@@ -88,17 +99,17 @@ def test_every_bad_input_is_skipped_with_a_reason_and_good_work_is_kept(bad_corp
     assert {"good", "silent", "faceless"} <= set(report["done"])
     assert report["done"]["silent"]["valid_rate"] == 0.0 and report["done"]["good"]["valid_rate"] == 1.0
     assert {s["entry"]: s["error"] for s in report["skipped"]} == reasons(audio)
-    assert set(reasons(audio)) == {"zero", "audioonly"}   # the stages that read no labels or frames
+    assert set(reasons(audio)) == {"zero", "audioonly"}   # the audio track alone: a truncated video still has one
     assert report["warnings"] == [{"entry": "silent",
                                    "warning": "silent.mp4: no audio stream; its audio is masked for every frame"}]
 
     embed = run_embed(params)
-    assert {"good", "silent", "faceless"} <= set(embed.done)
+    assert set(embed.done) == {"good", "silent", "faceless", "words", "headless"}
     assert "missing; run `jmt faces` first" in reasons(embed)["zero"]
     with h5py.File(cache.entry_path(params.path(params.embed.out), "silent")) as f:
-        assert not f["audio_mask"][...].any() and f["visual_mask"][...].all()
+        assert not f[cache.stream_key("audio", "mask")][...].any() and f[cache.stream_key("visual", "mask")][...].all()
     report = json.loads((params.path(params.embed.out) / "report.json").read_text())
-    assert report["stage"] == "embed" and set(report["done"]) == {"good", "silent", "faceless"}
+    assert report["stage"] == "embed" and set(report["done"]) == set(embed.done)
     skipped = {s["entry"]: s["error"] for s in report["skipped"]}
     assert skipped == reasons(embed) and "missing; run `jmt faces` first" in skipped["zero"]
     assert report["done"]["silent"]["frames"] == n and report["warnings"] == []
@@ -109,9 +120,10 @@ def test_on_error_fail_stops_with_the_reason(bad_corpus, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(root, corpus)
     (corpus / ANN / "good.txt").write_text("valence,arousal\n1,x\n")
-    params = params_at(tmp_path / "w", corpus, faces={"on_error": "fail"})
+    params = params_at(tmp_path / "w", corpus, faces={"on_error": "fail"}, labels={"on_error": "fail"})
+    assert list(run_faces(params).done) == ["good"]          # faces reads no annotation
     with pytest.raises(InputError, match="good.txt: line 2"):
-        run_faces(params)
+        run_labels(params)
 
 
 def test_label_count_far_off_is_an_error_naming_the_file(bad_corpus, tmp_path):
@@ -119,7 +131,9 @@ def test_label_count_far_off_is_an_error_naming_the_file(bad_corpus, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(root, corpus)
     write_labels(corpus / ANN / "good.txt", n + 40)
-    result = run_faces(params_at(tmp_path / "w", corpus))
+    params = params_at(tmp_path / "w", corpus)
+    assert list(run_faces(params).done) == ["good"]
+    result = run_labels(params)
     assert f"good.txt: {n + 40} label rows for {n} video frames" in reasons(result)["good"]
 
 
@@ -128,5 +142,6 @@ def test_missing_annotation_file_in_a_manifest(bad_corpus, tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text(f"video,annotation,split\n{root}/videos/batch1/good.mp4,{tmp_path}/gone.txt,train\n")
     params = params_at(tmp_path / "w", root, corpus={"layout": "manifest", "manifest": str(csv)})
-    result = run_faces(params)
+    assert list(run_faces(params).done) == ["gone"]          # named after its annotation file
+    result = run_labels(params)
     assert "gone.txt: annotation file not found" in reasons(result)["gone"]

@@ -21,7 +21,7 @@ from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
 from pipeline.stage1.faces import run_faces
 
-from .helpers import params_at
+from .helpers import datasets, params_at
 
 FPS = 25.0
 
@@ -71,7 +71,8 @@ def timed(tmp_path_factory):
 def read(params, stage, name):
     folder = params.path(getattr(params, stage).out)
     with h5py.File(cache.entry_path(folder, name), "r") as f:
-        return {k: f[k][...] for k in f if f[k].shape[:1] == f["timestamps"].shape} | dict(f.attrs)
+        per_frame = {k: v for k, v in datasets(f).items() if len(v) == len(f["timestamps"])}
+        return per_frame | dict(f.attrs)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -102,7 +103,7 @@ def test_frames_outside_the_audio_track_are_masked(timed, name):
     assert not audio["voice"][~inside].any()
     assert (audio["energy_db"][~inside] == -120).all()   # no samples there
     assert audio["voice"][inside].mean() > 0.9            # a tone / the voice is loud (energy mask)
-    np.testing.assert_array_equal(embed["audio_mask"], audio["audio_valid"] & audio["voice"])
+    np.testing.assert_array_equal(embed[cache.stream_key("audio", "mask")], audio["audio_valid"] & audio["voice"])
 
 
 def test_cache_verify_rereads_the_videos(timed, tmp_path):

@@ -1,6 +1,7 @@
-"""`jmt audio` and `jmt embed` killed mid-run (SIGKILL, in the middle of writing an entry) then
+"""`jmt audio`, `jmt labels` and `jmt embed` killed mid-run (SIGKILL, in the middle of writing an entry) then
 re-run: the partial file is removed, the committed entries are kept, the rest is written, and
-the cache equals an uninterrupted run's (the session's tiny cache, built with the same params).
+the cache equals an uninterrupted run's (the session's tiny cache, built with the same params;
+for labels, a run of its own).
 Their report.json files say what each run did."""
 
 import json
@@ -16,6 +17,7 @@ import pytest
 from pipeline import cache
 from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
+from pipeline.stage1.labels import run_labels
 
 from .helpers import assert_same, contents, params_at, write_params
 
@@ -51,14 +53,19 @@ def kill_midway(stage, params_file, kill_at):
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
 
 
+RUN = {"audio": run_audio, "labels": run_labels, "embed": run_embed}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["audio", "embed"])
+@pytest.mark.parametrize("stage", ["audio", "labels", "embed"])
 def test_sigkill_mid_entry_then_rerun_equals_an_uninterrupted_run(tiny_cache, tiny_corpus, tmp_path, stage):
     params, _ = tiny_cache
     shared = {s: str(params.path(getattr(params, s).out)) for s in ("faces", "audio", "embed")}
-    # embed reads the session's faces and audio caches (read-only) and writes its own folder
-    outs = {"audio": {"out": str(tmp_path / "audio")}} if stage == "audio" else \
-        {"faces": {"out": shared["faces"]}, "audio": {"out": shared["audio"]}, "embed": {"out": str(tmp_path / "embed")}}
+    # labels and embed read the session's faces (and audio) caches, read-only, and write their own folder
+    outs = {"audio": {"audio": {"out": str(tmp_path / "audio")}},
+            "labels": {"faces": {"out": shared["faces"]}, "labels": {"out": str(tmp_path / "labels")}},
+            "embed": {"faces": {"out": shared["faces"]}, "audio": {"out": shared["audio"]},
+                      "embed": {"out": str(tmp_path / "embed")}}}[stage]
     params_file = write_params(tmp_path, tiny_corpus, **outs)
     folder = tmp_path / stage
     # entries in corpus order: demo_00_left, demo_00_right (one video), demo_01, demo_02
@@ -68,11 +75,17 @@ def test_sigkill_mid_entry_then_rerun_equals_an_uninterrupted_run(tiny_cache, ti
     h5py.File(folder / "demo_00_left.h5").close()
 
     other = params_at(tmp_path, tiny_corpus, **outs)
-    resumed = run_audio(other) if stage == "audio" else run_embed(other)
+    resumed = RUN[stage](other)
     assert resumed.cached == ["demo_00_left"]
     assert sorted(resumed.done) == ["demo_00_right", "demo_01", "demo_02"]
     assert not list(folder.glob(".tmp-*"))
-    assert_same(contents(params.path(getattr(params, stage).out)), contents(folder))
+    if stage == "labels":
+        reference = RUN[stage](params_at(tmp_path / "clean", tiny_corpus, faces={"out": shared["faces"]}))
+        assert len(reference.done) == 4
+        clean = tmp_path / "clean/cache/labels"
+    else:
+        clean = params.path(getattr(params, stage).out)
+    assert_same(contents(clean), contents(folder))
 
     report = json.loads((folder / "report.json").read_text())
     assert report["stage"] == stage and report["cached"] == ["demo_00_left"]

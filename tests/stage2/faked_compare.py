@@ -1,52 +1,45 @@
-"""One small real `jmt compare` (concat and audio_only, two seeds, three epochs) on the tiny
-cache, shared by test_availability.py and test_protocol_record.py.
+"""One small real `jmt compare` (concat and only:audio, two seeds, three epochs) on the tiny
+cache, shared by test_availability.py, test_protocol_record.py and test_verdicts.py.
 
-Training is real. The only fake is `stopped` on the training result, filled in (from the
-history, as train.py's early stopping decides it) only while train.py does not return it yet;
-when it does, its own value passes through unchanged."""
+Nothing is faked any more: train.py returns how each run stopped (`TrainResult.stopped`). The
+runs' training is wrapped only to record what it said (`STOPPED`), so the tests can check that
+run.json and compare.json carry the training's own word, not one recomputed from the history."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.config import CompareParams, ReportParams
 from pipeline.stage2 import compare
-from pipeline.stage2.train import train_model
+from pipeline.stage2.compare import runs as compare_runs
 
-from .test_train import stage2_params
+from .test_compare import tiny_params
 
-HEADS = ["concat", "audio_only"]
+HEADS = ["concat", "only:audio"]
 _RUNS: dict = {}
 STOPPED: dict[tuple[str, int], str] = {}  # (head, seed) -> what the training said
 
 
-def _train_with_stopped(params, **kwargs):
-    result = train_model(params, **kwargs)
-    cfg = params.train
-    stale = len(result.history) - 1 - result.best_epoch
-    result.stopped = getattr(result, "stopped",
-                             "max_epochs" if len(result.history) == cfg.epochs and stale < cfg.patience
-                             else "patience")
-    STOPPED[params.model.fusion, cfg.seed] = result.stopped
-    return result
+def _recording(train_model):
+    def train(params, **kwargs):
+        result = train_model(params, **kwargs)
+        STOPPED[params.model.fusion, params.train.seed] = result.stopped
+        return result
+    return train
 
 
 def params_for(tiny_cache, folder, **compare_update):
     """Params of the small comparison in `folder` (runs in folder/runs), compare keys overridden."""
-    params = stage2_params(tiny_cache, folder)
-    cfg = CompareParams(heads=HEADS, seeds=[0, 1], reference="concat", runs=str(folder / "runs"),
-                        metrics=str(folder / "compare.json"), table=str(folder / "compare.md"),
-                        bootstrap=200, latency_repeats=1, min_subset_frames=10)
-    out = params.model_copy(update={"compare": cfg.model_copy(update=compare_update),
-                                    "report": ReportParams(out=str(folder / "reports"), videos=1, dpi=60)})
-    out._root = params.root
-    return out
+    cfg = {"heads": HEADS, "seeds": [0, 1], "reference": "concat", "runs": str(folder / "runs"),
+           "metrics": str(folder / "compare.json"), "table": str(folder / "compare.md"),
+           "bootstrap": 200, "latency_repeats": 1, "min_subset_frames": 10}
+    return tiny_params(tiny_cache, folder, compare={**cfg, **compare_update},
+                       report={"out": str(folder / "reports"), "videos": 1, "dpi": 60})
 
 
 def run(params) -> dict:
-    """run_compare with the training result's `stopped` filled in when train.py lacks it."""
+    """run_compare, each run's `stopped` recorded as train.py returned it."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compare, "train_model", _train_with_stopped)
+        mp.setattr(compare_runs, "train_model", _recording(compare_runs.train_model))
         return compare.run_compare(params)
 
 

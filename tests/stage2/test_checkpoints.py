@@ -12,6 +12,8 @@ from pipeline.errors import JmtError
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.evaluate import evaluate_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/stage2/conftest.py
+
 
 class RunsAShellCommand:
     """What a crafted checkpoint holds: unpickling it calls os.system (pickle's __reduce__)."""
@@ -33,9 +35,24 @@ def crafted(tmp_path, trained):
     return path
 
 
-def test_a_trained_checkpoint_is_plain_data(trained):
+def test_a_trained_checkpoint_is_plain_data_and_describes_its_streams_and_tasks(trained):
     ckpt = checkpoints.read(trained.path(trained.train.out))  # weights_only=True
     assert set(checkpoints.REQUIRED) <= set(ckpt) and ckpt["head"]["name"] == "jmt"
+    kwargs = ckpt["head"]["kwargs"]
+    assert list(kwargs["streams"].items()) == [(s["name"], s["dim"]) for s in ckpt["cache"]["streams"]]
+    assert kwargs["tasks"] == ["va"] == ckpt["params"]["train"]["tasks"]
+    assert ckpt["cache"]["streams"] == checkpoints.provenance(trained.path(trained.embed.out))["streams"]
+    assert [s["name"] for s in ckpt["cache"]["streams"]] == ["visual", "audio"]
+    model, _ = checkpoints.load(trained.path(trained.train.out), trained.path(trained.embed.out))
+    assert (model.streams, model.tasks) == (["visual", "audio"], ["va"])
+    assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in model.state_dict().items())
+
+
+def test_a_checkpoint_without_recorded_streams_is_refused(trained, tmp_path):
+    ckpt = checkpoints.read(trained.path(trained.train.out))
+    del ckpt["cache"]["streams"]
+    with pytest.raises(JmtError, match="a checkpoint of an older jmt \\(no streams recorded\\); retrain it"):
+        checkpoints.check_cache(ckpt, tmp_path / "old.pt", trained.path(trained.embed.out))
 
 
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(crafted, trained, tiny_corpus, tmp_path):

@@ -1,23 +1,18 @@
 """`jmt compare` on a real two-node Ray cluster: each (head, seed) run a task; on CPU the same
-seed gives the local engine's numbers; reuse by run key works across engines."""
+seed gives the local engine's numbers (one task or several); reuse by run key works across engines."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pipeline import engine
-from pipeline.config import RunParams
 from pipeline.stage2.compare import load_predictions, run_compare
 
 
-def _on_ray(params, folder, address):
-    compare = params.compare.model_copy(update={"runs": str(folder / "runs"),
-                                                "metrics": str(folder / "compare.json"),
-                                                "table": str(folder / "compare.md")})
-    out = params.model_copy(update={"compare": compare,
-                                    "run": RunParams(engine="ray", address=address, max_retries=1)})
-    out._root = params.root
-    return out
+def _on_ray(params, folder, address, **compare):
+    return params.updated(compare={"runs": str(folder / "runs"), "metrics": str(folder / "compare.json"),
+                                   "table": str(folder / "compare.md"), **compare},
+                          run={"engine": "ray", "address": address, "max_retries": 1})
 
 
 def test_ray_runs_give_the_local_engines_numbers(compared, ray_cluster, tmp_path):
@@ -33,27 +28,58 @@ def test_ray_runs_give_the_local_engines_numbers(compared, ray_cluster, tmp_path
         got = runs[ref["head"], ref["seed"]]
         for split in ("validation", "test"):
             assert got[split] == ref[split], (ref["head"], ref["seed"], split)
+            assert got["availability"][split] == ref["availability"][split]
         ours = load_predictions(params.path(params.compare.runs) / ref["folder"])
         theirs = load_predictions(local.path(local.compare.runs) / ref["folder"])
         assert ours.keys() == theirs.keys()
         for k in ours:
             for name in ours[k]:
-                np.testing.assert_array_equal(ours[k][name], theirs[k][name], err_msg=f"{ref['folder']} {k} {name}")
+                assert ours[k][name].keys() == theirs[k][name].keys() == {"va"}
+                for task in ours[k][name]:
+                    np.testing.assert_array_equal(ours[k][name][task], theirs[k][name][task],
+                                                  err_msg=f"{ref['folder']} {k} {name} {task}")
+    assert result["results"].keys() == expected["results"].keys()
+    for head, res in result["results"].items():   # the aggregates too (not the timings)
+        for key in ("validation", "test", "availability", "vs_reference"):
+            assert res.get(key) == expected["results"][head].get(key), (head, key)
+
+
+def test_a_multi_task_run_on_ray_gives_the_local_engines_numbers(ray_cluster, tmp_path_factory, tmp_path):
+    """va + expr + au on the synthetic caches (tests/stage2/multitask.py): the Ray task loads its
+    splits itself (the entry left out of training included) and gets the local run's numbers."""
+    from .multitask import compared_tasks
+
+    local, expected = compared_tasks(tmp_path_factory)
+    params = _on_ray(local, tmp_path, ray_cluster.address, heads=["concat"], seeds=[0], reference="concat")
+    try:
+        result = run_compare(params)
+    finally:
+        engine.shutdown()
+    (got,) = result["runs"]
+    ref = next(r for r in expected["runs"] if (r["head"], r["seed"]) == ("concat", 0))
+    assert result["timing"]["trained"] == 1 and got["left_out"] == ref["left_out"] != []
+    for key in ("validation", "test", "availability", "epochs", "best_epoch", "stopped"):
+        assert got[key] == ref[key], key
+    ours = load_predictions(tmp_path / "runs" / ref["folder"])
+    theirs = load_predictions(local.path(local.compare.runs) / ref["folder"])
+    assert ours.keys() == theirs.keys()
+    for k in ours:
+        for name in ours[k]:
+            assert ours[k][name].keys() == theirs[k][name].keys() == {"va", "expr", "au"}
+            for task in ours[k][name]:
+                np.testing.assert_array_equal(ours[k][name][task], theirs[k][name][task], err_msg=f"{k} {name} {task}")
 
 
 def test_runs_made_on_ray_are_reused_locally(compared, ray_cluster, tmp_path):
     local, _ = compared
-    one = local.compare.model_copy(update={"heads": ["concat"], "seeds": [0], "reference": "concat"})
-    params = _on_ray(local.model_copy(update={"compare": one}), tmp_path, ray_cluster.address)
-    params._root = local.root
+    params = _on_ray(local, tmp_path, ray_cluster.address, heads=["only:audio"], seeds=[0], reference="only:audio")
     try:
         first = run_compare(params)
     finally:
         engine.shutdown()
     assert first["timing"]["trained"] == 1
-    back = params.model_copy(update={"run": RunParams()})
-    back._root = local.root
-    again = run_compare(back)
+    assert (tmp_path / "runs/only_audio-seed0/run.json").is_file()
+    again = run_compare(params.updated(run={"engine": "local", "address": None, "max_retries": 3}))
     assert again["timing"]["reused"] == 1 and again["timing"]["trained"] == 0
 
 
@@ -70,6 +96,7 @@ def test_the_cli_engine_option_runs_on_a_local_ray_instance_with_the_same_number
         tmp_path, local.path(local.corpus.root), embed={"out": str(local.path(local.embed.out))},
         model=local.model.model_dump(), train=local.train.model_dump() | {"out": str(tmp_path / "m.pt"),
                                                                            "live_dir": str(tmp_path / "live")},
+        labels={"out": str(local.path(local.labels.out))},
         compare={"heads": ["concat"], "seeds": [1], "reference": "concat", "runs": str(tmp_path / "runs"),
                  "metrics": str(tmp_path / "compare.json"), "table": str(tmp_path / "compare.md"),
                  "bootstrap": 200, "latency_repeats": 1},

@@ -1,69 +1,136 @@
-"""Every fusion head and temporal encoder: tiny sizes, forward and backward, shapes, no NaN."""
+"""Every fusion head and temporal encoder through the one contract, at 1, 2 and 3 streams of
+different widths and for one or all tasks: tiny sizes, forward and backward, shapes per task, no
+NaN, every stream used, masked frames ignored, the registry's errors."""
 
 import pytest
 import torch
 
 from pipeline.registry import RegistryError
-from pipeline.stage2.heads import HEADS, build_head, count_parameters
+from pipeline.stage2.heads import HEADS, build_head, count_parameters, head_names
 from pipeline.stage2.layers import TEMPORAL
+from pipeline.tasks import TASKS
 
-B, T, DA, DV = 3, 12, 10, 7
-FUSION = {"jmt", "mt", "jca", "rjca", "concat", "late"}
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+B, T, D = 3, 12, 8
+FUSION = ["concat", "jca", "jmt", "late", "mt", "rjca"]
+# name -> width in the declared (cache) order; at N = 3 the declared order is not the name order
+STREAMS = {1: {"visual": 7}, 2: {"visual": 7, "audio": 10}, 3: {"visual": 7, "audio": 10, "prosody": 5}}
+TASK_SETS = [["va"], ["va", "expr", "au"]]
 
 
-def batch(seed=0):
+def heads_at(n: int) -> list[str]:
+    """The heads that take n streams: every fusion head its `min_streams` allows, and the
+    unimodal reference on each stream."""
+    return [h for h in FUSION if HEADS.get(h).min_streams <= n] + [f"only:{s}" for s in STREAMS[n]]
+
+
+CASES = [(name, n) for n in STREAMS for name in heads_at(n)]
+
+
+def case_id(case) -> str:
+    return f"{case[0]}-N{case[1]}"
+
+
+def batch(streams: dict[str, int], seed: int = 0):
+    """Random features and masks (about 20 % of each stream's frames absent)."""
     g = torch.Generator().manual_seed(seed)
-    audio, visual = torch.randn(B, T, DA, generator=g), torch.randn(B, T, DV, generator=g)
-    am, vm = torch.rand(B, T, generator=g) > 0.2, torch.rand(B, T, generator=g) > 0.2
-    return audio, visual, am, vm
+    x = {s: torch.randn(B, T, d, generator=g) for s, d in streams.items()}
+    m = {s: torch.rand(B, T, generator=g) > 0.2 for s in streams}
+    return x, m
 
 
-def tiny(name, **kw):
+def tiny(name: str, streams: dict[str, int], tasks=("va",), **kw):
     torch.manual_seed(0)
-    return build_head(name, audio_dim=DA, visual_dim=DV, d_model=16, **kw)
+    return build_head(name, streams=dict(streams), tasks=list(tasks), d_model=D, **kw)
+
+
+def ignored(name: str, param: str) -> bool:
+    """A parameter a unimodal head never uses: another stream's input module."""
+    key, _, stream = name.partition(":")
+    return key == "only" and param.startswith("inputs.") and not param.startswith(f"inputs.{stream}.")
 
 
 def test_registry_holds_the_issue_heads():
-    assert set(HEADS.names()) == FUSION | {"audio_only", "visual_only"}
+    assert HEADS.names() == sorted(FUSION + ["only"])
+    assert {case[0].partition(":")[0] for case in CASES} == set(HEADS.names())   # every head is tested below
+    assert HEADS.get("mt").min_streams == 2
+    assert all(HEADS.get(h).min_streams == 1 for h in HEADS.names() if h != "mt")
 
 
-@pytest.mark.parametrize("name", HEADS.names())
-def test_forward_backward_shape_no_nan(name):
-    head = tiny(name, dropout=0.1)
-    out = head(*batch())
-    assert out.shape == (B, T, 2) and torch.isfinite(out).all()
-    out.pow(2).mean().backward()
-    grads = {n: p.grad for n, p in head.named_parameters()}
-    assert all(g is not None and torch.isfinite(g).all() for n, g in grads.items()
-               if not (n.startswith("audio_in") and name == "visual_only")
-               and not (n.startswith("visual_in") and name == "audio_only")), name
+@pytest.mark.parametrize("tasks", TASK_SETS, ids="+".join)
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_forward_backward_shapes_no_nan(case, tasks):
+    name, n = case
+    streams = STREAMS[n]
+    head = tiny(name, streams, tasks, dropout=0.1)
+    out = head(*batch(streams))
+    assert list(out) == tasks
+    for t in tasks:
+        assert out[t].shape == (B, T, TASKS.get(t).width) and torch.isfinite(out[t]).all(), (name, t)
+    sum(y.pow(2).mean() for y in out.values()).backward()
+    grads = {p: w.grad for p, w in head.named_parameters()}
+    used = {p: g for p, g in grads.items() if not ignored(name, p)}
+    assert used and all(g is not None and torch.isfinite(g).all() for g in used.values()), \
+        [p for p, g in used.items() if g is None or not torch.isfinite(g).all()]
+    assert all(g is None for p, g in grads.items() if ignored(name, p))   # only:<s> reads one stream
     assert count_parameters(head) > 0
-    assert head.spec == {"name": name, "kwargs": {"audio_dim": DA, "visual_dim": DV, "d_model": 16, "dropout": 0.1}}
+    assert head.spec == {"name": name, "kwargs": {"streams": streams, "tasks": tasks, "d_model": D, "dropout": 0.1}}
+    assert head.streams == list(streams) and head.tasks == tasks
 
 
-@pytest.mark.parametrize("name", sorted(FUSION))
-def test_fusion_heads_use_both_modalities(name):
-    head = tiny(name).eval()
-    audio, visual, am, vm = batch()
-    base = head(audio, visual, am, vm)
-    assert not torch.allclose(base, head(audio + 1, visual, am, vm))
-    assert not torch.allclose(base, head(audio, visual + 1, am, vm))
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] > 1], ids=case_id)
+def test_fusion_heads_use_every_stream_unimodal_heads_one(case):
+    """Changing one stream's features changes every task's output of a fusion head; a
+    unimodal head changes only with its own stream."""
+    name, n = case
+    head = tiny(name, STREAMS[n], TASK_SETS[1]).eval()
+    x, m = batch(STREAMS[n])
+    base = head(x, m)
+    for s in STREAMS[n]:
+        out = head({**x, s: x[s] + 1}, m)
+        for t in base:
+            if name.startswith("only:") and name != f"only:{s}":
+                torch.testing.assert_close(out[t], base[t], rtol=0, atol=0)
+            else:
+                assert not torch.allclose(out[t], base[t]), (name, s, t)
 
 
-@pytest.mark.parametrize("name", HEADS.names())
-def test_masked_frames_ignore_their_content(name):
-    """Where a modality is masked, its (garbage) features must not change the output."""
-    head = tiny(name).eval()
-    audio, visual, am, vm = batch()
-    vm = torch.zeros_like(vm)
-    noisy = visual + 100 * torch.randn_like(visual)
-    torch.testing.assert_close(head(audio, visual, am, vm), head(audio, noisy, am, vm))
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_masked_frames_ignore_their_content(case):
+    """Where a stream is masked, its (garbage) features must not change any output."""
+    name, n = case
+    head = tiny(name, STREAMS[n], TASK_SETS[1]).eval()
+    x, m = batch(STREAMS[n])
+    base = head(x, m)
+    g = torch.Generator().manual_seed(7)
+    for s in STREAMS[n]:
+        assert (~m[s]).any() and m[s].any()
+        noisy = torch.where(m[s][..., None], x[s], 100 * torch.randn(x[s].shape, generator=g))
+        out = head({**x, s: noisy}, m)
+        for t in base:
+            torch.testing.assert_close(out[t], base[t], msg=f"{name}: {s} masked, {t}")
 
 
+@pytest.mark.parametrize("stream", list(STREAMS[3]))
+@pytest.mark.parametrize("name", heads_at(3))
+def test_three_streams_one_absent_on_every_frame(name, stream):
+    head = tiny(name, STREAMS[3], TASK_SETS[1]).eval()
+    x, m = batch(STREAMS[3])
+    m[stream] = torch.zeros_like(m[stream])
+    out = head(x, m)
+    assert all(torch.isfinite(y).all() for y in out.values()), (name, stream)
+    assert all(y.shape == (B, T, TASKS.get(t).width) for t, y in out.items())
+
+
+@pytest.mark.parametrize("name", heads_at(3))
 @pytest.mark.parametrize("temporal", TEMPORAL.names())
-def test_every_temporal_encoder_in_a_head(temporal):
-    out = tiny("jmt", temporal=temporal)(*batch())
-    assert out.shape == (B, T, 2) and torch.isfinite(out).all()
+def test_every_temporal_encoder_in_a_head(temporal, name):
+    head = tiny(name, STREAMS[3], TASK_SETS[1], temporal=temporal)
+    out = head(*batch(STREAMS[3]))
+    assert all(torch.isfinite(y).all() and y.shape == (B, T, TASKS.get(t).width) for t, y in out.items())
+    sum(y.pow(2).mean() for y in out.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters() if p.grad is not None)
 
 
 def test_tcn_is_causal():
@@ -72,15 +139,49 @@ def test_tcn_is_causal():
     y = x.clone()
     y[:, 15:] += 5  # change the future only
     torch.testing.assert_close(enc(x)[:, :15], enc(y)[:, :15])
+    assert not torch.allclose(enc(x)[:, 15:], enc(y)[:, 15:])
 
 
-def test_jmt_options_and_errors():
-    assert tiny("jmt", aggregation="fc", heads=2, layers=2)(*batch()).shape == (B, T, 2)
-    with pytest.raises(ValueError, match="aggregation"):
-        tiny("jmt", aggregation="mean")
-    with pytest.raises(ValueError, match="iterations"):
-        tiny("rjca", iterations=0)
-    with pytest.raises(RegistryError, match="unknown temporal encoder 'lstm'"):
-        tiny("mt", temporal="lstm")
-    with pytest.raises(RegistryError, match="unknown fusion head 'transformer'; known: audio_only"):
-        build_head("transformer", audio_dim=1, visual_dim=1)
+@pytest.mark.parametrize("name", FUSION + ["only:audio"])
+def test_initial_weights_do_not_depend_on_the_declared_stream_order(name):
+    """Per-stream modules are built in stream-name order: one seed gives the same weights
+    whatever order params list the streams in (the heads' module docstring)."""
+    forward = tiny(name, STREAMS[3]).state_dict()
+    backward = tiny(name, dict(reversed(list(STREAMS[3].items())))).state_dict()
+    assert list(forward) == list(backward)
+    for k in forward:
+        assert torch.equal(forward[k], backward[k]), k
+
+
+def test_head_options_and_errors():
+    x, m = batch(STREAMS[2])
+    assert tiny("jmt", STREAMS[2], aggregation="fc", heads=2, layers=2)(x, m)["va"].shape == (B, T, 2)
+    assert tiny("rjca", STREAMS[2], iterations=3).iterations == 3
+    with pytest.raises(ValueError, match="jmt aggregation must be 'self_attention' or 'fc', got 'mean'"):
+        tiny("jmt", STREAMS[2], aggregation="mean")
+    with pytest.raises(ValueError, match="rjca iterations must be >= 1, got 0"):
+        tiny("rjca", STREAMS[2], iterations=0)
+    with pytest.raises(ValueError, match=r"MT needs at least 2 streams, got 1 \(visual\)"):
+        tiny("mt", STREAMS[1])
+    with pytest.raises(ValueError, match="only:face: no stream 'face' among visual, audio"):
+        tiny("only:face", STREAMS[2])
+    with pytest.raises(RegistryError, match="unknown temporal encoder 'lstm'; known: bilstm, gru, identity, tcn"):
+        tiny("mt", STREAMS[2], temporal="lstm")
+    with pytest.raises(RegistryError, match="unknown task 'pain'; known: au, expr, va"):
+        tiny("concat", STREAMS[2], tasks=["va", "pain"])
+    with pytest.raises(ValueError, match="at least one task"):
+        tiny("concat", STREAMS[2], tasks=[])
+    with pytest.raises(RegistryError,
+                       match="unknown fusion head 'transformer'; known: concat, jca, jmt, late, mt, only, rjca"):
+        build_head("transformer", streams={"visual": 1})
+
+
+def test_head_names_expand_only_star():
+    streams = list(STREAMS[3])
+    assert head_names(["jmt", "only:*"], streams) == ["jmt", "only:visual", "only:audio", "only:prosody"]
+    assert head_names(["only:audio", "mt", "only:*"], streams) == ["only:audio", "mt", "only:visual", "only:prosody"]
+    assert head_names(["only:*"], ["visual"]) == ["only:visual"]
+    with pytest.raises(ValueError, match="head 'only:face': no stream 'face' in the cache"):
+        head_names(["jmt", "only:face"], streams)
+    with pytest.raises(RegistryError, match="unknown fusion head 'jnt'"):
+        head_names(["jnt"], streams)

@@ -1,54 +1,144 @@
-"""`jmt predict` on a demo video and on clips the demo generator did not make."""
+"""`jmt predict` on a demo video and on clips the demo generator did not make: the CSV's columns
+(frame, time, each stream's presence, then every task's outputs), the plot, videos without a
+face or without audio, and the errors."""
 
 import csv
 import subprocess
 
+import numpy as np
 import pytest
+from matplotlib import image
 from typer.testing import CliRunner
 
+from pipeline import cache
 from pipeline.cli import app
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2.predict import predict_video
+from pipeline.stage2.train import train_model
+from pipeline.tasks.au import AUS
+from pipeline.tasks.expr import CLASSES
+
+from ..embeddings import write_labels
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/stage2/conftest.py
+
+PRESENT = ["frame", "time", "visual_present", "audio_present"]
+TASK_COLUMNS = {"va": ["valence", "arousal"],
+                "expr": ["expression", *(f"p_{c.lower()}" for c in CLASSES)],
+                "au": [*(a.lower() for a in AUS), *(f"p_{a.lower()}" for a in AUS)]}
 
 
 def rows(path):
-    with open(path) as f:
+    with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-def test_predict_a_demo_video_shows_the_occlusion(trained, tiny_corpus, tmp_path):
-    result = predict_video(tiny_corpus / "videos/batch2/demo_02.mp4", trained.path(trained.train.out), tmp_path)
+@pytest.fixture(scope="module")
+def demo_02(trained, tiny_corpus, tmp_path_factory):
+    """The va checkpoint's prediction for the demo's test video (the face occluded for a second)."""
+    return predict_video(tiny_corpus / "videos/batch2/demo_02.mp4", trained.path(trained.train.out),
+                         tmp_path_factory.mktemp("demo_02"))
+
+
+def test_predict_a_demo_video_shows_the_occlusion(demo_02):
+    result = demo_02
     table = rows(result.csv)
-    assert len(table) == 60 and list(table[0]) == ["frame", "time", "valence", "arousal", "face_found", "audio_found"]
-    assert 0.6 < result.face_rate < 0.9          # the occluder hides the face for 1 s of 4
-    assert result.png.stat().st_size > 10_000
-    assert all(-1 <= float(r["valence"]) <= 1 for r in table)
+    assert result.tasks == ["va"] and result.frames == len(table) == 60
+    assert list(table[0]) == PRESENT + TASK_COLUMNS["va"]
+    assert 0.6 < result.present["visual"] < 0.9          # the occluder hides the face for 1 s of 4
+    assert result.present["visual"] == pytest.approx(np.mean([r["visual_present"] == "1" for r in table]))
+    assert {r["visual_present"] for r in table} == {"0", "1"}
+    assert all(-1 <= float(r["valence"]) <= 1 for r in table)                 # tasks.va.clip
+    times = [float(r["time"]) for r in table]
+    assert times[0] == 0 and np.allclose(np.diff(times), 1 / 15, atol=1e-3)  # the cache's own timestamps
+    pixels = image.imread(result.png)
+    assert pixels.shape[0] > 200 and pixels[..., :3].std() > 0.05
 
 
 @pytest.fixture(scope="module")
-def astronaut_clip(tmp_path_factory):
-    """A clip from the astronaut photo and a tone, made by ffmpeg alone; and one without audio."""
+def clips(tmp_path_factory):
+    """Clips made by ffmpeg alone: the astronaut photo with a tone; the same without audio; a test
+    pattern (no face) with a tone."""
     from PIL import Image
     from skimage import data
 
     folder = tmp_path_factory.mktemp("clips")
     Image.fromarray(data.astronaut()).resize((256, 256)).save(folder / "astronaut.png")
-    common = ["ffmpeg", "-v", "error", "-y", "-loop", "1", "-framerate", "20", "-t", "2", "-i", str(folder / "astronaut.png")]
-    subprocess.run(common + ["-f", "lavfi", "-t", "2", "-i", "sine=frequency=220", "-c:v", "libx264",
-                             "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(folder / "talk.mp4")], check=True)
-    subprocess.run(common + ["-c:v", "libx264", "-pix_fmt", "yuv420p", str(folder / "mute.mp4")], check=True)
+    photo = ["-loop", "1", "-framerate", "20", "-t", "2", "-i", str(folder / "astronaut.png")]
+    tone = ["-f", "lavfi", "-t", "2", "-i", "sine=frequency=220"]
+    enc = ["-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    run = lambda *args: subprocess.run(["ffmpeg", "-v", "error", "-y", *args], check=True)  # noqa: E731
+    run(*photo, *tone, *enc, "-c:a", "aac", "-shortest", str(folder / "talk.mp4"))
+    run(*photo, *enc, str(folder / "mute.mp4"))
+    run("-f", "lavfi", "-t", "2", "-i", "testsrc=size=256x256:rate=20", *tone, *enc, "-c:a", "aac", "-shortest",
+        str(folder / "pattern.mp4"))
     return folder
 
 
-def test_predict_a_clip_not_made_by_the_generator(trained, astronaut_clip, tmp_path):
-    result = predict_video(astronaut_clip / "talk.mp4", trained.path(trained.train.out), tmp_path)
-    assert result.frames == 40 and result.face_rate == 1.0 and result.audio_rate > 0.9
+def test_predict_a_clip_not_made_by_the_generator(trained, clips, tmp_path):
+    result = predict_video(clips / "talk.mp4", trained.path(trained.train.out), tmp_path)
+    assert result.frames == 40 and result.present["visual"] == 1.0 and result.present["audio"] > 0.9
 
 
-def test_predict_without_audio_still_predicts(trained, astronaut_clip, tmp_path):
-    result = predict_video(astronaut_clip / "mute.mp4", trained.path(trained.train.out), tmp_path)
+def test_predict_without_audio_still_predicts_and_the_cli_says_so(trained, clips, tmp_path):
+    result = CliRunner().invoke(app, ["predict", str(clips / "mute.mp4"), "--checkpoint",
+                                      str(trained.path(trained.train.out)), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "mute.mp4 (va): 40 frames, visual in 100%, audio in 0%" in " ".join(result.output.split())
+    table = rows(tmp_path / "mute.csv")
+    assert len(table) == 40 and all(r["audio_present"] == "0" for r in table)
+    assert all(r["visual_present"] == "1" for r in table) and (tmp_path / "mute.png").is_file()
+    assert all(np.isfinite(float(r[c])) for r in table for c in TASK_COLUMNS["va"])
+
+
+def test_predict_without_a_face_still_predicts(trained, clips, tmp_path):
+    result = predict_video(clips / "pattern.mp4", trained.path(trained.train.out), tmp_path)
     table = rows(result.csv)
-    assert result.audio_rate == 0.0 and len(table) == 40 and all(r["audio_found"] == "0" for r in table)
+    assert result.present["visual"] == 0.0 and len(table) == 40 and all(r["visual_present"] == "0" for r in table)
+    assert all(np.isfinite(float(r[c])) for r in table for c in TASK_COLUMNS["va"])
+    assert result.png.is_file()
+
+
+@pytest.fixture(scope="module")
+def every_task(tiny_cache, tmp_path_factory):
+    """A concat head on the demo cache's real streams trained for va, expr and au: the labels
+    are synthetic (tests/embeddings.py), one labels file per entry of the cache, each task in
+    the entry's va split."""
+    from ..stage1.helpers import params_at
+
+    params, _ = tiny_cache
+    folder = tmp_path_factory.mktemp("every_task")
+    for name in cache.entries(params.path(params.labels.out)):
+        with cache.open_entry(cache.entry_path(params.path(params.labels.out), name)) as f:
+            split = cache.attrs_of(f)["tasks"][0]["split"]
+            n = int(f.attrs["n_frames"])
+        write_labels(folder / "labels", name, dict.fromkeys(("va", "expr", "au"), split), n=n)
+    trained = params_at(folder, params.path(params.corpus.root), embed={"out": str(params.path(params.embed.out))},
+                        labels={"out": str(folder / "labels")}, model={"fusion": "concat", "d_model": 16},
+                        train={"tasks": ["va", "expr", "au"], "epochs": 2, "window": 16, "hop": 8, "batch_size": 4,
+                               "out": str(folder / "model.pt"), "live_dir": str(folder / "live")})
+    train_model(trained, quiet=True)
+    return trained.path(trained.train.out)
+
+
+def test_predict_writes_every_tasks_columns_and_one_panel_per_task(every_task, demo_02, tiny_corpus, tmp_path):
+    result = predict_video(tiny_corpus / "videos/batch2/demo_02.mp4", every_task, tmp_path)
+    table = rows(result.csv)
+    assert result.tasks == ["va", "expr", "au"] and len(table) == 60
+    assert list(table[0]) == PRESENT + TASK_COLUMNS["va"] + TASK_COLUMNS["expr"] + TASK_COLUMNS["au"]
+    probs = np.array([[float(r[f"p_{c.lower()}"]) for c in CLASSES] for r in table])
+    assert np.allclose(probs.sum(1), 1, atol=1e-3)                                  # softmax
+    assert np.mean([r["expression"] == CLASSES[k] for r, k in zip(table, probs.argmax(1))]) > 0.95
+    p_au = np.array([[float(r[f"p_{a.lower()}"]) for a in AUS] for r in table])
+    decided = np.array([[int(r[a.lower()]) for a in AUS] for r in table])
+    assert ((p_au >= 0) & (p_au <= 1)).all() and ((decided == 1) == (p_au >= 0.5)).mean() > 0.99
+    # the presence columns are the stage-1 masks whatever the tasks: the same as the va model's
+    va_only = rows(demo_02.csv)
+    assert [r["visual_present"] for r in table] == [r["visual_present"] for r in va_only]
+    assert [r["audio_present"] for r in table] == [r["audio_present"] for r in va_only]
+    # three panels (va, expr, au) stacked: a taller figure than the one-task plot
+    tall, short = image.imread(result.png), image.imread(demo_02.png)
+    assert tall.shape[0] > 2 * short.shape[0] and tall[..., :3].std() > 0.05
 
 
 def test_predict_errors(trained, tmp_path):

@@ -6,22 +6,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from pipeline.stage2.data import Entry, feature_stats
+from pipeline.stage2.data import Entry, feature_stats, load_splits
 from pipeline.stage2.heads import build_head
 from pipeline.stage2.layers import ModalityInput
 from pipeline.stage2.train import train_model
 
 from .test_train import stage2_params
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _entry(name: str, audio: np.ndarray, mask: np.ndarray) -> Entry:
     n = len(audio)
-    arrays = {"audio": audio.astype(np.float16), "visual": np.zeros((n, 2), np.float16),
-              "audio_mask": mask, "visual_mask": np.ones(n, bool),
-              "labels": np.zeros((n, 2), np.float32), "label_mask": np.ones(n, bool)}
-    return Entry(name=name, path=Path(name), split="train", n=n, fps=15.0, arrays=arrays)
+    arrays = {"streams/audio/features": audio.astype(np.float16),
+              "streams/visual/features": np.zeros((n, 2), np.float16),
+              "streams/audio/mask": mask, "streams/visual/mask": np.ones(n, bool),
+              "labels/va": np.zeros((n, 2), np.float32), "valid/va": np.ones(n, bool)}
+    return Entry(name=name, path=Path(name), n=n, fps=15.0, streams=["visual", "audio"], tasks=["va"],
+                 splits={"va": "train"}, arrays=arrays)
 
 
 def test_feature_stats_use_present_frames_of_every_entry():
@@ -49,12 +54,19 @@ def test_modality_input_standardises_before_the_l2_norm():
 def test_training_stores_the_training_split_statistics(tiny_cache, tmp_path):
     on = train_model(stage2_params(tiny_cache, tmp_path / "on"), quiet=True)
     ckpt = torch.load(on.checkpoint, weights_only=True)
-    mean = ckpt["state_dict"]["audio_in.mean"].numpy()
+    mean = ckpt["state_dict"]["inputs.audio.mean"].numpy()
     assert np.abs(mean).max() > 0  # set from the data, not the identity default
     model = build_head(ckpt["head"]["name"], **ckpt["head"]["kwargs"])
     model.load_state_dict(ckpt["state_dict"])                         # the buffers travel in the checkpoint
-    torch.testing.assert_close(model.audio_in.mean, ckpt["state_dict"]["audio_in.mean"])
+    torch.testing.assert_close(model.inputs["audio"].mean, ckpt["state_dict"]["inputs.audio.mean"])
+    # the training split's statistics: its present frames (model.standardize)
+    params = stage2_params(tiny_cache, tmp_path / "on")
+    train = load_splits(params, ["va"]).train
+    for s in ("visual", "audio"):
+        want_mean, want_std = feature_stats(train, s)
+        np.testing.assert_allclose(ckpt["state_dict"][f"inputs.{s}.mean"].numpy(), want_mean)
+        np.testing.assert_allclose(ckpt["state_dict"][f"inputs.{s}.std"].numpy(), want_std)
     off = train_model(stage2_params(tiny_cache, tmp_path / "off", standardize=False), quiet=True)
     state = torch.load(off.checkpoint, weights_only=True)["state_dict"]
-    assert torch.equal(state["audio_in.mean"], torch.zeros_like(state["audio_in.mean"]))
-    assert torch.equal(state["visual_in.std"], torch.ones_like(state["visual_in.std"]))
+    assert torch.equal(state["inputs.audio.mean"], torch.zeros_like(state["inputs.audio.mean"]))
+    assert torch.equal(state["inputs.visual.std"], torch.ones_like(state["inputs.visual.std"]))

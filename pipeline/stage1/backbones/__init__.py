@@ -1,12 +1,14 @@
-"""Frozen backbones behind two registries, looked up by the `embed.visual/audio.name` params.
+"""Frozen backbones behind one registry, looked up by the `name` of a stream in `embed.streams`.
 
-Visual backbones take aligned crops, uint8 (B, S, S, 3), and return (B, D).
-Audio backbones declare their input in an `input` attribute:
-- 'logmel' (the default): each frame's log-mel window, float32 (B, W, n_mels) -> (B, D);
+Each backbone module declares what it reads in an `input` attribute:
+- 'crops': the aligned face crops of the faces cache, uint8 (B, S, S, 3) -> (B, D);
+- 'logmel': each frame's log-mel window of the audio cache, float32 (B, W, n_mels) -> (B, D);
 - 'waveform' (`WaveformBackbone`): the entry's whole mono waveform, float32 (S,) at the
   backbone's `sample_rate`, plus every frame's window [start, end) in samples, int64 (n, 2),
   -> (n, D). Such a backbone computes its features over the track once (in bounded chunks)
   and pools them per window, instead of re-running on overlapping 1 s windows.
+A stream's mask follows its input: a crops stream is present where a face was found, an audio
+stream where the frame is inside the track and voiced (docs/cache.md).
 Each factory gets the BackboneParams and returns a module with a `dim` attribute; a backbone
 with layers also has `num_layers` (then `layer` picks one; other backbones reject `layer`).
 
@@ -28,8 +30,8 @@ from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
 from pipeline.registry import Registry
 
-VISUAL: Registry = Registry("visual backbone")
-AUDIO: Registry = Registry("audio backbone")
+BACKBONES: Registry = Registry("backbone")
+INPUTS = ("crops", "logmel", "waveform")
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -74,21 +76,25 @@ class WaveformBackbone(nn.Module):
 
 
 def input_of(module: nn.Module) -> str:
-    """What an audio backbone reads: 'logmel' or 'waveform'."""
-    return getattr(module, "input", "logmel")
+    """What a backbone reads: 'crops', 'logmel' or 'waveform' (its `input` attribute)."""
+    kind = getattr(module, "input", None)
+    if kind not in INPUTS:
+        raise JmtError(f"{type(module).__name__}: a backbone must declare input = one of {', '.join(INPUTS)}")
+    return kind
 
 
-def build(registry: Registry, params: BackboneParams, root: Path) -> nn.Module:
+def build(params: BackboneParams, root: Path) -> nn.Module:
     """Builds a frozen backbone (eval mode, no gradients) from its params.
 
-    `name` is a registry name, or `timm:<model>` for any timm model (visual).
+    `name` is a registry name, or `timm:<model>` for any timm model (crops).
     """
     name = params.name
     key, _, arg = name.partition(":")
-    factory = registry.get(key)
+    factory = BACKBONES.get(key)
     module = factory(params, root, arg) if arg else factory(params, root)
     if params.layer is not None and not getattr(module, "num_layers", None):
         raise JmtError(f"{name} has no layers to pick: remove `layer: {params.layer}`")
+    input_of(module)  # every backbone says what it reads
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

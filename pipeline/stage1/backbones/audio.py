@@ -10,13 +10,15 @@ import torch.nn.functional as F
 
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
-from pipeline.stage1.backbones import AUDIO, load_checkpoint, random_weights_warning
+from pipeline.stage1.backbones import BACKBONES, load_checkpoint, random_weights_warning
 
 
 class LogMelStats(nn.Module):
     """Per-band statistics of the window: mean (level, timbre), standard deviation and mean
     absolute frame-to-frame change (syllable rhythm), and the same three for the band-summed
     energy. No weights: real signal, offline. Output 3 * n_mels + 3."""
+
+    input = "logmel"
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         x = logmel.float()                                   # (B, W, M)
@@ -27,7 +29,7 @@ class LogMelStats(nn.Module):
                           energy.mean(1), energy.std(1), e_delta.mean(1)], dim=1)
 
 
-@AUDIO.register("logmel_stats")
+@BACKBONES.register("logmel_stats")
 def logmel_stats(params: BackboneParams, root: Path) -> nn.Module:
     """Log-mel statistics (no weights)."""
     if params.pretrained or params.checkpoint or params.allow_random:
@@ -41,6 +43,7 @@ class VGGish(nn.Module):
     VGGish was trained on log(mel + 0.01) of 64 bands, 125-7500 Hz, 25 ms windows, 10 ms hop:
     set the audio params to match when using its real weights. Output 128-d."""
 
+    input = "logmel"
     frames = 96
 
     def __init__(self) -> None:
@@ -69,7 +72,7 @@ class VGGish(nn.Module):
         return self.embeddings(x)                                       # (B, 128)
 
 
-@AUDIO.register("vggish")
+@BACKBONES.register("vggish")
 def vggish(params: BackboneParams, root: Path) -> nn.Module:
     """VGGish: `checkpoint:` a torchvggish state dict, or random with allow_random."""
     model = VGGish()

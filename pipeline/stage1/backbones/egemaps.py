@@ -26,7 +26,7 @@ import torch
 
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
-from pipeline.stage1.backbones import AUDIO, WaveformBackbone
+from pipeline.stage1.backbones import BACKBONES, WaveformBackbone
 from pipeline.stage1.backbones.frames import gather_rows, masked_mean_std, one_thread, padded_slice, row_range
 
 SR = 16000
@@ -97,7 +97,7 @@ class EGeMAPS(WaveformBackbone):
         return torch.cat([mean, std, frac.float()], 1)
 
 
-@AUDIO.register("egemaps")
+@BACKBONES.register("egemaps")
 def egemaps(params: BackboneParams, root: Path) -> EGeMAPS:
     """eGeMAPSv02 LLD functionals via openSMILE (research/education licence; no weights)."""
     if params.pretrained or params.checkpoint or params.allow_random:

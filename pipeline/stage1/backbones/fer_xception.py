@@ -174,6 +174,7 @@ class FerXception(nn.Module):
     """Visual backbone: aligned RGB crops -> 135-d (128 pooled features + 7 emotion logits)."""
 
     dim = 135
+    input = "crops"
 
     def __init__(self, weights: Path | None = None) -> None:
         super().__init__()

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
-from pipeline.stage1.backbones import AUDIO, WaveformBackbone
+from pipeline.stage1.backbones import BACKBONES, WaveformBackbone
 from pipeline.stage1.backbones.frames import gather_rows, masked_stats, one_thread, padded_slice, row_range
 
 SR = 16000
@@ -187,7 +187,7 @@ class Prosody(WaveformBackbone):
         return torch.cat(parts, 1)
 
 
-@AUDIO.register("prosody")
+@BACKBONES.register("prosody")
 def prosody(params: BackboneParams, root: Path) -> Prosody:
     """YIN F0 and voicing, level, spectral centroid and slope, syllable rate (no weights)."""
     if params.pretrained or params.checkpoint or params.allow_random:

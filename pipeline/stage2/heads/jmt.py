@@ -2,27 +2,34 @@
 
 The function of the authors' MultimodalTransformer_w_JR (models/mm_multi_transformers.py in
 PoloWlg/Joint-Multimodal-Transformer-6th-ABAW) and of the regressors around it
-(models/two_transformers.py). Besides the audio (A) and visual (V) streams, a joint stream
-J = Linear(2d -> d)(concat(V, A)) is built from the features before the transformer encoders.
-Each stream has its own post-norm encoder (`layers` blocks); then six key-based cross-attentions
-(query from one stream, key and value from another; three MHA modules, one per query stream,
-each used twice), no residual or norm after them, in the authors' order (query->key):
+(models/two_transformers.py), for N >= 1 streams s_1..s_N in the cache's order. With
+x_i = temporal_i(input_i(s_i)), each (B, T, d):
 
-    [V->A, A->V, J->V, V->J, J->A, A->J]
+    J   = Linear(N d -> d)(concat(x_1, ..., x_N))             the joint stream, before the encoders
+    e_i = Enc_i(x_i),  e_J = Enc_J(J)                          one post-norm encoder per stream
+    a(q -> k) = MHA_q(query e_q, key = value e_k)              key-based cross-attention, one MHA
+                                                               per query stream, no residual or norm
+    tokens, in this order (query -> key):
+        for each pair i < j:   s_i -> s_j,  s_j -> s_i
+        then for each k:       J -> s_k,    s_k -> J
 
-Aggregation 'self_attention' (default) stacks the six as six tokens per frame, runs one more
-encoder (`layers` blocks) and one self-attention over them and keeps the LAST token (A->J);
-the tokens carry no position, so the order decides which stream is kept. 'fc' concatenates
-the six in the same order (6d) and applies Linear(6d -> 2d). Separate valence and arousal heads.
-tests/stage2/test_jmt_reference.py matches both aggregations to the authors' module.
+N(N+1) tokens: each of the N + 1 streams attends to every other one. At N = 2 with the default
+streams (visual, audio) this is the authors' order, [V->A, A->V, J->V, V->J, J->A, A->J];
+at N = 3 (s_1, s_2, s_3): [1->2, 2->1, 1->3, 3->1, 2->3, 3->2, J->1, 1->J, J->2, 2->J, J->3, 3->J].
+
+Aggregation 'self_attention' (default) stacks the tokens per frame, runs one more encoder
+(`layers` blocks) and one self-attention over them and keeps the LAST token (s_N -> J; A->J at
+N = 2); the tokens carry no position, so the order decides which stream is kept. 'fc'
+concatenates them in the same order (N(N+1) d) and applies Linear(N(N+1) d -> 2d). Then each
+task's head. tests/stage2/test_jmt_reference.py matches both aggregations to the authors' module.
 
 What differs from theirs by design:
 - temporal encoders (TCN etc.) over cached per-frame embeddings stand in for their clip
   backbones (the joint stream is built from their outputs, as theirs from the backbones');
-- both inputs go through ModalityInput: L2 norm (as theirs), a Linear to d for audio too (they
+- every input goes through ModalityInput: L2 norm (as theirs), a Linear to d for audio too (they
   project only a visual input wider than 512), and a learned "missing" vector on masked frames
   (they have no masks);
-- `dropout` acts in every attention, FFN and regression head (theirs: only in the regressors);
+- `dropout` acts in every attention, FFN and output head (theirs: only in the regressors);
 - their fc path returns sequence-first (T, B, 2d) tensors, so their fc predictions come out
   (T, B); a quirk, not copied: every path here is batch-first.
 """
@@ -33,7 +40,15 @@ import torch
 import torch.nn as nn
 
 from pipeline.stage2.heads import HEADS, FusionHead
-from pipeline.stage2.layers import Encoder, RegressionHead
+from pipeline.stage2.layers import Encoder
+
+JOINT = "J"  # the joint stream's name in `order` (never a stream name: those are lower case)
+
+
+def order(streams: list[str]) -> list[tuple[str, str]]:
+    """The (query, key) pairs of the cross-attentions, in token order (see the docstring)."""
+    pairs = [p for i, a in enumerate(streams) for b in streams[i + 1:] for p in ((a, b), (b, a))]
+    return pairs + [p for s in streams for p in ((JOINT, s), (s, JOINT))]
 
 
 @HEADS.register("jmt")
@@ -45,40 +60,39 @@ class JMT(FusionHead):
         if aggregation not in ("self_attention", "fc"):
             raise ValueError(f"jmt aggregation must be 'self_attention' or 'fc', got {aggregation!r}")
         self.aggregation = aggregation
-        self.temporal_a, self.temporal_v = self.temporal_encoder(), self.temporal_encoder()
-        self.joint = nn.Linear(2 * d, d)
-        self.enc_a, self.enc_v, self.enc_j = (Encoder(d, h, self.layers, drop) for _ in range(3))
-        self.cross_a, self.cross_v, self.cross_j = (
-            nn.MultiheadAttention(d, h, dropout=drop, batch_first=True) for _ in range(3))
+        self.pairs = order(self.streams)
+        self.temporal = self.per_stream(lambda s: self.temporal_encoder())
+        self.joint = nn.Linear(len(self.streams) * d, d)
+        self.enc = self.per_stream(lambda s: Encoder(d, h, self.layers, drop))
+        self.enc_joint = Encoder(d, h, self.layers, drop)
+        self.cross = self.per_stream(lambda s: nn.MultiheadAttention(d, h, dropout=drop, batch_first=True))
+        self.cross_joint = nn.MultiheadAttention(d, h, dropout=drop, batch_first=True)
         if aggregation == "self_attention":
             self.agg_block = Encoder(d, h, self.layers, drop)       # theirs: num_layers blocks here too
             self.agg_attn = nn.MultiheadAttention(d, h, dropout=drop, batch_first=True)
             out = d
         else:
-            self.agg_fc = nn.Linear(6 * d, 2 * d)
+            self.agg_fc = nn.Linear(len(self.pairs) * d, 2 * d)
             out = 2 * d
-        self.head = RegressionHead(out, drop)
+        self.head = self.task_heads(out)
 
-    def forward(self, audio: torch.Tensor, visual: torch.Tensor, audio_mask: torch.Tensor,
-                visual_mask: torch.Tensor) -> torch.Tensor:
-        a = self.temporal_a(self.audio_in(audio, audio_mask))         # (B, T, d)
-        v = self.temporal_v(self.visual_in(visual, visual_mask))      # (B, T, d)
-        j = self.joint(torch.cat([v, a], dim=-1))                      # (B, T, d) joint stream
-        a, v, j = self.enc_a(a), self.enc_v(v), self.enc_j(j)
+    def forward(self, streams: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        x = {s: self.temporal[s](v) for s, v in self.embed(streams, masks).items()}   # each (B, T, d)
+        j = self.joint(torch.cat([x[s] for s in self.streams], dim=-1))               # (B, T, d) joint stream
+        e = {s: self.enc[s](v) for s, v in x.items()}
+        e[JOINT] = self.enc_joint(j)
 
-        def attend(mha: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
-            return mha(query, key, key, need_weights=False)[0]         # (B, T, d)
+        def attend(query: str, key: str) -> torch.Tensor:
+            mha = self.cross_joint if query == JOINT else self.cross[query]
+            return mha(e[query], e[key], e[key], need_weights=False)[0]              # (B, T, d)
 
-        # The authors' order, query->key: [V->A, A->V, J->V, V->J, J->A, A->J]; see the docstring.
-        six = [attend(self.cross_v, v, a), attend(self.cross_a, a, v),
-               attend(self.cross_j, j, v), attend(self.cross_v, v, j),
-               attend(self.cross_j, j, a), attend(self.cross_a, a, j)]
+        tokens = [attend(q, k) for q, k in self.pairs]                                  # N(N+1) x (B, T, d)
         if self.aggregation == "fc":
-            fused = self.agg_fc(torch.cat(six, dim=-1))                # (B, T, 2d)
+            fused = self.agg_fc(torch.cat(tokens, dim=-1))                              # (B, T, 2d)
         else:
-            b, t, d = v.shape
-            tokens = torch.stack(six, dim=2).reshape(b * t, 6, d)      # (B*T, 6, d)
-            tokens = self.agg_block(tokens)
-            tokens = self.agg_attn(tokens, tokens, tokens, need_weights=False)[0]
-            fused = tokens[:, -1].reshape(b, t, d)                     # last token, A->J: (B, T, d)
-        return self.head(fused)                                        # (B, T, 2)
+            b, t, d = j.shape
+            stacked = torch.stack(tokens, dim=2).reshape(b * t, len(tokens), d)          # (B*T, N(N+1), d)
+            stacked = self.agg_block(stacked)
+            stacked = self.agg_attn(stacked, stacked, stacked, need_weights=False)[0]
+            fused = stacked[:, -1].reshape(b, t, d)                                     # last token, s_N -> J
+        return self.head(fused)                                                         # {task: (B, T, width)}

@@ -1,6 +1,13 @@
-"""`mt`: vanilla multimodal transformer, the baseline the JMT authors compare with: each
-stream encoded, then A<->V cross-attention (V queries A, A queries V), no joint stream; the
-two attended streams are concatenated and regressed."""
+"""`mt`: vanilla multimodal transformer, the baseline the JMT authors compare with: each stream
+encoded, then cross-attention between every ordered pair of streams, no joint stream; the
+attended streams are concatenated and fed to the task heads. For N >= 2 streams s_1..s_N in
+the cache's order, with e_i = Enc_i(temporal_i(input_i(s_i))):
+
+    a(i -> j) = MHA_i(query e_i, key = value e_j)       one MHA per query stream
+    fused = concat(a(i -> j) for i in 1..N for j in 1..N, j != i)     (B, T, N(N-1) d)
+
+At N = 2 (visual, audio): concat(V -> A, A -> V), as the authors' baseline.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +15,24 @@ import torch
 import torch.nn as nn
 
 from pipeline.stage2.heads import HEADS, FusionHead
-from pipeline.stage2.layers import Encoder, RegressionHead
+from pipeline.stage2.layers import Encoder
 
 
 @HEADS.register("mt")
 class MT(FusionHead):
+    min_streams = 2
+
     def __init__(self, **common) -> None:
         """Arguments: FusionHead's."""
         super().__init__(**common)
         d, h, drop = self.d, self.heads, self.dropout
-        self.temporal_a, self.temporal_v = self.temporal_encoder(), self.temporal_encoder()
-        self.enc_a, self.enc_v = Encoder(d, h, self.layers, drop), Encoder(d, h, self.layers, drop)
-        self.cross_a = nn.MultiheadAttention(d, h, dropout=drop, batch_first=True)
-        self.cross_v = nn.MultiheadAttention(d, h, dropout=drop, batch_first=True)
-        self.head = RegressionHead(2 * d, drop)
+        self.pairs = [(q, k) for q in self.streams for k in self.streams if k != q]
+        self.temporal = self.per_stream(lambda s: self.temporal_encoder())
+        self.enc = self.per_stream(lambda s: Encoder(d, h, self.layers, drop))
+        self.cross = self.per_stream(lambda s: nn.MultiheadAttention(d, h, dropout=drop, batch_first=True))
+        self.head = self.task_heads(len(self.pairs) * d)
 
-    def forward(self, audio, visual, audio_mask, visual_mask) -> torch.Tensor:
-        a = self.enc_a(self.temporal_a(self.audio_in(audio, audio_mask)))      # (B, T, d)
-        v = self.enc_v(self.temporal_v(self.visual_in(visual, visual_mask)))   # (B, T, d)
-        va = self.cross_v(v, a, a, need_weights=False)[0]                      # V attends to A
-        av = self.cross_a(a, v, v, need_weights=False)[0]                      # A attends to V
-        return self.head(torch.cat([va, av], dim=-1))                          # (B, T, 2)
+    def forward(self, streams: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        e = {s: self.enc[s](self.temporal[s](v)) for s, v in self.embed(streams, masks).items()}  # each (B, T, d)
+        attended = [self.cross[q](e[q], e[k], e[k], need_weights=False)[0] for q, k in self.pairs]
+        return self.head(torch.cat(attended, dim=-1))                      # (B, T, N(N-1) d) -> {task: ...}

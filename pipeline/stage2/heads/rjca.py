@@ -1,6 +1,7 @@
-"""`rjca`: recursive joint cross-attention (Praveen et al., 2023): the JCA block (see jca.py)
-applied `iterations` times with shared weights, each pass re-forming the joint feature from
-the attended streams; the temporal model is a BiLSTM in the original (set `temporal: bilstm`)."""
+"""`rjca`: recursive joint cross-attention (Praveen et al., 2023): the JCA step (see jca.py)
+applied `iterations` times with shared weights, each pass re-forming the joint feature from the
+attended streams (x^{(r+1)} = JCA(x^{(r)}), r = 0..iterations-1); the temporal model is a BiLSTM
+in the original (set `temporal: bilstm`). Any N >= 1 streams, as jca."""
 
 from __future__ import annotations
 

@@ -1,33 +1,30 @@
-"""`audio_only` and `visual_only`: one modality's projection, temporal model and regression
-heads; the other modality is ignored. The references every fusion head must beat."""
+"""`only:<stream>`: one stream's projection, temporal model and task heads; every other stream is
+ignored. The references every fusion head must beat, one per stream (`compare.heads` may name
+each, or `only:*` for all):
+
+    fused = temporal(input_k(s_k))       for the named stream s_k, any N >= 1
+"""
 
 from __future__ import annotations
 
 import torch
 
 from pipeline.stage2.heads import HEADS, FusionHead
-from pipeline.stage2.layers import RegressionHead
 
 
+@HEADS.register("only")
 class Unimodal(FusionHead):
-    modality = ""
-
-    def __init__(self, **common) -> None:
-        """Arguments: FusionHead's (heads/layers unused)."""
+    def __init__(self, *, stream: str = "", **common) -> None:
+        """stream: the stream it reads (the name after `only:`); other args: FusionHead's
+        (heads/layers unused)."""
         super().__init__(**common)
+        if stream not in self.streams:
+            raise ValueError(f"only:{stream}: no stream {stream!r} among {', '.join(self.streams)} "
+                             "(name one: only:<stream>)")
+        self.stream = stream
         self.temporal = self.temporal_encoder()
-        self.head = RegressionHead(self.d, self.dropout)
+        self.head = self.task_heads(self.d)
 
-    def forward(self, audio, visual, audio_mask, visual_mask) -> torch.Tensor:
-        x = self.audio_in(audio, audio_mask) if self.modality == "audio" else self.visual_in(visual, visual_mask)
-        return self.head(self.temporal(x))                                # (B, T, 2)
-
-
-@HEADS.register("audio_only")
-class AudioOnly(Unimodal):
-    modality = "audio"
-
-
-@HEADS.register("visual_only")
-class VisualOnly(Unimodal):
-    modality = "visual"
+    def forward(self, streams: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        s = self.stream
+        return self.head(self.temporal(self.inputs[s](streams[s], masks[s])))   # (B, T, d) -> {task: ...}

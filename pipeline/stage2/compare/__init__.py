@@ -1,0 +1,218 @@
+"""`jmt compare`: every head in `compare.heads` x every seed in `compare.seeds`, trained and
+evaluated on the same caches, for every task of `train.tasks`, with numbers a reviewer can check.
+
+The job is split by part: `runs.py` trains and evaluates one (head, seed) in its folder (or
+reuses it when its key matches); `aggregate.py` turns the runs into per-head summaries over
+seeds, paired differences from `compare.reference` on each task's metric (and on their sum with
+several tasks) with rerun margins and verdicts (`verdicts.py`), availability subsets, training
+protocol and cost; `tables.py` writes the markdown tables and findings. Written to
+`compare.metrics` (JSON) and `compare.table` (markdown), and printed. `only:*` in compare.heads
+stands for the unimodal reference of every stream of the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+
+from pipeline import cache
+from pipeline.config import DEFAULT_PARAMS, CompareParams, Params, load_params
+from pipeline.console import console
+from pipeline.engine import Unit, run_units, shared_storage
+from pipeline.errors import InputError, ParamsError
+from pipeline.stage2 import checkpoints
+from pipeline.stage2.compare.aggregate import SCORE, corpus_facts, head_results, run_availability
+from pipeline.stage2.compare.runs import (_PIPELINE, SPLITS, TRAINING_CODE, execute_run, files_fingerprint,
+                                          folder_name, load_predictions, load_run, remote_run, run_key, shared_params)
+from pipeline.stage2.compare.tables import markdown
+from pipeline.stage2.cost import head_cost
+from pipeline.stage2.data import load_splits, stream_widths
+from pipeline.stage2.heads import build_head, head_names
+from pipeline.stage2.protocol import availability_of, conditions_of, labels_of, subsets_of
+from pipeline.stage2.train import head_kwargs
+from pipeline.stage2.verdicts import annotate
+from pipeline.tasks import tasks_of
+
+__all__ = ["SPLITS", "load_predictions", "markdown", "run_compare", "command", "folder_name"]
+
+
+def _said(info: dict, how: str, order: list, i: int) -> None:
+    s = info["scores"]
+    test = f", test {s['test']['full'][SCORE]:.4f}" if "test" in s else ""
+    console.print(f"[{i}/{len(order)}] {info['head']} seed {info['seed']}: {how}, "
+                  f"validation score {s['validation']['full'][SCORE]:.4f}{test}", highlight=False)
+
+
+def run_compare(params: Params) -> dict:
+    """Runs (or reuses) every (head, seed), aggregates, writes the JSON and markdown table."""
+    cfg: CompareParams = params.compare
+    t0 = time.time()
+    folder = params.path(params.embed.out)
+    tasks = tasks_of(params.train.tasks, params.tasks)
+    splits = load_splits(params)
+    scored = {s: {t: e for t, e in splits.of(s).items() if e} for s in SPLITS}
+    if not scored["validation"]:
+        raise InputError(f"{params.path(params.labels.out)}: no validation entries for {', '.join(tasks)}")
+    if not scored["test"]:
+        console.print(f"[yellow]compare:[/] no test entries in {folder}; validation only", highlight=False)
+    scored = {s: by for s, by in scored.items() if by}
+    streams = stream_widths(splits.train + splits.union("validation"))
+    try:
+        heads = head_names(cfg.heads, list(streams))  # `only:*` -> one per stream; unknown heads fail here
+    except ValueError as exc:
+        raise ParamsError(f"compare.heads: {exc}") from None
+    if cfg.reference not in heads:
+        raise ParamsError(f"compare.reference {cfg.reference!r} is not among the heads {heads}")
+    cfg = cfg.model_copy(update={"heads": heads})
+    labels = {s: {t: labels_of(e, t) for t, e in by.items()} for s, by in scored.items()}
+    availability = {s: {t: availability_of(e) for t, e in by.items()} for s, by in scored.items()}
+    fingerprints = {"cache": cache.fingerprint(folder),  # recorded content hashes, not every byte
+                    "labels": cache.fingerprint(params.path(params.labels.out)),
+                    "code": files_fingerprint(TRAINING_CODE, _PIPELINE)}
+    runs_dir = params.path(cfg.runs)
+    runs: dict[tuple[str, int], dict] = {}
+    order = [(h, s) for h in cfg.heads for s in cfg.seeds]
+    todo: list[Unit] = []
+    for head, seed in order:
+        run_dir = runs_dir / folder_name(head, seed)
+        key = run_key(params, head, seed, fingerprints)
+        info = load_run(run_dir, key)
+        if info is None:
+            todo.append(Unit(f"{head} seed {seed}", (params, head, seed, run_dir, key)))
+        else:
+            runs[head, seed] = {**info, "reused": True}
+            _said(info, "reused", order, len(runs))
+
+    def finished(unit: Unit, info: dict) -> None:
+        head, seed = unit.args[1], unit.args[2]  # (params, head, seed, folder, key, ...)
+        runs[head, seed] = {**info, "reused": False}
+        _said(info, f"trained in {info['seconds']:.0f} s", order, len(runs))
+
+    if params.run.engine == "local":  # in this process, on the splits loaded above
+        run_units(lambda *args: execute_run(*args, splits), todo, cfg=params.run,
+                  res=params.run.compare, on_result=finished)
+    elif todo:  # each run a Ray task that reads the caches itself
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        with shared_storage(runs_dir) as marker:
+            run_units(remote_run, (Unit(u.name, (*u.args, marker)) for u in todo), cfg=params.run,
+                      res=params.run.compare, on_result=finished)
+    preds = {}
+    for head, seed in order:
+        preds[head, seed] = load_predictions(runs_dir / folder_name(head, seed))
+        # scored here, not stored in the run: the masks are read from the cache at hand
+        runs[head, seed]["availability"] = run_availability(preds[head, seed], labels, availability, tasks,
+                                                            cfg.min_subset_frames)
+    conditions = list(conditions_of(list(streams)))
+    results: dict = {}
+    for head in cfg.heads:
+        model = build_head(head, **head_kwargs(params.model.model_copy(update={"fusion": head}), streams,
+                                               params.train.tasks))
+        r = head_cost(model, streams, params.train.window, repeats=cfg.latency_repeats)
+        r.update(head_results(head, runs, preds, labels, availability, tasks, conditions, cfg))
+        results[head] = r
+    seconds = time.time() - t0
+    subsets = subsets_of(list(streams))
+    out = {
+        "corpus": corpus_facts(params, splits, labels, availability, subsets, checkpoints.provenance(folder)),
+        "tasks": list(tasks), "streams": list(streams), "metrics": {t: list(task.metrics) for t, task in tasks.items()},
+        "main_metric": {t: task.metric for t, task in tasks.items()},
+        "heads": list(cfg.heads), "seeds": list(cfg.seeds), "reference": cfg.reference,
+        "confidence": cfg.confidence, "bootstrap": cfg.bootstrap, "min_videos_bootstrap": cfg.min_videos_bootstrap,
+        "subsets": subsets, "conditions": conditions, "min_subset_frames": cfg.min_subset_frames,
+        "params": shared_params(params),
+        "fingerprints": fingerprints,
+        "results": results,
+        "runs": [_run_row(h, s, runs[h, s]) for h in cfg.heads for s in cfg.seeds],
+        "timing": {"seconds": round(seconds, 1), "trained": sum(not r["reused"] for r in runs.values()),
+                   "reused": sum(r["reused"] for r in runs.values())},
+    }
+    annotate(out, cfg.rerun_margin)  # margins and verdicts: what the findings may state
+    metrics_path, table_path = params.path(cfg.metrics), params.path(cfg.table)
+    for path in (metrics_path, table_path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    metrics_path.write_text(json.dumps(out, indent=1) + "\n")
+    table_path.write_text(markdown(out))
+    table_console().print(Markdown(markdown(out)))
+    console.print(f"[green]compare[/]: {out['timing']['trained']} runs trained, {out['timing']['reused']} reused, "
+                  f"{seconds:.0f} s -> {metrics_path}, {table_path}", highlight=False)
+    return out
+
+
+def _rounded(value):
+    return round(value, 6) if isinstance(value, float) else value
+
+
+def _run_row(head: str, seed: int, run: dict) -> dict:
+    """One run as compare.json lists it: how it trained and every score, rounded."""
+    return {"head": head, "seed": seed, "folder": folder_name(head, seed), "reused": run["reused"],
+            "seconds": run["seconds"], "epochs": run["epochs"], "best_epoch": run["best_epoch"],
+            "stopped": run["stopped"], "left_out": run.get("left_out", []),
+            **{split: {c: {k: ({m: _rounded(x) for m, x in v.items() if m != "frames"} if isinstance(v, dict)
+                               else _rounded(v)) for k, v in row.items()}
+                       for c, row in sc.items()}
+               for split, sc in run["scores"].items()},
+            "availability": {split: {t: {sub: {k: _rounded(v) for k, v in row.items()} for sub, row in subs.items()}
+                                     for t, subs in by.items()}
+                             for split, by in run["availability"].items()}}
+
+
+def table_console() -> Console:
+    """stdout, as wide as the terminal; 200 columns when not a terminal (logs, CI) so the
+    tables do not wrap."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _override(cfg: CompareParams, heads: str | None, seeds: str | None, source: Path) -> dict:
+    data = cfg.model_dump()
+    if heads:
+        data["heads"] = [h.strip() for h in heads.split(",") if h.strip()]
+        if data["reference"] not in data["heads"]:
+            data["reference"] = data["heads"][0]
+    if seeds:
+        try:
+            data["seeds"] = [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise ParamsError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    try:
+        CompareParams.model_validate(data)
+    except ValueError as exc:
+        raise ParamsError(f"{source}: compare: {exc}") from None
+    return data
+
+
+def command(
+    params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
+    heads: Annotated[str | None, typer.Option(help="Comma-separated heads [default: compare.heads]; "
+                                                   "only:<stream>, only:* for every stream.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds [default: compare.seeds].")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks [default: train.tasks], e.g. va.")] = None,
+    show: Annotated[bool, typer.Option("--show", help="Only print the last comparison's table.")] = False,
+    engine: Annotated[str | None, typer.Option(
+        help="local | ray [default: run.engine]; `ray` with run.address null starts Ray on this "
+             "machine. The numbers do not depend on it (each run uses run.compare.cpus threads).")] = None,
+) -> None:
+    """Train and evaluate several heads over several seeds on the same cache; compare them."""
+    p = load_params(params)
+    if show:
+        table = p.path(p.compare.table)
+        if not table.is_file():
+            raise InputError(f"{table}: no comparison yet; run `jmt compare`")
+        table_console().print(Markdown(table.read_text()))
+        return
+    changes: dict = {}
+    if heads or seeds:
+        changes["compare"] = _override(p.compare, heads, seeds, params)
+    if tasks:
+        changes["train"] = {"tasks": [t.strip() for t in tasks.split(",") if t.strip()], "task_weights": {}}
+    if engine:
+        if engine not in ("local", "ray"):
+            raise ParamsError(f"--engine: expected local or ray, got {engine!r}")
+        changes["run"] = {"engine": engine}
+    run_compare(p.updated(**changes) if changes else p)

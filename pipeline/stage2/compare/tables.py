@@ -1,0 +1,337 @@
+"""`jmt compare`'s markdown (compare.table, reports/index.md and README's results section): a
+paragraph on what was compared, generated findings that state only the verdicts beyond the rerun
+margin, then per measure (each task's metrics; with several tasks their sum, `score`) the accuracy
+and paired-difference tables, the availability tables per task, robustness, training protocol and cost.
+"""
+
+from __future__ import annotations
+
+from pipeline.stage2.compare.aggregate import SCORE
+
+SHORT = {"validation": "val", "test": "test"}  # column labels
+TITLES = {"va": "Valence-arousal (CCC)", "expr": "Expression (macro F1 over 8 classes; accuracy)",
+          "au": "Action units (mean F1 over 12 AUs at 0.5)", SCORE: "Multi-task score (the sum of the tasks' metrics)"}
+WORDS = {"ccc_mean": "CCC mean", "f1": "F1", SCORE: "score"}
+
+
+def measures(result: dict) -> dict[str, tuple[str, ...]]:
+    """What the tables show: each task's metrics, then `score` with several tasks."""
+    out = {t: tuple(result["metrics"][t]) for t in result["tasks"]}
+    if len(result["tasks"]) > 1:
+        out[SCORE] = (SCORE,)
+    return out
+
+
+def main(result: dict, key: str) -> str:
+    """The metric a measure is ranked and paired on."""
+    return SCORE if key == SCORE else result["main_metric"][key]
+
+
+def ranking_key(result: dict) -> str:
+    """The measure heads are sorted by: the one task's, or the multi-task score."""
+    return SCORE if len(result["tasks"]) > 1 else result["tasks"][0]
+
+
+def what(result: dict, key: str) -> str:
+    """A measure in words: `va CCC mean`, `expr F1`, `score`."""
+    metric = main(result, key)
+    return WORDS[SCORE] if key == SCORE else f"{key} {WORDS.get(metric, metric)}"
+
+
+def _pm(s: dict, digits: int = 3, shift: float = 0) -> str:
+    """`mean ± std` of a summary (`shift` added to the mean: epochs counted from 1)."""
+    return f"{s['mean'] + shift:.{digits}f}" + (f" ± {s['std']:.{digits}f}" if s.get("std") is not None else "")
+
+
+def _iv(iv: dict | None) -> str:
+    if iv is None:
+        return "n/a (one seed)"
+    mark = {"above": " *", "below": " *", "within noise": " ~"}.get(iv["verdict"], "")
+    mark += " †" if iv.get("indicative") else ""
+    return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}]{mark}"
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table whose first column is the head."""
+    out = ["| head | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    return out + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _names(heads: list[str]) -> str:
+    return ", ".join(f"`{h}`" for h in heads) or "none"
+
+
+def _videos(n: int) -> str:
+    return f"{n} video" + ("" if n == 1 else "s")
+
+
+def _splits(result: dict) -> list[str]:
+    ref = result["results"][result["reference"]]
+    return [s for s in ("validation", "test") if s in ref]
+
+
+def describe(result: dict) -> str:
+    """One paragraph: corpus, caches, tasks, seeds, params and how to read the numbers."""
+    c, p = result["corpus"], result["params"]
+    entries = "; ".join(f"{s}: " + ", ".join(f"{n} {t}" for t, n in by.items()) for s, by in c["videos"].items()
+                        if isinstance(by, dict))
+    frames = "; ".join(f"{s}: " + ", ".join(f"{n:,} {t}" for t, n in by.items()) for s, by in c["scored_frames"].items())
+    streams = ", ".join(f"{s['name']} `{s['backbone']}` ({s['dim']}-d)" for s in c["cache"]["streams"])
+    train, model = p["train"], p["model"]
+    seeds = ", ".join(map(str, result["seeds"]))
+    n = len(result["seeds"])
+    va = p["tasks"].get("va", {})
+    post = (f"; va predictions clipped: {va.get('clip')}, smoothing: {va.get('smooth_valence') or 'off'}/"
+            f"{va.get('smooth_arousal') or 'off'}" if "va" in result["tasks"] else "")
+    n_left = len(c.get("left_out", []))
+    left = (f" {n_left} entr{'y' if n_left == 1 else 'ies'} in a training split {'was' if n_left == 1 else 'were'} "
+            "left out (in a scored task's validation or test split: never trained on).") if n_left else ""
+    stop = " + ".join(what(result, t) for t in result["tasks"])
+    return (
+        f"Corpus `{c['root']}` ({c['layout']} layout; {c['videos']['train']} training entries; entries scored per "
+        f"task, {entries}; valid frames scored, {frames}).{left} Streams: {streams}. Tasks: "
+        f"{', '.join(result['tasks'])}. Seeds {seeds} for every head. Params: d_model {model['d_model']}, temporal "
+        f"`{model['temporal']}`, {model['layers']} layer(s), {model['heads']} attention head(s); {train['optimizer']} "
+        f"lr {train['lr']}, at most {train['epochs']} epochs with early stopping on the validation {stop} (patience "
+        f"{train['patience']}), windows of {train['window']} frames, modality dropout {train['modality_dropout']}"
+        f"{post}. Each task's metric on all valid frames of its split (the official protocol); ± is the sample "
+        f"standard deviation over the {n} seeds."
+    )
+
+
+def _subset_label(result: dict, split: str, task: str, subset: str) -> str:
+    facts = result["corpus"]["availability"][split][task][subset]
+    return f"{result['subsets'][subset]} ({facts['frames']:,} frames, {_videos(facts['videos'])})"
+
+
+def _margin(vs: dict) -> str:
+    return "" if vs.get("margin") is None else f" ±{vs['margin']:.3f}"
+
+
+def _verdict_words(iv: dict, margin: float | None) -> str:
+    """What an interval's verdict means, in the words the findings use."""
+    beyond = "" if margin is None else f" by more than the rerun margin ±{margin:.3f}"
+    return {"above": f"excludes 0{beyond}", "below": f"excludes 0{beyond}",
+            "includes 0": "includes 0" + ("" if margin is None else f" and the whole rerun margin ±{margin:.3f}"),
+            "within noise": f"within rerun noise: a bound within ±{margin or 0:.3f} of 0, no verdict"}[iv["verdict"]]
+
+
+def _used(vs: dict) -> list[tuple[dict, str]]:
+    """(interval, "over seeds" / "over videos") of a paired difference the findings may cite:
+    the t interval when there is one, the bootstrap only when not indicative."""
+    ivs = [(vs["seeds"], "over seeds"), (None if vs["videos"]["indicative"] else vs["videos"], "over videos")]
+    return [(iv, how) for iv, how in ivs if iv]
+
+
+def _difference(vs: dict, ref: str, head: str) -> str:
+    """`head − ref: <t interval> over seeds (<verdict>)[; <bootstrap> over videos (...)]`: the
+    bootstrap only when it is not indicative (enough videos)."""
+    parts = [f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {how} ({_verdict_words(iv, vs.get('margin'))})"
+             for iv, how in _used(vs)]
+    return f"`{head}` − `{ref}`: " + ("; ".join(parts) or "no usable interval (one seed, too few videos)")
+
+
+def _availability_findings(result: dict, split: str, task: str) -> list[str]:
+    """Per availability subset: the head with the highest metric, with its paired difference
+    from the reference (or, when the reference wins, the runner-up's); or why it is not scored."""
+    res, ref = result["results"], result["reference"]
+    metric = main(result, task)
+    lines = []
+    for subset in result["subsets"]:
+        label = f"{task}, " + _subset_label(result, split, task, subset)
+        rows = {h: res[h]["availability"][split][task][subset] for h in result["heads"]}
+        if not all(r["scored"] for r in rows.values()):
+            why = next(r["why"] for r in rows.values() if not r["scored"])
+            lines.append(f"- {split.capitalize()}, {label}: not scored: {why}.")
+            continue
+        ranked = sorted(rows, key=lambda h: -rows[h][metric]["mean"])
+        best = ranked[0]
+        text = f"- {split.capitalize()}, {label}: highest {WORDS.get(metric, metric)} `{best}` ({_pm(rows[best][metric])})"
+        if best != ref:
+            text += "; " + _difference(rows[best]["vs_reference"], ref, best)
+            other, beaten = best, "above"
+        elif len(ranked) > 1:
+            other, beaten = ranked[1], "below"
+            text += f", the reference; next `{other}` ({_pm(rows[other][metric])}); " + \
+                _difference(rows[other]["vs_reference"], ref, other)
+        else:
+            lines.append(text + ".")
+            continue
+        if not any(iv["verdict"] == beaten for iv, _ in _used(rows[other]["vs_reference"])):
+            beyond = "" if rows[other]["vs_reference"].get("margin") is None else " beyond the rerun margin"
+            text += f". Not a verdict: no interval puts `{other}` {beaten} `{ref}`{beyond}"
+        lines.append(text + ".")
+    return lines
+
+
+def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
+    """A few generated sentences: the best head; which heads differ from the reference with
+    intervals beyond the rerun margin (the video bootstrap only with enough videos), per measure;
+    the winner on each availability subset; how much of the reference's score survives a masked
+    stream; and the runs the epoch cap stopped while they were still improving."""
+    res, ref = result["results"], result["reference"]
+    rank = ranking_key(result)
+    metric = main(result, rank)
+    best = order[0]
+    lines = [f"- Highest validation {what(result, rank)}: `{best}` "
+             f"({res[best]['validation'][rank]['full'][metric]['mean']:.3f}); reference `{ref}`: "
+             f"{res[ref]['validation'][rank]['full'][metric]['mean']:.3f}."]
+    others = [h for h in order if h != ref]
+    if len(result["seeds"]) < 2:
+        lines.append("- One seed: no estimate of the noise a rerun makes (no rerun margin); the verdicts below "
+                     "may not survive another machine.")
+    for split in splits:
+        for key in measures(result):
+            if key not in res[ref][split]:
+                continue
+            for which, label in (("seeds", "t over seeds"), ("videos", "bootstrap over videos")):
+                ivs = {h: res[h]["vs_reference"][split][key][which] for h in others}
+                if all(iv is None for iv in ivs.values()):
+                    continue
+                if any(iv and iv.get("indicative") for iv in ivs.values()):
+                    n = next(iv["n"] for iv in ivs.values() if iv)
+                    lines.append(f"- {split.capitalize()}, {what(result, key)}, {label}: not used ({_videos(n)}, fewer "
+                                 f"than compare.min_videos_bootstrap = {result['min_videos_bootstrap']}; shown in the "
+                                 "table as indicative, †).")
+                    continue
+                said = {v: [h for h, iv in ivs.items() if iv and iv["verdict"] == v]
+                        for v in ("above", "below", "within noise")}
+                lines.append(f"- {split.capitalize()}, {what(result, key)}, {label}: above `{ref}`: "
+                             f"{_names(said['above'])}; below: {_names(said['below'])}; within rerun noise (no "
+                             f"verdict): {_names(said['within noise'])}; the other intervals include 0.")
+        for task in result["tasks"]:
+            if task in res[ref]["availability"].get(split, {}):
+                lines += _availability_findings(result, split, task)
+    first = splits[0]
+    full = res[ref][first][rank]["full"][metric]["mean"]
+    if full > 0:
+        kept = [f"{res[ref][first][rank][c][metric]['mean'] / full:.0%} with the {c.removeprefix('no_')} stream masked"
+                for c in result["conditions"] if c != "full"]
+        listed = ", ".join(kept[:-1]) + (" and " if len(kept) > 1 else "") + kept[-1]
+        lines.append(f"- `{ref}` keeps, of its {first} {what(result, rank)}, {listed}.")
+    train = result["params"]["train"]
+    capped = [r for r in result["runs"] if r["stopped"] == "max_epochs"]
+    if capped:
+        runs = ", ".join(f"`{r['head']}` seed {r['seed']} (best epoch {r['best_epoch'] + 1} of {r['epochs']})"
+                         for r in capped)
+        lines.append(f"- Stopped by the epoch cap (train.epochs = {train['epochs']}) while still improving "
+                     f"(a better validation score within the last {train['patience']} epochs): {runs}. "
+                     "More epochs could change their numbers.")
+    else:
+        lines.append(f"- Every run stopped early (no validation gain in {train['patience']} epochs) "
+                     f"before the cap of {train['epochs']} epochs.")
+    return lines
+
+
+def _column(metric: str) -> str:
+    return metric.removeprefix("ccc_")
+
+
+def _measure_tables(result: dict, order: list[str], splits: list[str], name: dict[str, str], key: str) -> list[str]:
+    """One measure: its accuracy table and its paired-difference table."""
+    res, ref = result["results"], result["reference"]
+    metrics = measures(result)[key]
+    have = [s for s in splits if key in res[ref][s]]
+    conf = f"{result['confidence']:.0%}"
+    lines = ["", f"**{TITLES.get(key, key)}** (mean ± std over seeds; heads sorted by validation "
+             f"{what(result, ranking_key(result))})", ""]
+    lines += _table([f"{SHORT[s]} {_column(k)}" for s in have for k in metrics],
+                    [[name[h], *(_pm(res[h][s][key]["full"][k]) for s in have for k in metrics)] for h in order])
+    if len(order) < 2:
+        return lines
+    pairs = [(s, w) for s in have for w in ("seeds", "videos")]
+    lines += ["", f"Paired difference from `{ref}` ({what(result, key)}, head − {ref}, {conf} intervals)", ""]
+    lines += _table([*(f"{SHORT[s]} over {w}" for s, w in pairs), *(f"{SHORT[s]} margin" for s in have)],
+                    [[name[h], *(_iv(res[h]["vs_reference"][s][key][w]) for s, w in pairs),
+                      *(_margin(res[h]["vs_reference"][s][key]).strip() or "n/a" for s in have)]
+                     for h in order if h != ref])
+    return lines
+
+
+def _availability_tables(result: dict, order: list[str], splits: list[str], name: dict[str, str],
+                         task: str) -> list[str]:
+    """A task's metrics on each availability subset, one table per split; then the paired
+    differences from the reference on each subset (one row per head and subset)."""
+    res, ref = result["results"], result["reference"]
+    subsets = list(result["subsets"])
+    metrics = tuple(result["metrics"][task])
+    have = [s for s in splits if task in res[ref]["availability"].get(s, {})]
+    lines = []
+    for split in have:
+        sizes = "; ".join(_subset_label(result, split, task, s) for s in subsets)
+        lines += ["", f"**By stream availability, {task}, {split}** (mean ± std over seeds, on the valid frames "
+                  "where the cache's stream masks say so, all such frames of the split concatenated; a frame "
+                  f"missing several streams counts in each of their columns; {sizes}; n/a: fewer than "
+                  f"{result['min_subset_frames']} frames)", ""]
+        cells = []
+        for h in order:
+            row = [name[h]]
+            for s in subsets:
+                a = res[h]["availability"][split][task][s]
+                row += [_pm(a[k]) if a["scored"] else "n/a" for k in metrics]
+            cells.append(row)
+        lines += _table([f"{s.replace('_', ' ')} {_column(k)}" for s in subsets for k in metrics], cells)
+    if len(order) < 2:
+        return lines
+    pairs = [(s, w) for s in have for w in ("seeds", "videos")]
+    rows = []
+    for h in order:
+        if h == ref:
+            continue
+        for s_ in subsets:
+            row = [name[h], s_.replace("_", " ")]
+            for split, which in pairs:
+                vs = res[h]["availability"][split][task][s_].get("vs_reference")
+                row.append(_iv(vs[which]) if vs else "n/a")
+            rows.append(row)
+    lines += ["", f"Paired difference from `{ref}` by availability ({what(result, task)} on the subset, head − "
+              f"{ref}; as above, the bootstrap resamples the videos that have frames in the subset)", ""]
+    lines += _table(["subset", *(f"{SHORT[s]} over {w}" for s, w in pairs)], rows)
+    return lines
+
+
+def markdown(result: dict) -> str:
+    """The comparison as markdown: findings, then per measure the accuracy and paired-difference
+    tables, availability per task, robustness, training protocol, cost."""
+    res, ref = result["results"], result["reference"]
+    splits = _splits(result)
+    rank = ranking_key(result)
+    order = sorted(result["heads"], key=lambda h: -res[h]["validation"][rank]["full"][main(result, rank)]["mean"])
+    name = {h: f"**`{h}`**" if h == ref else f"`{h}`" for h in order}
+    lines = [describe(result), "", *_findings(result, order, splits), "",
+             f"How to read the paired differences: *over seeds*, Student t on the per-seed differences "
+             f"(n = {len(result['seeds'])} seeds); *over videos*, percentile bootstrap, {result['bootstrap']} "
+             "resamples of the split's videos, each scoring every seed of both heads on the same draw (n = videos). "
+             "* = excludes 0 by more than the rerun margin; ~ = a bound within the margin of 0: within the noise a "
+             f"rerun on another machine makes, no verdict (compare.rerun_margin = {result['rerun_margin']:g} sd of "
+             "the change a rerun of every seed makes to the mean difference, `docs/compare.md`). † = indicative: "
+             f"fewer than {result['min_videos_bootstrap']} videos (compare.min_videos_bootstrap), too few for the "
+             "bootstrap to show video-to-video spread; never used in the findings."]
+    for key in measures(result):
+        lines += _measure_tables(result, order, splits, name, key)
+    for task in result["tasks"]:
+        lines += _availability_tables(result, order, splits, name, task)
+    conditions = result["conditions"]
+    for key in measures(result):
+        have = [s for s in splits if key in res[ref][s]]
+        lines += ["", f"**Robustness, {what(result, key)}** (mean ± std; the same trained models evaluated with "
+                  "one stream masked on every frame)", ""]
+        lines += _table([f"{SHORT[s]} {c.replace('_', ' ')}" for s in have for c in conditions],
+                        [[name[h], *(_pm(res[h][s][key][c][main(result, key)]) for s in have for c in conditions)]
+                         for h in order])
+    train = result["params"]["train"]
+    lines += ["", f"**Training protocol** (at most train.epochs = {train['epochs']} epochs, early stopping on "
+              f"the validation {' + '.join(what(result, t) for t in result['tasks'])} with patience "
+              f"{train['patience']}; epochs counted from 1; mean ± std over seeds; runs the cap stopped were "
+              "still improving)", ""]
+    lines += _table(["epochs run", "best epoch", "stopped by the cap"],
+                    [[name[h], _pm(res[h]["training"]["epochs"], 1), _pm(res[h]["training"]["best_epoch"], 1, 1),
+                      f"{res[h]['training']['stopped_by_max']} of {res[h]['training']['runs']}"] for h in order])
+    lines += ["", f"**Cost** (parameters; MFLOPs per frame at the training window of {train['window']} "
+              "frames, matmuls and convolutions; CPU latency per 1000 frames in batches of 16 windows; training "
+              "time per run on this machine)", ""]
+    lines += _table(["parameters", "MFLOPs / frame", "CPU ms / 1000 frames", "train s / run"],
+                    [[name[h], f"{res[h]['parameters']:,}", f"{res[h]['mflops_per_frame']:.3f}",
+                      f"{res[h]['cpu_ms_per_1000_frames']:.1f}", f"{res[h]['train_seconds']['mean']:.0f}"]
+                     for h in order])
+    return "\n".join(lines) + "\n"
