@@ -58,7 +58,9 @@ def test_info_summarises(tiny_cache):
 def test_info_of_a_labels_cache_shows_each_tasks_split(labels, tmp_path):
     _, folder = labels
     rows = {r["entry"]: r for r in info(folder)["rows"]}
-    assert rows["demo_01"]["split"] == "va validation" and rows["demo_01"]["dims"] == {"va": (2,)}
+    assert rows["demo_01"]["split"] == "au validation, expr validation, va validation"  # the demo: every task
+    assert rows["demo_01"]["dims"] == {"va": (2,), "expr": (1,), "au": (12,)}
+    assert rows["demo_00_right"]["split"] == "expr validation, va train"
     assert rows["demo_00_left"]["frames"] == 60
     write_labels(tmp_path, "both", {"va": "train", "au": "validation"})
     (row,) = info(tmp_path / "both.h5")["rows"]

@@ -4,12 +4,20 @@ Layout under the output folder (the same as Aff-Wild2's, plus labels for a test 
 
     videos/batch1/demo_00.mp4 ...            train + validation videos (H.264 + AAC)
     videos/batch2/demo_22.mp4 ...            held-out test videos (numbered after the others)
-    annotations/VA_Estimation_Challenge/
-        Train_Set/demo_00_left.txt ...       `valence,arousal` header, one line per frame
+    annotations/VA_Estimation_Challenge/     `valence,arousal`, one line per frame (-5: no label)
+        Train_Set/demo_00_left.txt ...
         Validation_Set/...
         Test_Set/...                         demo only: Aff-Wild2 does not release these
         Test_Set_names.txt                   the test list, as the challenge ships it
+    annotations/EXPR_Recognition_Challenge/  `Neutral,...,Other`, a class index a frame (-1: none)
+    annotations/AU_Detection_Challenge/      `AU1,...,AU26`, 12 0/1 values a frame (-1: none)
+        (each with Train_Set/, Validation_Set/, Test_Set/ and Test_Set_names.txt)
     corpus.json                              how every video was made (see docs/demo-corpus.md)
+
+Every person shows a run of expression episodes (`expression.py`): they set the valence and
+arousal the voice speaks, the action units the face renders, and the labels of all three
+tasks. The VA task has every video in the splits of `demo.full`/`demo.tiny`; the EXPR and AU
+tasks move a few videos to another split or leave them out (`assign_tasks`), as Aff-Wild2 does.
 
 Everything is deterministic from the seed. The corpus is written to a staging folder and
 moved into place at the end, so a crash never leaves a half-written corpus.
@@ -21,7 +29,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,15 +39,19 @@ import typer
 from pipeline import __version__
 from pipeline.config import DEFAULT_PARAMS, DemoParams, DemoSize, load_params
 from pipeline.console import console, progress
-from pipeline.tasks import TASKS
-from pipeline.demo import face, voice
-from pipeline.demo.trajectory import pick_stretch, smooth_trajectory, speaker_turns
+from pipeline.demo import expression, face, voice
+from pipeline.demo.trajectory import pick_stretch, speaker_turns
 from pipeline.errors import InputError
 from pipeline.media import VideoWriter, require_ffmpeg, write_wav
+from pipeline.tasks import TASKS
 
-ANNOTATIONS = "annotations/VA_Estimation_Challenge"
-VA = TASKS.get("va")()   # the annotation format (pipeline/tasks/va.py)
+TASK_NAMES = ("va", "expr", "au")
+FORMATS = {t: TASKS.get(t)() for t in TASK_NAMES}   # the annotation formats (pipeline/tasks/)
+FOLDERS = {t: f"annotations/{FORMATS[t].folders[0]}" for t in TASK_NAMES}
+ANNOTATIONS = FOLDERS["va"]
+VA = FORMATS["va"]
 SPLITS = ("Train_Set", "Validation_Set", "Test_Set")
+TEST_NAMES = "Test_Set_names.txt"
 MANIFEST = "corpus.json"
 OCCLUSION_MODES = ("occluder", "out_of_frame")
 AUDIO_GAP_MODES = ("silent", "noise")
@@ -49,6 +61,8 @@ BASE_F0_HZ = (135.0, 185.0)
 # The voice expresses the labels this far ahead: stage 1 hears the 1 s ending at each frame,
 # centred 0.5 s before it, so a frame's label describes the speech centred on its window.
 VOICE_LEAD_S = 0.5
+# The random stream of the expression classes (videos draw from [seed, video index]).
+DECK_STREAM = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -62,10 +76,18 @@ class VideoPlan:
     fps: float
     n_frames: int
     sides: tuple[str | None, ...]  # (None,) for one person, ("left", "right") for two
+    # per person: task -> split folder (a task absent: not labelled for it); () = every task in `split`
+    labels: tuple[dict[str, str], ...] = ()
+    # per person: the classes of its expression episodes, in order; () = dealt from the video's seed
+    expressions: tuple[tuple[int, ...], ...] = ()
 
     def annotation_names(self) -> list[str]:
         """Aff-Wild2 annotation names: `<video>` or `<video>_left` / `<video>_right`."""
         return [self.name if s is None else f"{self.name}_{s}" for s in self.sides]
+
+    def tasks_of(self, person: int) -> dict[str, str]:
+        """task -> split folder of one person (only the tasks that label it)."""
+        return dict(self.labels[person]) if self.labels else {t: self.split for t in TASK_NAMES}
 
 
 @dataclass
@@ -76,15 +98,19 @@ class DemoResult:
     size: str
     seed: int
     videos: list[dict[str, Any]] = field(default_factory=list)
+    entries: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # task -> split -> names
 
     @property
     def n_frames(self) -> int:
         return sum(v["n_frames"] for v in self.videos)
 
 
-def plan_videos(demo: DemoParams, size: DemoSize) -> list[VideoPlan]:
-    """The videos of a corpus size: the first train video shows two people (left/right)
-    and the first validation video runs at `odd_fps` when that is set."""
+def plan_videos(demo: DemoParams, size: DemoSize, seed: int | None = None) -> list[VideoPlan]:
+    """The videos of a corpus size: the first train video shows two people (left/right), the
+    first validation video runs at `odd_fps` when that is set; each person's task splits
+    (`assign_tasks`) and expression classes (dealt in order from decks of all 8, seeded by
+    `seed`, default demo.seed; a VA split with at least 8 episodes starts a fresh deck, so in
+    the full corpus every two consecutive people of a split show the 8 classes between them)."""
     plans = []
     counts = zip(SPLITS, (size.train, size.validation, size.test))
     splits = [split for split, count in counts for _ in range(count)]
@@ -98,7 +124,57 @@ def plan_videos(demo: DemoParams, size: DemoSize) -> list[VideoPlan]:
             fps=float(fps), n_frames=int(round(size.seconds * fps)),
             sides=("left", "right") if two else (None,),
         ))
-    return plans
+    labels = assign_tasks(plans)
+    per_person = expression.episodes_per_person(size.seconds)
+    rng = np.random.default_rng([demo.seed if seed is None else seed, DECK_STREAM])
+    # a split with a deck's worth of episodes or more starts a fresh deck (so its decks are its own)
+    people = [p.split for p in plans for _ in p.sides]
+    fresh = tuple(k for k, s in enumerate(people)
+                  if k > 0 and s != people[k - 1] and people.count(s) * per_person >= len(expression.CLASSES))
+    dealt = iter(expression.deal_classes(rng, [per_person] * len(people), fresh))
+    return [replace(p, labels=tuple(labels[k]), expressions=tuple(next(dealt) for _ in p.sides))
+            for k, p in enumerate(plans)]
+
+
+def assign_tasks(plans: list[VideoPlan]) -> list[list[dict[str, str]]]:
+    """Per video, per person: task -> split folder. VA labels every person in its video's split.
+    EXPR and AU follow it, except (as Aff-Wild2's tasks have their own video sets and splits):
+
+    - the two-person video's right person: EXPR validation (VA train), not labelled for AU;
+    - with 4+ train and 4+ validation videos: the last train video is EXPR validation and the
+      second validation video EXPR train; the third-to-last train video is AU validation and
+      the third validation video AU train; the second-to-last train video has VA labels only;
+      the last validation video has no EXPR labels, the second-to-last and (with 2+ test
+      videos) the last test video no AU labels.
+    """
+    out = [[{t: p.split for t in TASK_NAMES} for _ in p.sides] for p in plans]
+    by_split = {s: [k for k, p in enumerate(plans) if p.split == s] for s in SPLITS}
+    train, val, test = (by_split[s] for s in SPLITS)
+
+    def put(k: int, task: str, split: str | None) -> None:
+        for person in out[k]:
+            if split is None:
+                person.pop(task, None)
+            else:
+                person[task] = split
+
+    for k, p in enumerate(plans):
+        if len(p.sides) == 2:
+            out[k][1]["expr"] = "Validation_Set"
+            out[k][1].pop("au")
+            break
+    if len(train) >= 4 and len(val) >= 4:
+        put(train[-1], "expr", "Validation_Set")
+        put(val[1], "expr", "Train_Set")
+        put(train[-3], "au", "Validation_Set")
+        put(val[2], "au", "Train_Set")
+        put(train[-2], "expr", None)
+        put(train[-2], "au", None)
+        put(val[-1], "expr", None)
+        put(val[-2], "au", None)
+        if len(test) >= 2:
+            put(test[-1], "au", None)
+    return out
 
 
 def _out_of_frame_shift(i: int, stretch: tuple[int, int], distance: float, ramp: int) -> float:
@@ -116,6 +192,10 @@ class VideoContent:
 
     looks: list[face.Appearance]
     labels: list[np.ndarray]           # per person, (n, 2) valence, arousal (before -5 marks)
+    episodes: list[list[expression.Episode]]  # per person, its expression episodes
+    expr: list[np.ndarray]             # per person, (n,) class index (before -1 marks)
+    aus: list[np.ndarray]              # per person, (n, 12) AU intensities 0..1 the face shows
+    au_labels: list[np.ndarray]        # per person, (n, 12) 0/1 (before -1 marks)
     base_f0: np.ndarray                # (people,) Hz
     speaker: np.ndarray                # (n,) index of the person speaking
     audio: np.ndarray                  # float32 (n_samples,), gap applied
@@ -125,14 +205,28 @@ class VideoContent:
     gap_mode: str
     gap: tuple[int, int] | None        # audio stretch
     invalid_who: int
-    invalid: tuple[int, int] | None    # -5 label stretch
+    invalid: tuple[int, int] | None    # -5 label stretch (VA)
     background: np.ndarray             # float32 (H, W, 3)
     occluder_colour: np.ndarray        # float32 (3,)
+    # per task: (person, [start, stop)) of its stretch of invalid labels, or None
+    invalid_of: dict[str, tuple[int, tuple[int, int]] | None] = field(default_factory=dict)
+
+
+# Which videos (by index) have a stretch of invalid labels, per task (VA: every other one).
+INVALID_EVERY = {"va": (2, 0), "expr": (3, 1), "au": (3, 2)}   # task -> (every, remainder)
+
+
+def _per_frame(samples: np.ndarray, n: int, fps: float, sample_rate: int) -> np.ndarray:
+    """The mean of a per-sample signal over each video frame's samples."""
+    edges = np.round(np.arange(n + 1) * sample_rate / fps).astype(np.int64)
+    sums = np.concatenate([[0.0], np.cumsum(samples, dtype=np.float64)])
+    edges = np.minimum(edges, len(samples))
+    return (sums[edges[1:]] - sums[edges[:-1]]) / np.maximum(edges[1:] - edges[:-1], 1)
 
 
 def video_content(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int) -> VideoContent:
-    """Draws one video's content from `(seed, plan.index)`: the audio track is complete here, so
-    the voice can be studied without rendering frames (see docs/demo-corpus.md)."""
+    """Draws one video's content from `(seed, plan.index)` and its plan: the audio track is
+    complete here, so the voice can be studied without rendering frames (see docs/demo-corpus.md)."""
     rng = np.random.default_rng([seed, plan.index])
     n, fps, w, h = plan.n_frames, plan.fps, demo.width, demo.height
     people = len(plan.sides)
@@ -141,8 +235,10 @@ def video_content(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int) 
     else:
         centers, scale = [(w / 4, h / 2), (3 * w / 4, h / 2)], 0.62 * h / 240
     looks = [face.Appearance.sample(rng, c, scale) for c in centers]
-    labels = [np.stack([smooth_trajectory(rng, n, fps), smooth_trajectory(rng, n, fps)], 1)
-              for _ in range(people)]  # each (n, 2): valence, arousal
+    classes = plan.expressions or tuple(expression.deal_classes(
+        rng, [expression.episodes_per_person(n / fps)] * people))
+    lines = [expression.timeline(rng, n, fps, classes[p]) for p in range(people)]
+    labels = [t.va for t in lines]  # each (n, 2): valence, arousal
     base_f0 = rng.uniform(*BASE_F0_HZ, size=people)
     speaker = speaker_turns(rng, n, fps, people)  # (n,) index of the person speaking
 
@@ -152,25 +248,45 @@ def video_content(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int) 
     occ = pick_stretch(rng, n, int(round(size.occlusion_seconds * fps)))
     gap_mode = AUDIO_GAP_MODES[plan.index % 2]
     gap = pick_stretch(rng, n, int(round(size.audio_gap_seconds * fps)), avoid=[occ] if occ else [])
-    invalid, invalid_who = None, 0
-    if plan.index % 2 == 0:
-        invalid_who = int(rng.integers(people))
-        invalid = pick_stretch(rng, n, int(round(size.invalid_label_seconds * fps)))
+    invalid_of: dict[str, tuple[int, tuple[int, int]] | None] = {}
+    for task, (every, rest) in INVALID_EVERY.items():
+        invalid_of[task] = None
+        if plan.index % every == rest:
+            who = int(rng.integers(people))
+            stretch = pick_stretch(rng, n, int(round(size.invalid_label_seconds * fps)))
+            invalid_of[task] = (who, stretch) if stretch else None
+    invalid_who, invalid = invalid_of["va"] if invalid_of["va"] else (0, None)
 
-    # Audio: the active speaker's labels drive the voice.
+    # Audio: the active speaker's labels drive the voice; its syllables move that person's mouth.
     frames = np.arange(n)
     ahead = np.minimum(frames + int(round(VOICE_LEAD_S * fps)), n - 1)
     val = np.array([labels[p][j, 0] for j, p in zip(ahead, speaker)])
     aro = np.array([labels[p][j, 1] for j, p in zip(ahead, speaker)])
-    audio = voice.synthesize(val, aro, base_f0[speaker], fps, demo.sample_rate, rng)
+    audio, env, openness = voice.synthesize(val, aro, base_f0[speaker], fps, demo.sample_rate, rng,
+                                            articulation=True)
+    lips = _per_frame(env, n, fps, demo.sample_rate)
+    jaw = _per_frame(env * openness, n, fps, demo.sample_rate)
+    aus = [expression.add_speech(lines[p].aus, np.where(speaker == p, lips, 0.0), np.where(speaker == p, jaw, 0.0))
+           for p in range(people)]
     audio += voice.noise_floor(len(audio), rng)
     if gap:
         s0, s1 = (int(round(f * demo.sample_rate / fps)) for f in gap)
         voice.degrade(audio, s0, s1, gap_mode, rng)
     bg = face.background(rng, h, w)
     occluder_colour = rng.uniform(0.2, 0.8, 3).astype(np.float32)
-    return VideoContent(looks, labels, base_f0, speaker, audio, occ_mode, occ_who, occ, gap_mode, gap,
-                        invalid_who, invalid, bg, occluder_colour)
+    return VideoContent(looks, labels, [t.episodes for t in lines], [t.expr for t in lines], aus,
+                        [expression.au_labels(a) for a in aus], base_f0, speaker, audio, occ_mode, occ_who,
+                        occ, gap_mode, gap, invalid_who, invalid, bg, occluder_colour, invalid_of)
+
+
+def task_labels(c: VideoContent, task: str, person: int) -> np.ndarray:
+    """One person's labels for a task as its annotation file holds them (invalid stretch marked)."""
+    lab = {"va": c.labels[person], "expr": c.expr[person][:, None], "au": c.au_labels[person]}[task]
+    lab = np.asarray(lab, np.float64).copy()
+    marked = c.invalid_of.get(task)
+    if marked and marked[0] == person:
+        lab[marked[1][0]:marked[1][1]] = FORMATS[task].invalid
+    return lab
 
 
 def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
@@ -193,10 +309,10 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
                     shift = (0.0, 0.0)
                     if occ and p == occ_who and c.occ_mode == "out_of_frame":
                         shift = (away * _out_of_frame_shift(i, occ, w * 0.75, ramp), 0.0)
-                    v, a = c.labels[p][i]
-                    face.draw_face(frame, look, float(v), float(a), i / fps, shift)
+                    a = float(c.labels[p][i, 1])
+                    face.draw_expression(frame, look, face.expression_patch(c.aus[p][i]), a, i / fps, shift)
                     if occ and p == occ_who and c.occ_mode == "occluder" and occ[0] <= i < occ[1]:
-                        face.draw_occluder(frame, face.face_box(look, face.head_offset(look, i / fps, float(a))),
+                        face.draw_occluder(frame, face.face_box(look, face.head_offset(look, i / fps, a)),
                                            c.occluder_colour)
                 writer.write((frame * 255 + 0.5).astype(np.uint8))
                 if on_frame:
@@ -204,16 +320,23 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
 
     persons = []
     for p, (side, name) in enumerate(zip(plan.sides, plan.annotation_names())):
-        lab = c.labels[p].copy()
-        if c.invalid and p == c.invalid_who:
-            lab[c.invalid[0]:c.invalid[1]] = VA.invalid
-        ann_rel = Path(ANNOTATIONS) / plan.split / f"{name}.txt"
-        VA.write_annotation(root / ann_rel, lab)
+        tasks = {}
+        for task, split in plan.tasks_of(p).items():
+            rel = Path(FOLDERS[task]) / split / f"{name}.txt"
+            FORMATS[task].write_annotation(root / rel, task_labels(c, task, p))
+            marked = c.invalid_of.get(task)
+            tasks[task] = {"split": split, "annotation": rel.as_posix(),
+                           "invalid": [list(marked[1])] if marked and marked[0] == p else []}
+        va = tasks.get("va")
         persons.append({
-            "side": side, "annotation": ann_rel.as_posix(), "base_f0_hz": round(float(c.base_f0[p]), 2),
+            "side": side, "annotation": va["annotation"] if va else None,
+            "base_f0_hz": round(float(c.base_f0[p]), 2), "look": asdict(c.looks[p]),
             "face_hidden": [list(occ)] if occ and p == occ_who else [],
-            "invalid_labels": [list(c.invalid)] if c.invalid and p == c.invalid_who else [],
+            "invalid_labels": va["invalid"] if va else [],
             "speaking": _runs(c.speaker == p),
+            "labels": tasks,
+            "expressions": [e.to_dict() for e in c.episodes[p]],
+            "action_units": {a: _runs(c.au_labels[p][:, k] > 0) for k, a in enumerate(expression.AUS)},
         })
     return {
         "name": plan.name, "split": plan.split, "video": video_rel.as_posix(),
@@ -225,10 +348,7 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
     }
 
 
-def _runs(mask: np.ndarray) -> list[list[int]]:
-    """[start, stop) frame intervals where a boolean mask is true."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2])]
+_runs = expression.runs
 
 
 def _check_out(out: Path) -> list[str]:
@@ -281,7 +401,7 @@ def generate_demo(demo: DemoParams, out: Path, *, tiny: bool = False,
     seed = demo.seed if seed is None else seed
     out = Path(out)
     old_files = _check_out(out)
-    plans = plan_videos(demo, size)
+    plans = plan_videos(demo, size, seed)
     result = DemoResult(out=out, size=size_name, seed=seed)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -293,13 +413,24 @@ def generate_demo(demo: DemoParams, out: Path, *, tiny: bool = False,
                 bar.update(task, description=f"demo {plan.name}")
                 result.videos.append(render_video(plan, demo, size, seed, staging,
                                                   on_frame=lambda: bar.advance(task)))
-        names = [n for p in plans if p.split == "Test_Set" for n in p.annotation_names()]
-        (staging / ANNOTATIONS / "Test_Set_names.txt").write_text("\n".join(names) + "\n")
+        entries = task_entries(plans)
+        for t in TASK_NAMES:
+            (staging / FOLDERS[t]).mkdir(parents=True, exist_ok=True)
+            (staging / FOLDERS[t] / TEST_NAMES).write_text("".join(f"{n}\n" for n in entries[t]["Test_Set"]))
+        result.entries = entries
         files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
         manifest = {
             "generator": "jmt demo", "jmt_version": __version__, "layout": "affwild2",
             "size": size_name, "seed": seed, "params": demo.model_dump(),
             "voice_lead_s": VOICE_LEAD_S, "base_f0_range_hz": list(BASE_F0_HZ),
+            "tasks": {t: {"folder": FOLDERS[t], "columns": list(FORMATS[t].columns),
+                          "invalid": FORMATS[t].invalid, "entries": entries[t]} for t in TASK_NAMES},
+            "expression": {
+                "classes": list(expression.CLASSES), "action_units": list(expression.AUS),
+                "au_threshold": expression.AU_THRESHOLD,
+                "circumplex": {k: list(v) for k, v in expression.CIRCUMPLEX.items()},
+                "profiles": expression.PROFILES,
+            },
             "videos": result.videos, "files": files,
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
@@ -307,6 +438,16 @@ def generate_demo(demo: DemoParams, out: Path, *, tiny: bool = False,
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return result
+
+
+def task_entries(plans: list[VideoPlan]) -> dict[str, dict[str, list[str]]]:
+    """task -> split folder -> the annotation names it labels, in plan order."""
+    out = {t: {s: [] for s in SPLITS} for t in TASK_NAMES}
+    for plan in plans:
+        for p, name in enumerate(plan.annotation_names()):
+            for task, split in plan.tasks_of(p).items():
+                out[task][split].append(name)
+    return out
 
 
 def command(
@@ -320,6 +461,8 @@ def command(
     result = generate_demo(cfg.demo, out if out is not None else cfg.path(cfg.demo.out),
                            tiny=tiny, seed=seed)
     splits = {s: sum(v["split"] == s for v in result.videos) for s in SPLITS}
+    per_task = "; ".join(f"{t} " + "/".join(str(len(result.entries[t][s])) for s in SPLITS) for t in TASK_NAMES)
     console.print(f"[green]demo corpus[/] ({result.size}, seed {result.seed}) -> {result.out}: "
                   f"{len(result.videos)} videos, {result.n_frames} frames "
-                  f"({', '.join(f'{k} {v}' for k, v in splits.items())})", soft_wrap=True)
+                  f"({', '.join(f'{k} {v}' for k, v in splits.items())}); "
+                  f"entries train/validation/test: {per_task}", soft_wrap=True)

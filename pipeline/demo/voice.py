@@ -84,10 +84,14 @@ def syllable_plan(n_syllables: int, rng: np.random.Generator) -> tuple[np.ndarra
 
 
 def synthesize(valence: np.ndarray, arousal: np.ndarray, base_f0: np.ndarray,
-               fps: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+               fps: float, sample_rate: int, rng: np.random.Generator,
+               articulation: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Synthesises the voice for per-frame controls (each (n_frames,)).
 
-    Returns float32 (round(n_frames * sample_rate / fps),) in [-1, 1].
+    Returns float32 (round(n_frames * sample_rate / fps),) in [-1, 1]; with `articulation`,
+    also per sample the syllable envelope (0..1: how far into the syllable's sound, 0 in pauses)
+    and the vowel's openness (its F1 over /a/'s: 1 for /a/ down to 0.37 for /i/), which move
+    the speaker's lips and jaw.
     """
     n_frames = len(valence)
     n = int(round(n_frames * sample_rate / fps))
@@ -137,7 +141,11 @@ def synthesize(valence: np.ndarray, arousal: np.ndarray, base_f0: np.ndarray,
         voice += np.interp(t, ct, amp[j]) * np.sin((j + 1) * phase)
     breath = 0.1 * rng.standard_normal(n)  # a little aspiration noise (-20 dB re the voice)
     gain = 10 ** (np.interp(t, ct, loudness_db(c_aro)) / 20)
-    return np.clip((voice + breath) * env * gain, -1, 1).astype(np.float32)
+    audio = np.clip((voice + breath) * env * gain, -1, 1).astype(np.float32)
+    if not articulation:
+        return audio
+    openness = VOWELS[vowel_of[index], 0] / VOWELS[:, 0].max()
+    return audio, env.astype(np.float32), openness.astype(np.float32)
 
 
 def degrade(audio: np.ndarray, start: int, stop: int, mode: str,

@@ -75,7 +75,7 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                                attrs={"video": e.source, "side": e.side, "fps": fps, "n_frames": n,
                                       "tasks": tasks}) as f:
             for name, aligned in arrays.items():
-                f.create_dataset(f"labels/{name}", data=aligned)
+                f.create_dataset(cache.label_key(name), data=aligned)
         stats[e.name] = {"frames": n, "seconds": round(time.time() - t0, 3),
                          **{t["task"]: {k: t[k] for k in ("split", "valid_frames", "rows_minus_frames")} for t in tasks}}
         advance(1)

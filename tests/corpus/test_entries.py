@@ -29,12 +29,20 @@ def test_affwild2_adapter_on_the_demo_corpus(tiny_corpus):
     assert left.source == "videos/batch1/demo_00.mp4"
     assert {n: e.split("va") for n, e in names.items()} == {
         "demo_00_left": "train", "demo_00_right": "train", "demo_01": "validation", "demo_02": "test"}
-    assert all(set(e.labels) == {"va"} and e.split("expr") is None for e in corpus.entries)  # the demo: va only
+    # the demo carries all three tasks; demo_00_right is in EXPR's validation split and has no AU labels
+    assert {n: {t: e.split(t) for t in e.labels} for n, e in names.items()} == {
+        "demo_00_left": {"va": "train", "expr": "train", "au": "train"},
+        "demo_00_right": {"va": "train", "expr": "validation"},
+        "demo_01": {"va": "validation", "expr": "validation", "au": "validation"},
+        "demo_02": {"va": "test", "expr": "test", "au": "test"}}
     assert left.labels["va"] == Label("train", tiny_corpus / VA_DIR / "Train_Set/demo_00_left.txt")
     assert names["demo_02"].video.parent.name == "batch2"
     assert len(corpus.videos()) == 3
-    assert corpus.names("va", "train") == ["demo_00_left", "demo_00_right"] and corpus.names("au", "train") == []
-    assert left.to_dict()["labels"] == {"va": {"split": "train", "annotation": str(left.labels["va"].path)}}
+    assert corpus.names("va", "train") == ["demo_00_left", "demo_00_right"]
+    assert corpus.names("au", "train") == ["demo_00_left"] and corpus.names("expr", "validation") == [
+        "demo_00_right", "demo_01"]
+    assert left.to_dict()["labels"] == {t: {"split": "train", "annotation": str(left.labels[t].path)}
+                                        for t in ("va", "expr", "au")}
 
 
 def _touch(path, text="x"):

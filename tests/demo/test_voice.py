@@ -146,3 +146,20 @@ def test_degrade(mode):
         assert np.std(y[mid]) > 3 * np.std(before)
     with pytest.raises(ValueError, match="unknown audio degradation"):
         voice.degrade(y, 0, 10, "muffled", np.random.default_rng(0))
+
+
+def test_articulation_is_the_syllables_of_the_sound():
+    """With `articulation`, the same samples come with the syllable envelope (0 in pauses, where
+    the voice is silent) and each syllable's vowel openness, which move the speaker's mouth."""
+    n = int(4 * FPS)
+    args = (np.full(n, 0.2), np.full(n, 0.3), np.full(n, 160.0), FPS, SR)
+    plain = voice.synthesize(*args, np.random.default_rng(4))
+    audio, env, openness = voice.synthesize(*args, np.random.default_rng(4), articulation=True)
+    np.testing.assert_array_equal(audio, plain)
+    assert env.shape == openness.shape == audio.shape
+    assert env.min() >= 0 and env.max() <= 1 and 0.2 < (env > 0).mean() < 0.9
+    vowels = voice.VOWELS[:, 0] / voice.VOWELS[:, 0].max()   # F1 over /a/'s
+    assert all(np.isclose(vowels, o, atol=1e-6).any() for o in np.unique(openness))
+    quiet = env == 0
+    loud = np.abs(audio) > 0.3 * np.abs(audio).max()
+    assert not (quiet & loud).any()     # the voice sounds only while the mouth is open

@@ -1,6 +1,6 @@
 """`jmt labels` (pipeline/stage1/labels.py): every entry's annotations, per task, aligned to the
-frames the faces stage decoded, in their own cache; on the tiny demo corpus (va) and on
-hand-made expr and au files beside it. Editing an annotation reruns the labels stage for that
+frames the faces stage decoded, in their own cache; on the tiny demo corpus (all three tasks)
+and on hand-made expr and au files in place of its own. Editing an annotation reruns the labels stage for that
 entry alone and nothing of faces, audio or embed."""
 
 import json
@@ -35,27 +35,38 @@ def shared_faces(tiny_cache):
     return {"out": str(params.path(params.faces.out))}
 
 
+# the tiny demo corpus's splits per task (demo_00_right: EXPR validation, no AU labels)
+DEMO_SPLITS = {"demo_00_left": {"va": "train", "expr": "train", "au": "train"},
+               "demo_00_right": {"va": "train", "expr": "validation"},
+               "demo_01": {"va": "validation", "expr": "validation", "au": "validation"},
+               "demo_02": {"va": "test", "expr": "test", "au": "test"}}
+FOLDERS = {"va": "VA_Estimation_Challenge", "expr": "EXPR_Recognition_Challenge", "au": "AU_Detection_Challenge"}
+SET = {"train": "Train_Set", "validation": "Validation_Set", "test": "Test_Set"}
+
+
 def test_labels_of_the_demo_corpus(tiny_cache, tiny_corpus, tmp_path):
     params = params_at(tmp_path, tiny_corpus, faces=shared_faces(tiny_cache))
     result = run_labels(params)
     assert sorted(result.done) == sorted(FRAMES) and result.skipped == [] and result.cached == []
     folder = params.path(params.labels.out)
     assert folder == tmp_path / "cache/labels"
-    splits = {"demo_00_left": "train", "demo_00_right": "train", "demo_01": "validation", "demo_02": "test"}
     for name, n in FRAMES.items():
         attrs, labels = read(folder, name)
-        split = splits[name]
-        ann = f"{ANN}/VA_Estimation_Challenge/{split.capitalize() if split != 'validation' else 'Validation'}_Set/{name}.txt"
         assert attrs["schema"] == "jmt.labels/1" and attrs["stage"] == "labels" and attrs["n_frames"] == n
         assert attrs["video"].startswith("videos/") and attrs["fps"] > 0
-        want = VA.read_annotation(tiny_corpus / ann)
-        assert len(want) == n                                  # the demo writes one row per frame
-        assert list(labels) == ["va"] and labels["va"].dtype == np.float32
-        np.testing.assert_array_equal(labels["va"], want)
-        assert attrs["tasks"] == [{"task": "va", "split": split, "annotation": ann, "rows_minus_frames": 0,
-                                   "valid_frames": int(VA.valid(want).sum())}]
-        assert result.done[name]["va"] == {"split": split, "valid_frames": int(VA.valid(want).sum()),
-                                           "rows_minus_frames": 0}
+        assert sorted(labels) == sorted(DEMO_SPLITS[name])
+        rows = []
+        for task, split in sorted(DEMO_SPLITS[name].items()):
+            t = TASKS.get(task)()
+            ann = f"{ANN}/{FOLDERS[task]}/{SET[split]}/{name}.txt"
+            want = t.read_annotation(tiny_corpus / ann)
+            assert len(want) == n                              # the demo writes one row per frame
+            assert labels[task].dtype == np.float32
+            np.testing.assert_array_equal(labels[task], want)
+            rows.append({"task": task, "split": split, "annotation": ann, "rows_minus_frames": 0,
+                         "valid_frames": int(t.valid(want).sum())})
+            assert result.done[name][task] == {k: rows[-1][k] for k in ("split", "valid_frames", "rows_minus_frames")}
+        assert attrs["tasks"] == rows
     assert (~VA.valid(read(folder, "demo_00_left")[1]["va"])).any() or \
         (~VA.valid(read(folder, "demo_00_right")[1]["va"])).any()         # the demo's -5 stretch survives
     report = json.loads((folder / "report.json").read_text())
@@ -66,7 +77,7 @@ def test_labels_of_the_demo_corpus(tiny_cache, tiny_corpus, tmp_path):
 
 @pytest.fixture
 def corpus(tiny_corpus, tmp_path):
-    """A copy of the tiny corpus with hand-made expr and au annotations beside its va ones:
+    """A copy of the tiny corpus with hand-made expr and au annotations in place of the demo's:
 
         expr (EXPR_Recognition_Challenge): demo_01 Train (2 rows too many), demo_00_left Validation
         au   (AU_Detection_Challenge):     demo_00_left Train (3 rows short), demo_02 in Test_Set_names.txt
@@ -74,6 +85,8 @@ def corpus(tiny_corpus, tmp_path):
     root = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, root)
     expr, au = root / ANN / "EXPR_Recognition_Challenge", root / ANN / "AU_Detection_Challenge"
+    for folder in (expr, au):  # the demo's own expr and au files give way to these
+        shutil.rmtree(folder)
     classes = np.arange(96 + 2) % 8
     EXPR.write_annotation(expr / "Train_Set/demo_01.txt", classes[:, None])
     EXPR.write_annotation(expr / "Validation_Set/demo_00_left.txt", np.r_[np.full(30, -1), np.full(30, 4)][:, None])

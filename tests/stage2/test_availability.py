@@ -148,7 +148,7 @@ def _masks(params, split):
     out = {}
     for name in cache.entries(params.path(params.labels.out)):
         with cache.open_entry(cache.entry_path(params.path(params.labels.out), name)) as f:
-            if cache.attrs_of(f)["tasks"][0]["split"] != split:
+            if {t["task"]: t["split"] for t in cache.attrs_of(f)["tasks"]}.get("va") != split:
                 continue
             labels = f["labels/va"][...]
         with cache.open_entry(cache.entry_path(params.path(params.embed.out), name)) as f:
