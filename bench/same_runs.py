@@ -14,6 +14,15 @@ With `--metrics A B` (the two compare.json) it also reports, per head and split,
 paired difference from the reference (valence-arousal CCC mean, t over seeds) moved against
 the rerun margin, and whether any interval verdict (t over seeds, bootstrap over videos; all
 frames) changed: `same`, `withheld` (within rerun noise on one side) or `contradicted`.
+
+With `--rows CHECK.json SIDE NEW.json` it checks the interval verdicts one side of a
+`bench/perturbation.py` check recorded (SIDE: `original` or `perturbed`; its rows name
+`split/subset/head/interval` in the old code's subsets `all`, `both`, `no_face`, `no_audio`)
+against a comparison the current code wrote: how the refactor was checked against the old code's
+comparison on this machine, whose own compare.json was not kept, only that check's rows.
+
+    .venv/bin/python bench/same_runs.py --rows docs/bench/committed_vs_this_machine.json perturbed \
+        NEW/metrics/compare.json --out docs/bench/refactor_verdicts.json
 """
 
 from __future__ import annotations
@@ -105,14 +114,53 @@ def compare_verdicts(a: dict, b: dict) -> dict:
     return {"rows": rows, **counts}
 
 
+# the old code's availability subsets -> the current ones (two streams: visual, audio)
+OLD_SUBSETS = {"both": "all_streams", "no_face": "no_visual", "no_audio": "no_audio"}
+
+
+def verdicts_vs_rows(check: dict, side: str, new: dict) -> dict:
+    """The interval verdicts of one side of a perturbation check's rows against a current
+    comparison (va): same, withheld (within rerun noise on one side) or contradicted."""
+    rows, counts = [], {"same": 0, "withheld": 0, "contradicted": 0}
+    for row in check["rows"]:
+        if row["kind"] != "interval":
+            continue
+        split, subset, head, which = row["key"].split("/")
+        result = new["results"][RENAMED.get(head, head)]
+        if subset == "all":
+            verdict = result["vs_reference"][split]["va"][which]["verdict"]
+        else:
+            verdict = result["availability"][split]["va"][OLD_SUBSETS[subset]]["vs_reference"][which]["verdict"]
+        old = row[side]
+        kind = "same" if old == verdict else "withheld" if "within noise" in (old, verdict) else "contradicted"
+        counts[kind] += 1
+        rows.append({"key": row["key"], "old": old, "new": verdict, "status": kind})
+    return {"rows": rows, **counts}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("a", type=Path, help="runs folder of one comparison (e.g. the old code's)")
-    ap.add_argument("b", type=Path, help="runs folder of the other")
+    ap.add_argument("a", type=Path, nargs="?", help="runs folder of one comparison (e.g. the old code's)")
+    ap.add_argument("b", type=Path, nargs="?", help="runs folder of the other")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--metrics", type=Path, nargs=2, default=None, metavar=("A.json", "B.json"),
                     help="the two comparisons' compare.json: verdicts and shifts against the rerun margins")
+    ap.add_argument("--rows", nargs=3, default=None, metavar=("CHECK.json", "SIDE", "NEW.json"),
+                    help="a perturbation check's verdicts (SIDE: original | perturbed) against a current compare.json")
     args = ap.parse_args()
+    if args.rows:
+        check, new = (json.loads(Path(p).read_text()) for p in (args.rows[0], args.rows[2]))
+        verdicts = verdicts_vs_rows(check, args.rows[1], new)
+        for r in verdicts["rows"]:
+            if r["status"] != "same":
+                print(f"{r['key']}: {r['old']} -> {r['new']} ({r['status']})")
+        print(f"interval verdicts: {verdicts['same']} same, {verdicts['withheld']} withheld, "
+              f"{verdicts['contradicted']} contradicted")
+        if args.out:
+            write_json(args.out, {"check": args.rows[0], "side": args.rows[1], "new": args.rows[2], **verdicts})
+        return
+    if args.a is None or args.b is None:
+        ap.error("two runs folders, or --rows")
     rows = compare_runs(args.a, args.b)
     for r in rows:
         same = all(r[k] for k in ("history_same", "scores_same", "predictions_same"))
