@@ -1,17 +1,18 @@
 """The two-stream valence-arousal path before and after a code change (the streams-and-tasks
-refactor), side by side in one run on this machine: each head's training seconds (one seed, the
-comparison's recipe and threads) and `jmt compare`'s wall time when every run is reused (its own
-work: loading the caches, scoring the availability subsets, intervals, bootstrap, latency,
-tables), the old and the new code alternating so that drift in the machine's speed hits both.
+refactor), side by side in one run on this machine, on one corpus: every head's training seconds
+per run, its CPU latency (the comparison's cost table) and `jmt compare`'s wall time, fresh
+(every run trained) and with every run reused (its own work: loading the caches, scoring,
+availability subsets, intervals, bootstrap, latency, tables); the old and the new code
+alternate so that drift in the machine's speed hits both.
 
-The old code is checked out from git (`--old-ref`) into a temporary folder and run with it first
-on PYTHONPATH; it reads its own caches (`--old-params`: a params file whose caches the old code
-wrote, e.g. a clone of the old commit after `make demo`); the new code reads `--new-params`. Both
-must hold the same corpus; each needs its runs already done for the compare timing (its
-compare.runs), which this bench never trains (it would take the full comparison's time).
+The old code is `git archive`d from `--old-ref` into the work folder and run with it first on
+PYTHONPATH; it runs its own stage 1 (faces, audio, embed: its cache layout) on the corpus the new
+code's params name (default: the demo corpus `make demo` built, so the new caches must exist).
+Both comparisons use the same recipe, capped at `--epochs` epochs (early stopping's patience is
+longer, so every run trains exactly that many: equal work, whatever the old and new code's random
+draws; a run's seconds are then a per-epoch cost times a constant) and `--seeds`.
 
-    .venv/bin/python bench/refactor_speed.py --old-ref b479f1c --old-params ../old/params.yaml \\
-        --out docs/bench/refactor_speed.json
+    .venv/bin/python bench/refactor_speed.py --old-ref b479f1c --out docs/bench/refactor_speed.json
 
 Numbers: docs/measurements.md, *Streams and tasks: speed of the two-stream path*.
 """
@@ -21,116 +22,158 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
-from common import REPO, write_json  # noqa: E402
+from common import REPO, params_data, set_key, write_json  # noqa: E402
 
 # the old code's unimodal names -> the new ones
 NEW_NAME = {"audio_only": "only:audio", "visual_only": "only:visual"}
-
-
-def child_train(params_path: str, head: str, out: str) -> dict:
-    """In the child process: one run of `head`, seed 0, with the comparison's threads; seconds."""
-    import torch
-
-    from pipeline.config import load_params
-    from pipeline.stage2.train import train_model
-
-    p = load_params(params_path)
-    threads = max(1, int(p.run.compare.cpus))
-    changes = {"fusion": head}, {"seed": 0, "out": str(Path(out) / "model.pt"), "live_dir": str(Path(out) / "live")}
-    if hasattr(p, "updated"):
-        run = p.updated(model=changes[0], train=changes[1])
-    else:  # the old code: no Params.updated
-        run = p.model_copy(update={"model": p.model.model_copy(update=changes[0]),
-                                   "train": p.train.model_copy(update=changes[1])})
-        run._root = p.root
-    torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    result = train_model(run, quiet=True)
-    return {"seconds": round(time.perf_counter() - t0, 2), "epochs": len(result.history),
-            "best_epoch": result.best_epoch, "threads": threads}
+OLD_HEADS = ["jmt", "mt", "jca", "rjca", "concat", "late", "audio_only", "visual_only"]
 
 
 def _run(code_root: Path, args: list[str]) -> tuple[float, str]:
-    """A command with `code_root` first on PYTHONPATH; (wall seconds, stdout)."""
+    """`python -m pipeline <args>` in `code_root` (`-m` puts the working folder first on sys.path,
+    before PYTHONPATH and the installed package); (wall seconds, stdout)."""
     env = {**os.environ, "PYTHONPATH": str(code_root), "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=code_root, env=env, capture_output=True,
+                          text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        raise SystemExit(f"{code_root}: pipeline {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return wall, proc.stdout
 
 
-def train_seconds(code_root: Path, params: Path, head: str) -> dict:
-    with tempfile.TemporaryDirectory(prefix="jmt-speed-") as tmp:
-        _, out = _run(code_root, [sys.executable, str(Path(__file__).resolve()), "--child-train", str(params),
-                                  head, tmp])
-    return json.loads(out.strip().splitlines()[-1])
+def _params(data: dict, folder: Path, changes: dict[str, object]) -> Path:
+    """`folder/params.yaml`: `data` with dotted keys changed."""
+    import yaml
+
+    for key, value in changes.items():
+        section, _, rest = key.partition(".")
+        set_key(data[section], rest, value)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
-def compare_seconds(code_root: Path, params: Path) -> float:
-    """`jmt compare` wall time with every run reused (fails when one would train)."""
-    wall, out = _run(code_root, [sys.executable, "-m", "pipeline", "compare", "--params", str(params)])
-    if " 0 runs trained" not in out.replace("\n", " "):
-        raise SystemExit(f"{params}: compare trained runs; do the full comparison first (this bench only "
-                         "times its reused path)")
-    return round(wall, 2)
+def _recipe(folder: Path, corpus: Path, heads: list[str], args: argparse.Namespace) -> dict[str, object]:
+    """What both params files set: the corpus, the capped recipe, runs and outputs in `folder`."""
+    return {"corpus.root": str(corpus), "train.epochs": args.epochs, "train.patience": args.epochs + 10,
+            "train.out": str(folder / "model.pt"), "train.live_dir": str(folder / "live"),
+            "compare.heads": heads, "compare.seeds": args.seeds, "compare.runs": str(folder / "runs"),
+            "compare.metrics": str(folder / "compare.json"), "compare.table": str(folder / "compare.md"),
+            "run.engine": "local"}
+
+
+def compare_once(code: Path, params: Path, runs: Path, fresh: bool) -> dict:
+    """One `jmt compare` (fresh: its runs folder emptied first): wall seconds and each run's
+    seconds and epochs from the comparison it wrote."""
+    if fresh:
+        shutil.rmtree(runs, ignore_errors=True)
+    wall, _ = _run(code, ["compare", "--params", str(params)])
+    result = json.loads((params.parent / "compare.json").read_text())
+    trained = result["timing"]["trained"]
+    if fresh != (trained > 0) or (not fresh and result["timing"]["reused"] == 0):
+        raise SystemExit(f"{params}: expected {'every run trained' if fresh else 'every run reused'}, "
+                         f"got {result['timing']}")
+    return {"wall_s": round(wall, 2), "in_command_s": result["timing"]["seconds"],
+            "runs": {f"{NEW_NAME.get(r['head'], r['head'])}/{r['seed']}": {"seconds": r["seconds"], "epochs": r["epochs"]}
+                     for r in result["runs"]},
+            "cpu_ms_per_1000_frames": {NEW_NAME.get(h, h): r["cpu_ms_per_1000_frames"] for h, r in result["results"].items()}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--old-ref", required=True, help="git revision of the old code")
-    parser.add_argument("--old-params", type=Path, required=True, help="params file of the old code's caches")
-    parser.add_argument("--new-params", type=Path, default=REPO / "params.yaml")
-    parser.add_argument("--heads", default="jmt,mt,jca,rjca,concat,late,audio_only,visual_only",
-                        help="heads, by their old names")
-    parser.add_argument("--compare-repeats", type=int, default=3)
+    parser.add_argument("--new-params", type=Path, default=REPO / "params.yaml",
+                        help="the new code's params (its corpus and caches; the old code embeds that corpus)")
+    parser.add_argument("--epochs", type=int, default=4, help="every run trains exactly this many epochs")
+    parser.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1])
+    parser.add_argument("--repeats", type=int, default=2, help="fresh + reused comparisons per code")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/jmt-refactor-speed"),
+                        help="the old code, its caches, both codes' runs (kept: a rerun reuses the old stage 1)")
     parser.add_argument("--out", type=Path, default=REPO / "docs/bench/refactor_speed.json")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="jmt-old-") as tmp:
-        old = Path(tmp) / "code"
+
+    work = args.work.resolve()
+    old_code = work / "old/code"
+    if not (old_code / "pipeline").is_dir():
         archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", args.old_ref, "pipeline"],
                                  capture_output=True, check=True).stdout
-        old.mkdir()
-        subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
-        heads = [h.strip() for h in args.heads.split(",") if h.strip()]
-        rows = []
-        for i, head in enumerate(heads):
-            versions = [("old", old, args.old_params, head), ("new", REPO, args.new_params, NEW_NAME.get(head, head))]
-            if i % 2:  # alternate which goes first
-                versions.reverse()
-            row = {"head": NEW_NAME.get(head, head)}
-            for tag, code, params, name in versions:
-                row[tag] = train_seconds(code, params, name)
-                print(f"{name} {tag}: {row[tag]}", flush=True)
-            row["new_over_old"] = round(row["new"]["seconds"] / row["old"]["seconds"], 3)
-            rows.append(row)
-        compare = {"old": [], "new": []}
-        for i in range(args.compare_repeats):
-            for tag, code, params in ([("old", old, args.old_params), ("new", REPO, args.new_params)][::1 - 2 * (i % 2)]):
-                compare[tag].append(compare_seconds(code, params))
-                print(f"compare {tag}: {compare[tag][-1]} s", flush=True)
-    out = {"old_ref": args.old_ref, "new": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                                          capture_output=True, text=True).stdout.strip() + " + tree",
-           "train": rows,
-           "train_total_new_over_old": round(sum(r["new"]["seconds"] for r in rows)
-                                             / sum(r["old"]["seconds"] for r in rows), 3),
-           "compare_reused_s": compare,
-           "compare_median_new_over_old": round(sorted(compare["new"])[len(compare["new"]) // 2]
-                                                / sorted(compare["old"])[len(compare["old"]) // 2], 3)}
+        old_code.mkdir(parents=True)
+        subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive, check=True)
+
+    import yaml
+
+    new_data = params_data(args.new_params)
+    new_root = args.new_params.resolve().parent
+    corpus = (new_root / new_data["corpus"]["root"]).resolve()
+    new_changes = _recipe(work / "new", corpus, [NEW_NAME.get(h, h) for h in OLD_HEADS], args)
+    for stage in ("faces", "audio", "labels", "embed"):   # the new caches, where its params put them
+        new_changes[f"{stage}.out"] = str((new_root / new_data[stage]["out"]).resolve())
+    new_params = _params(new_data, work / "new", new_changes)
+
+    old_data = yaml.safe_load(subprocess.run(["git", "-C", str(REPO), "show", f"{args.old_ref}:params.yaml"],
+                                             capture_output=True, text=True, check=True).stdout)
+    old_changes = _recipe(work / "old", corpus, OLD_HEADS, args)
+    for stage, sub in (("faces", "faces"), ("audio", "audio"), ("embed", "embeddings")):
+        old_changes[f"{stage}.out"] = str(work / "old/cache" / sub)
+    old_params = _params(old_data, work / "old", old_changes)
+    stage1 = {}
+    for stage in ("faces", "audio", "embed"):   # the old code's own caches of the same corpus (resumes)
+        stage1[stage] = round(_run(old_code, [stage, "--params", str(old_params)])[0], 1)
+        print(f"old {stage}: {stage1[stage]} s", flush=True)
+
+    codes = {"old": (old_code, old_params, work / "old/runs"), "new": (REPO, new_params, work / "new/runs")}
+    results: dict[str, dict[str, list]] = {tag: {"fresh": [], "reused": []} for tag in codes}
+    for i in range(args.repeats):
+        for tag in (("old", "new") if i % 2 == 0 else ("new", "old")):   # alternate which goes first
+            code, params, runs = codes[tag]
+            for fresh in (True, False):
+                r = compare_once(code, params, runs, fresh)
+                results[tag]["fresh" if fresh else "reused"].append(r)
+                print(f"{tag} compare {'fresh' if fresh else 'reused'}: {r['wall_s']} s", flush=True)
+
+    def median(values: list[float]) -> float:
+        v = sorted(values)
+        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
+
+    heads = [NEW_NAME.get(h, h) for h in OLD_HEADS]
+    per_head = []
+    for head in heads:
+        row: dict = {"head": head}
+        for tag in codes:  # every seed of every fresh repeat of this head
+            runs = [v for r in results[tag]["fresh"] for k, v in r["runs"].items() if k.split("/")[0] == head]
+            row[tag] = {"seconds_per_run": round(median([r["seconds"] for r in runs]), 2),
+                        "epochs": sorted({r["epochs"] for r in runs}), "runs": len(runs)}
+            row[tag]["cpu_ms_per_1000_frames"] = median([r["cpu_ms_per_1000_frames"][head]
+                                                          for kind in ("fresh", "reused") for r in results[tag][kind]])
+        row["new_over_old"] = round(row["new"]["seconds_per_run"] / row["old"]["seconds_per_run"], 3)
+        row["latency_new_over_old"] = round(row["new"]["cpu_ms_per_1000_frames"]
+                                            / row["old"]["cpu_ms_per_1000_frames"], 3)
+        per_head.append(row)
+    summary = {kind: {tag: median([r["wall_s"] for r in results[tag][kind]]) for tag in codes}
+               for kind in ("fresh", "reused")}
+    out = {"old_ref": args.old_ref,
+           "new": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                                 capture_output=True, text=True).stdout.strip() + " + tree",
+           "corpus": str(corpus), "epochs": args.epochs, "seeds": args.seeds, "repeats": args.repeats,
+           "old_stage1_s": stage1, "train_per_run": per_head,
+           "train_total_new_over_old": round(sum(r["new"]["seconds_per_run"] for r in per_head)
+                                             / sum(r["old"]["seconds_per_run"] for r in per_head), 3),
+           "compare_wall_median_s": summary,
+           "compare_fresh_new_over_old": round(summary["fresh"]["new"] / summary["fresh"]["old"], 3),
+           "compare_reused_new_over_old": round(summary["reused"]["new"] / summary["reused"]["old"], 3),
+           "compare": results}
     write_json(args.out, out)
-    print(json.dumps({k: v for k, v in out.items() if k != "train"}, indent=1))
+    print(json.dumps({k: v for k, v in out.items() if k not in ("compare",)}, indent=1))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--child-train":
-        print(json.dumps(child_train(*sys.argv[2:])))
-    else:
-        main()
+    main()
