@@ -73,11 +73,15 @@ def synthetic(tmp_path_factory):
 
 
 def learned(root, tmp_path, head):
-    """Trains `head` briefly; returns the numpy CCC of its best checkpoint on validation."""
+    """Trains `head` briefly; returns the numpy CCC of its best checkpoint on validation.
+
+    lr 0.003: at 0.01, `jmt` on three streams learnt valence from seeds 2 and 3 but not 0 and 1
+    (CCC 0.04, 0.005), and which seeds fail moves with the CPU's last bits (it passed on another
+    machine); at 0.003 every case below passed with seeds 0-4, the lowest learnable-axis CCC 0.795."""
     params = params_at(tmp_path, tmp_path / "no-corpus", embed={"out": str(root / "embeddings")},
                        labels={"out": str(root / "labels")},
                        model={"fusion": head, "d_model": 16, "dropout": 0.0, "temporal_dropout": 0.0},
-                       train={"epochs": 10, "window": 16, "hop": 8, "batch_size": 4, "lr": 0.01,
+                       train={"epochs": 10, "window": 16, "hop": 8, "batch_size": 4, "lr": 0.003,
                               "warmup_epochs": 1, "patience": 10, "out": str(tmp_path / "model.pt"),
                               "live_dir": str(tmp_path / "live")})
     train_model(params, quiet=True)
