@@ -12,9 +12,9 @@ Both comparisons use the same recipe, capped at `--epochs` epochs (early stoppin
 longer, so every run trains exactly that many: equal work, whatever the old and new code's random
 draws; a run's seconds are then a per-epoch cost times a constant) and `--seeds`.
 
-    .venv/bin/python bench/refactor_speed.py --old-ref b479f1c --out docs/bench/refactor_speed.json
+    .venv/bin/python bench/refactor_speed.py --old-ref b479f1c --epochs 12 --repeats 2
 
-Numbers: docs/measurements.md, *Streams and tasks: speed of the two-stream path*.
+Numbers: docs/measurements.md, *Streams and tasks*, *Speed of the two-stream path*.
 """
 
 from __future__ import annotations
