@@ -144,6 +144,17 @@ def jmt(*args: str) -> list[str]:
 
 # ---- results ---------------------------------------------------------------------------------
 
+def verdict_status(a: str, b: str, kind: str = "interval") -> str:
+    """Two comparisons' verdicts on one row: same; withheld (a verdict on one side, `within
+    noise` on the other: nothing stated there, nothing contradicted); contradicted (two different
+    stated verdicts, or n/a on one side); changed (a descriptive row that differs)."""
+    if a == b:
+        return "same"
+    if kind == "descriptive":
+        return "changed"
+    return "withheld" if "within noise" in (a, b) and "n/a" not in (a, b) else "contradicted"
+
+
 def _plain(value: Any) -> Any:
     """What json cannot write by itself: numpy scalars and arrays, paths."""
     if hasattr(value, "tolist"):   # numpy scalar or array

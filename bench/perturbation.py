@@ -35,6 +35,7 @@ import argparse
 import copy
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -46,7 +47,9 @@ from pipeline import cache
 from pipeline.stage2.compare.aggregate import SCORE
 from pipeline.stage2.verdicts import STATED, annotate, paired_blocks
 
-REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
+from common import REPO, verdict_status  # noqa: E402
+
 # params keys holding paths: made absolute (the params file moves to --work); and each stream's
 # `embed.streams.<name>.checkpoint`
 PATH_KEYS = ("base", "demo.out", "corpus.root", "corpus.manifest", "faces.out", "faces.cropped_aligned", "audio.out",
@@ -166,17 +169,6 @@ def verdicts(result: dict, k: float | None = None) -> dict[str, dict]:
     return out
 
 
-def _status(a: str, b: str, kind: str) -> str:
-    """same; withheld (a verdict on one side, `within noise` on the other: nothing stated there,
-    nothing contradicted); contradicted (two different stated verdicts, or n/a on one side);
-    changed (a descriptive row that differs)."""
-    if a == b:
-        return "same"
-    if kind == "descriptive":
-        return "changed"
-    return "withheld" if "within noise" in (a, b) and "n/a" not in (a, b) else "contradicted"
-
-
 def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) -> dict:
     """The verdicts of two comparisons side by side: one row per key (either side), its status,
     and counts. The check holds when no interval verdict the findings use is contradicted.
@@ -188,7 +180,7 @@ def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) ->
         va, vb = a.get(key, missing), b.get(key, missing)
         kind = va["kind"] if key in a else vb["kind"]
         row = {"key": key, "kind": kind, "original": va["verdict"], "perturbed": vb["verdict"],
-               "used": va["used"] or vb["used"], "status": _status(va["verdict"], vb["verdict"], kind)}
+               "used": va["used"] or vb["used"], "status": verdict_status(va["verdict"], vb["verdict"], kind)}
         if "low" in va or "low" in vb:
             row["bounds"] = {side: [v.get("low"), v.get("high"), v.get("margin")] for side, v in
                              (("original", va), ("perturbed", vb))}

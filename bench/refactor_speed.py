@@ -27,9 +27,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
-from common import REPO, params_data, set_key, write_json  # noqa: E402
+from common import REPO, params_data, write_json, write_params  # noqa: E402
 
 # the old code's unimodal names -> the new ones
 NEW_NAME = {"audio_only": "only:audio", "visual_only": "only:visual"}
@@ -49,26 +50,16 @@ def _run(code_root: Path, args: list[str]) -> tuple[float, str]:
     return wall, proc.stdout
 
 
-def _params(data: dict, folder: Path, changes: dict[str, object]) -> Path:
-    """`folder/params.yaml`: `data` with dotted keys changed."""
-    import yaml
-
-    for key, value in changes.items():
-        section, _, rest = key.partition(".")
-        set_key(data[section], rest, value)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def _recipe(folder: Path, corpus: Path, heads: list[str], args: argparse.Namespace) -> dict[str, object]:
-    """What both params files set: the corpus, the capped recipe, runs and outputs in `folder`."""
-    return {"corpus.root": str(corpus), "train.epochs": args.epochs, "train.patience": args.epochs + 10,
-            "train.out": str(folder / "model.pt"), "train.live_dir": str(folder / "live"),
-            "compare.heads": heads, "compare.seeds": args.seeds, "compare.runs": str(folder / "runs"),
-            "compare.metrics": str(folder / "compare.json"), "compare.table": str(folder / "compare.md"),
-            "run.engine": "local"}
+def _recipe(folder: Path, heads: list[str], args: argparse.Namespace,
+            outs: dict[str, Path]) -> dict[str, dict[str, object]]:
+    """What both params files change (`write_params` sections): the capped recipe, runs and
+    outputs in `folder`, each stage-1 cache at `outs[stage]`."""
+    return {"train": {"epochs": args.epochs, "patience": args.epochs + 10, "out": str(folder / "model.pt"),
+                      "live_dir": str(folder / "live")},
+            "compare": {"heads": heads, "seeds": args.seeds, "runs": str(folder / "runs"),
+                        "metrics": str(folder / "compare.json"), "table": str(folder / "compare.md")},
+            "run": {"engine": "local"},
+            **{stage: {"out": str(out)} for stage, out in outs.items()}}
 
 
 def compare_once(code: Path, params: Path, runs: Path, fresh: bool) -> dict:
@@ -109,22 +100,21 @@ def main() -> None:
         old_code.mkdir(parents=True)
         subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive, check=True)
 
-    import yaml
-
     new_data = params_data(args.new_params)
     new_root = args.new_params.resolve().parent
     corpus = (new_root / new_data["corpus"]["root"]).resolve()
-    new_changes = _recipe(work / "new", corpus, [NEW_NAME.get(h, h) for h in OLD_HEADS], args)
-    for stage in ("faces", "audio", "labels", "embed"):   # the new caches, where its params put them
-        new_changes[f"{stage}.out"] = str((new_root / new_data[stage]["out"]).resolve())
-    new_params = _params(new_data, work / "new", new_changes)
+    new_outs = {stage: (new_root / new_data[stage]["out"]).resolve()   # the new caches, where its params put them
+                for stage in ("faces", "audio", "labels", "embed")}
+    new_params = write_params(work / "new", corpus, caches=None, base=args.new_params,
+                              **_recipe(work / "new", [NEW_NAME.get(h, h) for h in OLD_HEADS], args, new_outs))
 
-    old_data = yaml.safe_load(subprocess.run(["git", "-C", str(REPO), "show", f"{args.old_ref}:params.yaml"],
-                                             capture_output=True, text=True, check=True).stdout)
-    old_changes = _recipe(work / "old", corpus, OLD_HEADS, args)
-    for stage, sub in (("faces", "faces"), ("audio", "audio"), ("embed", "embeddings")):
-        old_changes[f"{stage}.out"] = str(work / "old/cache" / sub)
-    old_params = _params(old_data, work / "old", old_changes)
+    old_base = work / "old/base.yaml"   # the old code's params.yaml (another schema: no labels section)
+    old_base.write_text(subprocess.run(["git", "-C", str(REPO), "show", f"{args.old_ref}:params.yaml"],
+                                       capture_output=True, text=True, check=True).stdout)
+    old_outs = {stage: work / "old/cache" / sub for stage, sub in (("faces", "faces"), ("audio", "audio"),
+                                                                   ("embed", "embeddings"))}
+    old_params = write_params(work / "old", corpus, caches=None, base=old_base,
+                              **_recipe(work / "old", OLD_HEADS, args, old_outs))
     stage1 = {}
     for stage in ("faces", "audio", "embed"):   # the old code's own caches of the same corpus (resumes)
         stage1[stage] = round(_run(old_code, [stage, "--params", str(old_params)])[0], 1)
@@ -139,10 +129,6 @@ def main() -> None:
                 r = compare_once(code, params, runs, fresh)
                 results[tag]["fresh" if fresh else "reused"].append(r)
                 print(f"{tag} compare {'fresh' if fresh else 'reused'}: {r['wall_s']} s", flush=True)
-
-    def median(values: list[float]) -> float:
-        v = sorted(values)
-        return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 
     heads = [NEW_NAME.get(h, h) for h in OLD_HEADS]
     per_head = []

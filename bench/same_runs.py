@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
-from common import write_json  # noqa: E402
+from common import verdict_status, write_json  # noqa: E402
 
 # the unimodal references' names before the refactor -> now (their folders: only_<stream>)
 RENAMED = {"audio_only": "only:audio", "visual_only": "only:visual"}
@@ -107,7 +107,7 @@ def compare_verdicts(a: dict, b: dict) -> dict:
                    "shift": round(vb["seeds"]["mean"] - va["seeds"]["mean"], 6), "margin": [va["margin"], vb["margin"]]}
             for which in ("seeds", "videos"):
                 x, y = va[which]["verdict"], vb[which]["verdict"]
-                kind = "same" if x == y else "withheld" if "within noise" in (x, y) else "contradicted"
+                kind = verdict_status(x, y)
                 counts[kind] += 1
                 row[which] = [x, y, kind]
             rows.append(row)
@@ -132,7 +132,7 @@ def verdicts_vs_rows(check: dict, side: str, new: dict) -> dict:
         else:
             verdict = result["availability"][split]["va"][OLD_SUBSETS[subset]]["vs_reference"][which]["verdict"]
         old = row[side]
-        kind = "same" if old == verdict else "withheld" if "within noise" in (old, verdict) else "contradicted"
+        kind = verdict_status(old, verdict)
         counts[kind] += 1
         rows.append({"key": row["key"], "old": old, "new": verdict, "status": kind})
     return {"rows": rows, **counts}
