@@ -68,9 +68,6 @@ class Objective:
     weights: dict[str, float] = field(default_factory=dict)
     states: dict[str, dict] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.states = {name: self.states.get(name, {}) for name in self.tasks}   # no state given: {}
-
     @classmethod
     def of(cls, tasks: dict[str, Task], weights: dict[str, float], train: list[Entry]) -> Objective:
         """The objective with each task's loss state from the training entries' valid labels."""
@@ -86,7 +83,7 @@ class Objective:
         """The weighted sum over tasks (those with enough valid frames); None when no task has."""
         total = None
         for name, task in self.tasks.items():
-            term = task.loss(pred[name], batch["labels"][name], batch["valid"][name], self.states[name])
+            term = task.loss(pred[name], batch["labels"][name], batch["valid"][name], self.states.get(name, {}))
             if term is None:
                 continue
             term = self.weights.get(name, 1.0) * term
@@ -96,7 +93,7 @@ class Objective:
     def describe(self) -> dict:
         """The weights and loss states, JSON-able (run.json)."""
         return {name: {"weight": self.weights.get(name, 1.0),
-                       **{k: [round(float(x), 6) for x in v.tolist()] for k, v in self.states[name].items()}}
+                       **{k: [round(float(x), 6) for x in v.tolist()] for k, v in self.states.get(name, {}).items()}}
                 for name in self.tasks}
 
 
