@@ -15,7 +15,7 @@ REQS   := requirements/torch.txt requirements/nodeps.txt requirements/base.txt \
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup system-deps demo compare-va three-streams test clean-venv
+.PHONY: setup system-deps demo compare-va three-streams tsav test clean-venv
 
 setup: system-deps $(STAMP)
 
@@ -69,6 +69,16 @@ three-streams: setup
 	jmt compare --params params-3streams.yaml --engine ray
 	jmt report --params params-3streams.yaml
 	jmt compare --params params-3streams.yaml --show
+
+# The JMT authors' two streams (params-tsav.yaml: R(2+1)D-18 on face clips, ResNet-18 on log-mel),
+# offline: weight files of their names in their published layouts, with RANDOM values (real files
+# go in the same place: README, "The JMT authors' streams"), then embed, train and evaluate.
+tsav: setup
+	dvc repro faces audio labels
+	test -f data/weights/vision_TSAV_Sub4_544k.pt || $(BIN)/python scripts/make_tsav_checkpoints.py --out data/weights
+	jmt embed --params params-tsav.yaml
+	jmt train --params params-tsav.yaml
+	jmt evaluate --params params-tsav.yaml
 
 test: setup
 	$(BIN)/python -m pytest

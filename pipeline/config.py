@@ -149,6 +149,24 @@ class BackboneParams(Section):
     layer: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="which transformer layer's output to pool (SSL audio backbones; "
                                   "default: the last)")
+    # Options only some backbones take (each backbone lists its own in `options`; the others
+    # reject them). None = the backbone's default; an unset option is left out of the stage's
+    # config hash, so caches made before an option existed stay current.
+    reduction: Literal["max", "avg", "flatten"] | None = Field(
+        default=None, description="r2plus1d_18: how the 512x1x7x7 map becomes 512-d (default max)")
+    clip: PosInt | None = Field(default=None, description="clip backbones: crops per clip (default 8)")
+    clip_stride: PosInt | None = Field(
+        default=None, description="clip backbones: frames between a clip's crops (default 4: 8 of the last 32)")
+    append_outputs: bool | None = Field(
+        default=None, description="hsemotion: append the model's own expression/VA outputs to the features")
+
+    OPTIONS: typing.ClassVar[tuple[str, ...]] = ("layer", "reduction", "clip", "clip_stride", "append_outputs")
+
+    def identity(self) -> dict:
+        """What the backbone's output depends on in its params: every field, less options left unset
+        (None), except `layer`, which caches made before the other options recorded."""
+        return {k: v for k, v in self.model_dump().items()
+                if k == "layer" or k not in self.OPTIONS or v is not None}
 
 
 class LabelsParams(Section):

@@ -247,3 +247,16 @@ def test_the_repositorys_variants_load():
     three = load_params(REPO / "params-3streams.yaml")
     assert list(three.embed.streams) == ["visual", "audio", "prosody"] and three.train.tasks == ["va"]
     assert three.embed.out != tasks.embed.out == "data/cache/embeddings"
+
+
+def test_a_backbone_option_left_unset_stays_out_of_its_identity():
+    """The embed stage hashes `BackboneParams.identity()`: options added later (reduction, clip,
+    clip_stride, append_outputs) must not change the hash of a cache made before they existed."""
+    from pipeline.config import BackboneParams
+
+    plain = BackboneParams(name="fer_xception")
+    assert plain.identity() == {"name": "fer_xception", "pretrained": False, "checkpoint": None,
+                                "allow_random": False, "layer": None}
+    clip = BackboneParams(name="r2plus1d_18", allow_random=True, clip=8, reduction="avg")
+    assert clip.identity()["clip"] == 8 and clip.identity()["reduction"] == "avg"
+    assert "clip_stride" not in clip.identity() and "append_outputs" not in clip.identity()

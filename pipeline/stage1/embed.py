@@ -2,9 +2,10 @@
 
 Reads `<faces.out>/<entry>.h5` and `<audio.out>/<entry>.h5` and runs each stream of
 `embed.streams` (name -> backbone) on what its backbone reads: the aligned crops, each frame's
-log-mel window, or the whole cached waveform with every frame's window in samples; in batches,
-on CPU or CUDA (auto; mixed precision on CUDA). Writes one float16 feature array and one mask
-per stream (crops: the face was found; audio: inside the track and voiced), with each stream's
+clip of crops (`pipeline.stage1.clips`), each frame's log-mel window, or the whole cached
+waveform with every frame's window in samples; in batches, on CPU or CUDA (auto; mixed
+precision on CUDA). Writes one float16 feature array and one mask per stream (crops and clips:
+the face was found at the frame; audio: inside the track and voiced), with each stream's
 backbone, weights and width, to `<embed.out>/<entry>.h5` (layout: docs/cache.md). Stage 2 reads
 these files, and the labels cache beside them.
 """
@@ -31,6 +32,7 @@ from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.media import estimate_frames
 from pipeline.stage1 import audio as audio_stage
+from pipeline.stage1 import clips
 from pipeline.stage1 import faces as faces_stage
 from pipeline.stage1.backbones import build, input_of, weights_sha256
 from pipeline.stage1.runner import StageResult, run_stage
@@ -114,7 +116,7 @@ def stage_config(params: Params, nets: Backbones) -> dict:
     """Content-relevant config: the streams in order (backbone params, weights' hashes) and the
     inputs' own configs."""
     return {"algorithm": ALGORITHM,
-            "streams": [[name, bp.model_dump(), nets.sha[name]] for name, bp in params.embed.streams.items()],
+            "streams": [[name, bp.identity(), nets.sha[name]] for name, bp in params.embed.streams.items()],
             "faces": faces_stage.stage_config(params), "audio_stage": audio_stage.stage_config(params)}
 
 
@@ -160,6 +162,8 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                 for name, net in nets.nets.items():
                     if nets.inputs[name] == "crops":
                         chunks[name].append(nets.run(net, crops))
+                    elif nets.inputs[name] == "clips":  # (b, K, S, S, 3): the crops of each frame's clip
+                        chunks[name].append(nets.run(net, clips.read_clips(ff, start, stop, net.clip, net.clip_stride)))
                     elif nets.inputs[name] == "logmel":
                         chunks[name].append(nets.run(net, audio_windows(logmel, frame_end[start:stop], width, floor)))
                 advance(stop - start)
@@ -177,7 +181,7 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                                    hash_=hashes[e.name], attrs=attrs) as f:
                 for name, arr in features.items():
                     f.create_dataset(cache.stream_key(name, "features"), data=arr.astype(np.float16), **cache.FEATURES)
-                    mask = masks["crops" if nets.inputs[name] == "crops" else "audio"]
+                    mask = masks["crops" if nets.inputs[name] in ("crops", "clips") else "audio"]
                     f.create_dataset(cache.stream_key(name, "mask"), data=mask)
                 f.create_dataset("timestamps", data=ff["timestamps"][...])
         stats[e.name] = {"frames": n, **{f"{name}_dim": int(arr.shape[1]) for name, arr in features.items()},

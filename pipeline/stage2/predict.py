@@ -54,6 +54,10 @@ def _stage1_params(ckpt: dict, work: Path, video: Path) -> Params:
     data["corpus"] = {**data["corpus"], "layout": "manifest", "manifest": str(manifest)}
     for stage in ("faces", "audio", "embed"):
         data[stage] = {**data[stage], "out": str(work / stage), "on_error": "fail"}
+    # a backbone's weights file was relative to the training params' folder, which the checkpoint
+    # does not record: taken from the working folder (run from there); its hash is checked after
+    data["embed"]["streams"] = {name: {**bp, "checkpoint": str(Path(bp["checkpoint"]).resolve())}
+                                if bp.get("checkpoint") else bp for name, bp in data["embed"]["streams"].items()}
     return parse_params(data, source="checkpoint params", root=work)
 
 

@@ -1,5 +1,5 @@
-"""Every backbone in the one registry (BACKBONES): builds, declares what it reads (crops, logmel,
-waveform), runs on that input without NaN; weights handling; the FER port."""
+"""Every backbone in the one registry (BACKBONES): builds, declares what it reads (crops, clips,
+logmel, waveform), runs on that input without NaN; weights handling; the FER port."""
 
 from pathlib import Path
 
@@ -26,18 +26,23 @@ CASES = {
     "vggish": (BackboneParams(name="vggish", allow_random=True), "logmel"),
     "prosody": (BackboneParams(name="prosody"), "waveform"),
     "egemaps": (BackboneParams(name="egemaps"), "waveform"),
+    "r2plus1d_18": (BackboneParams(name="r2plus1d_18", allow_random=True, clip=2, clip_stride=1), "clips"),
+    "resnet18_logmel": (BackboneParams(name="resnet18_logmel", allow_random=True), "waveform"),
+    "hsemotion": (BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True), "crops"),
 }
 
 
 def test_one_registry_and_every_backbone_has_a_case():
     assert set(BACKBONES.names()) == set(CASES) | set(SSL_MODELS)
-    assert INPUTS == ("crops", "logmel", "waveform")
+    assert INPUTS == ("crops", "clips", "logmel", "waveform")
     assert {kind for _, kind in CASES.values()} == set(INPUTS)
 
 
 def _input(kind: str):
     if kind == "crops":
         return (torch.randint(0, 256, (3, 112, 112, 3), dtype=torch.uint8),)
+    if kind == "clips":
+        return (torch.randint(0, 256, (3, 2, 112, 112, 3), dtype=torch.uint8),)
     if kind == "logmel":
         return (torch.randn(3, 100, 64) - 5,)
     windows = torch.tensor([[-16000, 0], [0, 16000], [8000, 24000]])   # before and inside the track
@@ -62,7 +67,7 @@ def test_a_backbone_that_does_not_say_what_it_reads_is_refused(monkeypatch):
         def forward(self, x):
             return x
 
-    with pytest.raises(JmtError, match="Silent: a backbone must declare input = one of crops, logmel, waveform"):
+    with pytest.raises(JmtError, match="Silent: a backbone must declare input = one of crops, clips, logmel, waveform"):
         input_of(Silent())
     monkeypatch.setitem(BACKBONES._items, "silent", lambda params, root: Silent())
     with pytest.raises(JmtError, match="Silent: a backbone must declare input"):

