@@ -150,3 +150,21 @@ def test_predict_errors(trained, tmp_path):
     result = CliRunner().invoke(app, ["predict", str(tmp_path / "broken.mp4"), "--checkpoint",
                                       str(trained.path(trained.train.out)), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "broken.mp4" in result.output
+
+
+def test_a_backbones_weights_file_is_found_from_the_working_folder(tmp_path, monkeypatch):
+    """The checkpoint keeps the training params, whose weights paths were relative to their
+    folder; predict runs its stage 1 in a temporary folder, so it takes them from the working
+    folder (the weights' hashes are checked against the checkpoint's afterwards)."""
+    import yaml
+
+    from pipeline.stage2.predict import _stage1_params
+
+    from ..conftest import REPO
+
+    data = yaml.safe_load((REPO / "params.yaml").read_text())
+    data["embed"]["streams"]["audio"] = {"name": "resnet18_logmel", "checkpoint": "weights/audio.pt"}
+    monkeypatch.chdir(tmp_path)
+    params = _stage1_params({"params": data}, tmp_path, tmp_path / "v.mp4")
+    assert params.embed.streams["audio"].checkpoint == str(tmp_path / "weights" / "audio.pt")
+    assert params.embed.streams["visual"].checkpoint is None
