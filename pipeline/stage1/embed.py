@@ -21,7 +21,6 @@ from typing import Annotated, Callable
 import h5py
 import numpy as np
 import torch
-import torchaudio
 import typer
 
 from pipeline import cache
@@ -35,6 +34,7 @@ from pipeline.stage1 import audio as audio_stage
 from pipeline.stage1 import clips
 from pipeline.stage1 import faces as faces_stage
 from pipeline.stage1.backbones import build, input_of, weights_sha256
+from pipeline.stage1.backbones.frames import resample
 from pipeline.stage1.runner import StageResult, run_stage
 
 
@@ -58,7 +58,7 @@ def waveform_features(module: torch.nn.Module, af: h5py.File, device: torch.devi
     sr, rate = int(af.attrs["sample_rate"]), int(module.sample_rate)
     wave = torch.as_tensor(audio_stage.read_waveform(af))
     if sr != rate:
-        wave = torchaudio.functional.resample(wave, sr, rate)
+        wave = resample(wave, sr, rate)   # in chunks: a long track's temporaries stay small
     windows = audio_stage.sample_windows(af["timestamps"][...], float(af.attrs["fps"]),
                                          float(af.attrs["window_s"]), rate)
     ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()

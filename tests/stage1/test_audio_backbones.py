@@ -379,3 +379,19 @@ def test_ssl_frames_do_not_depend_on_the_other_frames_asked():
     both = run(net, wave, win)
     np.testing.assert_allclose(both[:30], run(net, wave, win[:30]), atol=1e-5)
     np.testing.assert_allclose(both[30:], run(net, wave, win[30:]), atol=1e-5)
+
+
+@pytest.mark.parametrize("orig, new", [(16000, 44100), (44100, 16000), (16000, 24000)])
+def test_resampling_in_chunks_is_resampling_the_whole_track(orig, new):
+    """`jmt embed` resamples a track in chunks (bounded temporaries on a long video): the same
+    samples as torchaudio's one call, at the start, at chunk seams and at the end."""
+    import torchaudio
+
+    from pipeline.stage1.backbones.frames import resample
+
+    wave = torch.randn(int(orig * 7.3), generator=torch.Generator().manual_seed(0)) * 0.3
+    whole = torchaudio.functional.resample(wave, orig, new)
+    chunked = resample(wave, orig, new, chunk_s=1.0)
+    assert chunked.shape == whole.shape
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)   # equal on this machine
+    assert resample(wave, orig, orig) is wave

@@ -6,12 +6,13 @@ Each backbone module declares what it reads in an `input` attribute:
 - 'waveform' (`WaveformBackbone`): the entry's whole mono waveform, float32 (S,) at the
   backbone's `sample_rate`, plus every frame's window [start, end) in samples, int64 (n, 2),
   -> (n, D). Such a backbone computes its features over the track once (in bounded chunks)
-  and pools them per window, instead of re-running on overlapping 1 s windows.
-A stream's mask follows its input: a crops stream is present where a face was found, an audio
-stream where the frame is inside the track and voiced (docs/cache.md).
-- 'clips' (`clips.ClipBackbone`): for every frame t the clip of `clip` crops ending at t at
-  `clip_stride` (8 of the last 32 by default; the rule at a video's start and across face gaps
-  is `pipeline.stage1.clips.clip_indices`), uint8 (B, K, S, S, 3) -> (B, D).
+  and pools them per window, instead of re-running on overlapping 1 s windows (except
+  `resnet18_logmel`, which runs on each frame's own 1.034 s, as its authors' network did).
+- 'clips' (`tsav.R2Plus1D`): for every frame t the clip of the backbone's `clip` crops ending
+  at t at its `clip_stride` (8 of the last 32 by default; the rule at a video's start and across
+  face gaps is `pipeline.stage1.clips.clip_indices`), uint8 (B, K, S, S, 3) -> (B, D).
+A stream's mask follows its input: a crops or clips stream is present where a face was found at
+the frame, an audio stream where the frame is inside the track and voiced (docs/cache.md).
 Each factory gets the BackboneParams and returns a module with a `dim` attribute; a backbone
 with layers also has `num_layers` (then `layer` picks one; other backbones reject `layer`).
 The other per-backbone options (`reduction`, `clip`, `clip_stride`, `append_outputs`) are

@@ -10,11 +10,13 @@ as the log-mel windows' padding before the track starts.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+import torchaudio
 
 
 def row_range(windows: np.ndarray, hop: int, centre: int) -> tuple[np.ndarray, np.ndarray]:
@@ -24,6 +26,29 @@ def row_range(windows: np.ndarray, hop: int, centre: int) -> tuple[np.ndarray, n
     lo = -((centre - w[:, 0]) // hop)
     hi = -((centre - w[:, 1]) // hop)
     return lo, hi
+
+
+def resample(wave: torch.Tensor, orig: int, new: int, chunk_s: float = 20.0) -> torch.Tensor:
+    """wave (S,) from `orig` to `new` Hz, chunk by chunk: torchaudio's resampling of the whole
+    track (to float rounding), with temporaries for one chunk instead of ~3x the output track.
+
+    torchaudio's polyphase filter maps each block of o = orig / gcd input samples to n = new /
+    gcd output samples and reaches about o input samples past a block; chunks start on block
+    boundaries and carry 64 blocks of input on each side, so each output sample sees the same
+    inputs as in one call (zeros past the track's ends in both)."""
+    if orig == new:
+        return wave
+    g = math.gcd(orig, new)
+    o, n = orig // g, new // g
+    step = max(1, int(chunk_s * orig) // o) * o                     # input samples per chunk
+    margin = 64 * o
+    out = []
+    for s in range(0, len(wave), step):
+        a = max(0, s - margin)
+        y = torchaudio.functional.resample(wave[a:min(len(wave), s + step + margin)], orig, new)
+        lo = (s - a) // o * n
+        out.append(y[lo:lo + step // o * n])
+    return torch.cat(out)[:math.ceil(n * len(wave) / o)] if out else wave.new_zeros(0)
 
 
 def padded_slice(wave: torch.Tensor, a: int, b: int) -> torch.Tensor:

@@ -78,6 +78,9 @@ EXPRESSIONS_8 = ("anger", "contempt", "disgust", "fear", "happiness", "neutral",
 EXPRESSIONS_7 = ("anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise")
 VA = ("valence", "arousal")
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# Crops per forward pass: at embed's batch of 128, MobileViT-v2 1.5 at 224 px peaked at 4.2 GB
+# (EfficientNet-B2 at 260 px: 3.1 GB; docs/measurements.md); passes of 32 bound the activations.
+CROPS_PER_PASS = 32
 EMOTIEFFLIB = "sb-ai-lab/EmotiEffLib"
 FER_REPO = "av-savchenko/face-emotion-recognition"
 
@@ -147,6 +150,9 @@ class HSEmotionBackbone(nn.Module):
         return (x - self.mean) / self.std
 
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self._features(part) for part in crops.split(CROPS_PER_PASS)])
+
+    def _features(self, crops: torch.Tensor) -> torch.Tensor:
         x = self.preprocess(crops)
         feats = self.model.forward_head(self.model.forward_features(x), pre_logits=True)  # (B, F)
         if not self.append_outputs:
