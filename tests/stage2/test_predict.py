@@ -165,6 +165,60 @@ def test_a_backbones_weights_file_is_found_from_the_working_folder(tmp_path, mon
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data["embed"]["streams"]["audio"] = {"name": "resnet18_logmel", "checkpoint": "weights/audio.pt"}
     monkeypatch.chdir(tmp_path)
-    params = _stage1_params({"params": data}, tmp_path, tmp_path / "v.mp4")
+    params = _stage1_params({"params": data}, tmp_path, {"video": tmp_path / "v.mp4"})
     assert params.embed.streams["audio"].checkpoint == str(tmp_path / "weights" / "audio.pt")
     assert params.embed.streams["visual"].checkpoint is None
+
+
+def test_predict_a_folder_and_a_glob_models_once_skips_finished_and_records_a_bad_file(trained, clips, tmp_path,
+                                                                                       monkeypatch):
+    """Several videos: stage 1 once over all of them (each model built once), one folder per
+    video with the same CSV as a one-video call, a broken file recorded and skipped, a rerun
+    skipping the finished videos, the CLI's summary."""
+    import json
+    import shutil
+
+    from pipeline.stage1 import embed as embed_stage
+    from pipeline.stage2.predict import expand_videos, folder_names, predict_videos
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("talk.mp4", "mute.mp4"):
+        shutil.copy(clips / name, folder / name)
+    (folder / "broken.mp4").write_bytes(b"junk")
+    (folder / "notes.txt").write_text("not a video")
+    assert [v.name for v in expand_videos([folder])] == ["broken.mp4", "mute.mp4", "talk.mp4"]
+    assert [v.name for v in expand_videos([folder / "t*.mp4", folder / "talk.mp4"])] == ["talk.mp4"]   # once
+    assert folder_names([folder / "a.mp4", tmp_path / "a.mp4", folder / ".b.mp4"]) == ["a", "a_2", "_b"]
+    with pytest.raises(InputError, match="nothing.mp4: no such file or folder"):
+        expand_videos([folder / "nothing.mp4"])
+    with pytest.raises(InputError, match=r"z\*.mp4: matches no file"):
+        expand_videos([folder / "z*.mp4"])
+
+    built = []
+    real = embed_stage.Backbones.__init__
+    monkeypatch.setattr(embed_stage.Backbones, "__init__",
+                        lambda self, *a, **k: (built.append(1), real(self, *a, **k))[1])
+    ckpt = trained.path(trained.train.out)
+    out = tmp_path / "out"
+    report = predict_videos([folder], ckpt, out)
+    assert sorted(report["done"]) == ["mute", "talk"] and report["already_done"] == []
+    assert [s["name"] for s in report["skipped"]] == ["broken"] and "broken.mp4" in report["skipped"][0]["error"]
+    assert len(built) == 1                                       # the backbones built once for all videos
+    assert not (out / ".jmt-work").exists() and json.loads((out / "report.json").read_text()) == report
+    one = predict_video(folder / "talk.mp4", ckpt, tmp_path / "one")
+    assert rows(out / "talk" / "talk.csv") == rows(one.csv)      # the same as a one-video call
+    assert (out / "talk" / "talk.png").is_file() and (out / "talk" / "done.json").is_file()
+
+    again = predict_videos([folder], ckpt, out)                  # rerun: the finished ones skipped
+    assert again["done"] == {} and sorted(again["already_done"]) == ["mute", "talk"]
+    assert [s["name"] for s in again["skipped"]] == ["broken"]
+    (folder / "mute.mp4").touch()                                # a changed video is done again
+    os_time = (folder / "mute.mp4").stat().st_mtime_ns
+    assert json.loads((out / "mute" / "done.json").read_text())["mtime_ns"] != os_time
+    assert sorted(predict_videos([folder], ckpt, out)["done"]) == ["mute"]
+
+    result = CliRunner().invoke(app, ["predict", str(folder / "*.mp4"), "--checkpoint", str(ckpt),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "0 done, 2 already done, 1 skipped" in result.output and "broken.mp4" in result.output
