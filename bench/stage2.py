@@ -63,6 +63,16 @@ def epoch(model, batches, opt, objective: Objective, backbones=None) -> dict:
     return {"seconds": time.time() - t0, "frames": frames, "load_seconds": load_s}
 
 
+def cached_vs_in_loop(model, cached, raw, objective: Objective, batch_size: int, backbones) -> tuple[dict, dict]:
+    """One epoch of `model` on the cached windows (after a warm-up epoch), then one on the raw
+    windows with `backbones` run on every batch: (cached, in loop), as `epoch` returns them."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    fast_loader = torch.utils.data.DataLoader(cached, batch_size=batch_size, shuffle=True)
+    slow_loader = torch.utils.data.DataLoader(raw, batch_size=batch_size, shuffle=True)
+    epoch(model, fast_loader, opt, objective)  # warm-up
+    return epoch(model, fast_loader, opt, objective), epoch(model, slow_loader, opt, objective, backbones=backbones)
+
+
 def _rows(a: np.ndarray, start: int, window: int) -> torch.Tensor:
     """Rows [start, start + window) of a per-frame array, zero-padded past its end."""
     x = a[start:start + window]
@@ -157,12 +167,7 @@ def main() -> None:
                                               if k != "raw"}) for item in raw_set.items]
         widths = {s: int(v.shape[-1]) for s, v in cached_items[0]["streams"].items()}
         model = build_head("jmt", **head_kwargs(params.model, widths, cfg.tasks))
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        fast_loader = torch.utils.data.DataLoader(cached_items, batch_size=cfg.batch_size, shuffle=True)
-        slow_loader = torch.utils.data.DataLoader(raw_set, batch_size=cfg.batch_size, shuffle=True)
-        epoch(model, fast_loader, opt, objective)  # warm-up
-        fast = epoch(model, fast_loader, opt, objective)
-        slow = epoch(model, slow_loader, opt, objective, backbones=run_backbones)
+        fast, slow = cached_vs_in_loop(model, cached_items, raw_set, objective, cfg.batch_size, run_backbones)
         results["cached_vs_in_loop"][visual] = {
             "epoch_cached_s": round(fast["seconds"], 2), "epoch_backbones_in_loop_s": round(slow["seconds"], 2),
             "speedup": round(slow["seconds"] / fast["seconds"], 1), f"{args.stream}_dim": widths[args.stream]}

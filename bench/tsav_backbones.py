@@ -33,7 +33,7 @@ import torchaudio
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
 from common import REPO, write_json, write_params  # noqa: E402
 from stage1 import make_clip, run  # noqa: E402
-from stage2 import epoch  # noqa: E402
+from stage2 import cached_vs_in_loop  # noqa: E402
 
 from pipeline import cache  # noqa: E402
 from pipeline.config import BackboneParams, load_params  # noqa: E402
@@ -135,12 +135,7 @@ def anchor(n_windows: int) -> dict:
     tasks = tasks_of(cfg.tasks, params.tasks)
     objective = Objective.of(tasks, cfg.task_weights, entries)
     model = build_head("jmt", **head_kwargs(params.model, {"visual": 512, "audio": 512}, cfg.tasks))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    fast_loader = torch.utils.data.DataLoader(cached, batch_size=cfg.batch_size, shuffle=True)
-    slow_loader = torch.utils.data.DataLoader(raw, batch_size=cfg.batch_size, shuffle=True)
-    epoch(model, fast_loader, opt, objective)   # warm-up
-    fast = epoch(model, fast_loader, opt, objective)
-    slow = epoch(model, slow_loader, opt, objective, backbones=backbones)
+    fast, slow = cached_vs_in_loop(model, cached, raw, objective, cfg.batch_size, backbones)
     return {"windows": len(raw), "frames": len(raw) * cfg.window, "clip": [video.clip, video.clip_stride],
             "epoch_cached_s": round(fast["seconds"], 3), "epoch_backbones_in_loop_s": round(slow["seconds"], 2),
             "ratio": round(slow["seconds"] / fast["seconds"], 1), "making_the_cache_s": round(cache_s, 2),

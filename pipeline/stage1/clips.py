@@ -51,10 +51,12 @@ def clip_indices(found: np.ndarray, k: int, stride: int, start: int = 0, stop: i
     return out
 
 
-def read_clips(f: h5py.File, start: int, stop: int, k: int, stride: int) -> np.ndarray:
+def read_clips(f: h5py.File, start: int, stop: int, k: int, stride: int, found: np.ndarray | None = None
+               ) -> np.ndarray:
     """The clips of frames [start, stop) of a faces cache file -> uint8 (n, k, S, S, 3), zeros
-    where a slot has no face. Decodes only the crops those clips use (bounded memory)."""
-    idx = clip_indices(f["found"][...], k, stride, start, stop)      # (n, k)
+    where a slot has no face. Decodes only the crops those clips use (bounded memory). `found`:
+    the file's `found` mask when the caller holds it (read from the file otherwise)."""
+    idx = clip_indices(f["found"][...] if found is None else found, k, stride, start, stop)   # (n, k)
     size = int(f.attrs["crop_size"])
     clips = np.zeros((*idx.shape, size, size, 3), np.uint8)
     used = idx[idx >= 0]

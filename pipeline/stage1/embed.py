@@ -163,7 +163,8 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                     if nets.inputs[name] == "crops":
                         chunks[name].append(nets.run(net, crops))
                     elif nets.inputs[name] == "clips":  # (b, K, S, S, 3): the crops of each frame's clip
-                        chunks[name].append(nets.run(net, clips.read_clips(ff, start, stop, net.clip, net.clip_stride)))
+                        chunks[name].append(nets.run(net, clips.read_clips(ff, start, stop, net.clip, net.clip_stride,
+                                                                        masks["crops"])))
                     elif nets.inputs[name] == "logmel":
                         chunks[name].append(nets.run(net, audio_windows(logmel, frame_end[start:stop], width, floor)))
                 advance(stop - start)

@@ -124,6 +124,7 @@ def expand_videos(sources: list[Path]) -> list[Path]:
     """Video files, folders (their videos, sorted) and glob patterns -> the videos, in order,
     each once. A source that is none of these is an InputError naming it."""
     videos: list[Path] = []
+    seen: set[Path] = set()
     for src in map(Path, sources):
         if src.is_dir():
             found = sorted(p for p in src.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
@@ -136,7 +137,10 @@ def expand_videos(sources: list[Path]) -> list[Path]:
         if not found:
             raise InputError(f"{src}: no videos ({', '.join(VIDEO_SUFFIXES)})" if src.is_dir() else
                              f"{src}: matches no file")
-        videos += [v for v in found if v.resolve() not in {x.resolve() for x in videos}]
+        for v in found:
+            if v.resolve() not in seen:
+                seen.add(v.resolve())
+                videos.append(v)
     return videos
 
 

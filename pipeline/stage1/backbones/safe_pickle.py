@@ -387,5 +387,5 @@ def _legacy_state_dict(path: Path) -> WeightsFile:
         raise JmtError(
             f"{path}: not a zip-format torch file, and not a state dict torch's weights-only "
             "loader can read: a legacy (torch < 1.6) pickled model, or not a torch file at all. "
-            "Re-save it in an environment you trust (loading it runs its code): "
-            "torch.save(torch.load(old, weights_only=False), new)") from None
+            "Re-save it as a state dict on a machine where you trust the file (unpickling it runs "
+            "its code; jmt never does)") from None

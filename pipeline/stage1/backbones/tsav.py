@@ -67,13 +67,18 @@ CLIPS_PER_PASS = 16                  # clips per forward pass (bounds the activa
 WINDOWS_PER_PASS = 64                # audio windows per forward pass
 
 
-def sub_state(state: dict[str, torch.Tensor], prefixes: tuple[str, ...], anchor: str) -> tuple[dict, str]:
-    """The part of `state` under the first prefix p for which p + anchor is a key (p may be '').
-    Returns it with the prefix removed, and the prefix found."""
-    for prefix in prefixes:
-        if prefix + anchor in state:
-            return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, prefix
-    raise KeyError(anchor)
+def published_part(path: Path, kind: str, network: str, anchor: str, prefixes: tuple[str, ...]
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], str]:
+    """A published file's state, the network's part of it (under the first prefix p for which
+    p + anchor is a key; p may be '') without the prefix and without the classifier (`fc.*`, not
+    used), and the prefix found."""
+    state = read_state_dict(path, kind)
+    prefix = next((p for p in prefixes if p + anchor in state), None)
+    if prefix is None:
+        raise JmtError(f"{path}: no {network} weights in it (no key ending in {anchor!r}; "
+                       f"first keys: {', '.join(list(state)[:3])})")
+    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix) and not k[len(prefix):].startswith("fc.")}
+    return state, part, prefix
 
 
 def _weights_source(params: BackboneParams, name: str) -> None:
@@ -133,14 +138,8 @@ class R2Plus1D(nn.Module):
 
     def load_published(self, path: Path) -> None:
         """A TSAV / JMT / torchvision file (module docstring) -> these weights."""
-        state = read_state_dict(path, "r2plus1d_18")
-        try:
-            net, prefix = sub_state(state, ("vision_r2d1.r2plus1d.", "video_model.r2plus1d.", "r2plus1d.", ""),
-                                    "stem.0.weight")
-        except KeyError:
-            raise JmtError(f"{path}: no R(2+1)D-18 weights in it (no key ending in 'stem.0.weight'; "
-                           f"first keys: {', '.join(list(state)[:3])})") from None
-        net = {k: v for k, v in net.items() if not k.startswith("fc.")}  # the classifier: not used
+        state, net, prefix = published_part(path, "r2plus1d_18", "R(2+1)D-18", "stem.0.weight",
+                                            ("vision_r2d1.r2plus1d.", "video_model.r2plus1d.", "r2plus1d.", ""))
         stem = net["stem.0.weight"]
         if stem.ndim == 5 and stem.shape[1] == 4:     # TSAV: RGB + face-mask channel; keep RGB
             net["stem.0.weight"] = stem[:, :3].clone()
@@ -201,14 +200,8 @@ class ResNet18LogMel(WaveformBackbone):
 
     def load_published(self, path: Path) -> None:
         """A TSAV / JMT / torchvision resnet18 file (module docstring) -> these weights."""
-        state = read_state_dict(path, "resnet18_logmel")
-        try:
-            net, _ = sub_state(state, ("audio_resnet18.resnet.", "audio_model.resnet.", "resnet.", ""),
-                               "conv1.weight")
-        except KeyError:
-            raise JmtError(f"{path}: no ResNet-18 weights in it (no key ending in 'conv1.weight'; "
-                           f"first keys: {', '.join(list(state)[:3])})") from None
-        net = {k: v for k, v in net.items() if not k.startswith("fc.")}  # the classifier: not used
+        _, net, _ = published_part(path, "resnet18_logmel", "ResNet-18", "conv1.weight",
+                                   ("audio_resnet18.resnet.", "audio_model.resnet.", "resnet.", ""))
         conv1 = net["conv1.weight"]
         if conv1.ndim == 4 and conv1.shape[1] == 3:      # an RGB ResNet-18: the mean channel, as theirs
             net["conv1.weight"] = conv1.mean(dim=1, keepdim=True)
