@@ -255,6 +255,9 @@ class EvaluateParams(Section):
 
     metrics: str = "metrics/eval.json"
     out: str = "reports/eval"
+    # offline: overlapping windows, averaged; causal: frame t from the window ending at t
+    # (pipeline/stage2/causal.py)
+    protocol: Literal["offline", "causal"] = "offline"
 
 
 # `tasks`: each registered task's options (pipeline/tasks/<name>.py, its `Options`), e.g. va's
@@ -299,6 +302,8 @@ class CompareParams(Section):
     rerun_margin: Annotated[float, Field(ge=0)] = 2.0
     min_subset_frames: PosInt = 50  # availability subsets with fewer valid frames are not scored
     latency_repeats: PosInt = 5
+    # how every run's validation and test predictions are made: offline | causal (as evaluate's)
+    protocol: Literal["offline", "causal"] = "offline"
 
     @model_validator(mode="after")
     def _consistent(self) -> CompareParams:

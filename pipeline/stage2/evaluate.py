@@ -35,8 +35,9 @@ from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.stage2 import checkpoints
+from pipeline.stage2.causal import PROTOCOLS, predict_split, protocol_paths
 from pipeline.stage2.data import Entry, load_splits, preload
-from pipeline.stage2.protocol import (MIN_SUBSET_FRAMES, availability_of, labels_of, predict_split, score,
+from pipeline.stage2.protocol import (MIN_SUBSET_FRAMES, availability_of, labels_of, score,
                                       score_subsets, subsets_of, task_outputs)
 from pipeline.tasks import Task, tasks_of
 
@@ -110,7 +111,7 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
     splits = load_splits(params, names, preload_max_mb=0)
     window = ckpt["params"]["train"]["window"]
     result: dict = {"checkpoint": str(checkpoint or params.train.out), "head": ckpt["head"]["name"],
-                    "tasks": names, "streams": list(model.streams),
+                    "tasks": names, "streams": list(model.streams), "protocol": params.evaluate.protocol,
                     "postprocess": {t: tasks[t].options.as_dict() for t in names}}
     out = params.path(params.evaluate.out)
     post_all: dict[str, dict] = {}
@@ -123,7 +124,7 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
             result[split] = None  # no test entries in this cache
             continue
         preload(entries, params.train.preload_max_mb)
-        raw = predict_split(model, entries, window, window // 2, device, tasks)
+        raw = predict_split(model, entries, window, window // 2, device, tasks, protocol=params.evaluate.protocol)
         post = {n: {t: tasks[t].postprocess(p[t]) for t in names} for n, p in raw.items()}
         post_all[split] = post
         result[split] = {"entries": len(entries)}
@@ -185,9 +186,17 @@ def command(
     params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint [default: params train.out].")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only print the last evaluation's metrics.")] = False,
+    protocol: Annotated[str | None, typer.Option(
+        help="offline | causal [default: evaluate.protocol]. Another than the params' writes "
+             "<metrics>-<protocol>.json and <out>-<protocol>/.")] = None,
 ) -> None:
     """Evaluate a checkpoint with the official protocol, every task it predicts (stage 2)."""
     p = load_params(params)
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise InputError(f"--protocol {protocol}: one of {', '.join(PROTOCOLS)}")
+    if protocol and protocol != p.evaluate.protocol:
+        p = p.updated(evaluate={"protocol": protocol, **protocol_paths(
+            {"metrics": p.evaluate.metrics, "out": p.evaluate.out}, protocol)})
     path = p.path(p.evaluate.metrics)
     if show:
         if not path.is_file():

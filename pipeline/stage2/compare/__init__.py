@@ -28,8 +28,9 @@ from pipeline.console import console
 from pipeline.engine import Unit, run_units, shared_storage
 from pipeline.errors import InputError, ParamsError
 from pipeline.stage2 import checkpoints
+from pipeline.stage2.causal import PROTOCOLS, protocol_paths
 from pipeline.stage2.compare.aggregate import SCORE, corpus_facts, head_results, run_availability
-from pipeline.stage2.compare.runs import (_PIPELINE, SPLITS, TRAINING_CODE, execute_run, files_fingerprint,
+from pipeline.stage2.compare.runs import (_PIPELINE, CAUSAL_CODE, SPLITS, TRAINING_CODE, execute_run, files_fingerprint,
                                           folder_name, load_predictions, load_run, remote_run, run_key, shared_params)
 from pipeline.stage2.compare.tables import markdown
 from pipeline.stage2.cost import head_cost
@@ -76,6 +77,9 @@ def run_compare(params: Params) -> dict:
     fingerprints = {"cache": cache.fingerprint(folder),  # recorded content hashes, not every byte
                     "labels": cache.fingerprint(params.path(params.labels.out)),
                     "code": files_fingerprint(TRAINING_CODE, _PIPELINE)}
+    if cfg.protocol != "offline":  # in the key only when set: offline runs keep theirs
+        fingerprints["protocol"] = cfg.protocol
+        fingerprints["causal_code"] = files_fingerprint([CAUSAL_CODE], _PIPELINE)
     runs_dir = params.path(cfg.runs)
     runs: dict[tuple[str, int], dict] = {}
     order = [(h, s) for h in cfg.heads for s in cfg.seeds]
@@ -126,6 +130,8 @@ def run_compare(params: Params) -> dict:
         "heads": list(cfg.heads), "seeds": list(cfg.seeds), "reference": cfg.reference,
         "confidence": cfg.confidence, "bootstrap": cfg.bootstrap, "min_videos_bootstrap": cfg.min_videos_bootstrap,
         "subsets": subsets, "conditions": conditions, "min_subset_frames": cfg.min_subset_frames,
+        # recorded when not the default, so an offline comparison's file is as before
+        **({"protocol": cfg.protocol} if cfg.protocol != "offline" else {}),
         "params": shared_params(params),
         "fingerprints": fingerprints,
         "results": results,
@@ -197,6 +203,10 @@ def command(
     engine: Annotated[str | None, typer.Option(
         help="local | ray [default: run.engine]; `ray` with run.address null starts Ray on this "
              "machine. The numbers do not depend on it (each run uses run.compare.cpus threads).")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="offline | causal [default: compare.protocol]: how each run predicts validation and test. "
+             "Another than the params' uses <runs>-<protocol>, <metrics>-<protocol>.json, "
+             "<table>-<protocol>.md.")] = None,
 ) -> None:
     """Train and evaluate several heads over several seeds on the same cache; compare them."""
     p = load_params(params)
@@ -215,4 +225,9 @@ def command(
         if engine not in ("local", "ray"):
             raise ParamsError(f"--engine: expected local or ray, got {engine!r}")
         changes["run"] = {"engine": engine}
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ParamsError(f"--protocol: one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    if protocol and protocol != p.compare.protocol:
+        changes["compare"] = {**changes.get("compare", {}), "protocol": protocol, **protocol_paths(
+            {"runs": p.compare.runs, "metrics": p.compare.metrics, "table": p.compare.table}, protocol)}
     run_compare(p.updated(**changes) if changes else p)

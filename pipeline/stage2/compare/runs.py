@@ -29,7 +29,8 @@ from pipeline.device import resolve_device
 from pipeline.engine import check_storage, threads_for, torch_threads
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.data import Splits, load_splits
-from pipeline.stage2.protocol import conditions_of, labels_of, predict_split, score, task_outputs
+from pipeline.stage2.causal import predict_split
+from pipeline.stage2.protocol import conditions_of, labels_of, score, task_outputs
 from pipeline.stage2.train import train_model
 from pipeline.tasks import tasks_of
 
@@ -40,6 +41,7 @@ _STAGE2 = Path(__file__).resolve().parent.parent
 _PIPELINE = _STAGE2.parent
 TRAINING_CODE = sorted([*_STAGE2.glob("heads/*.py"), *(_STAGE2 / f for f in (
     "data.py", "layers.py", "protocol.py", "train.py")), *(_PIPELINE / "tasks").glob("*.py"), _PIPELINE / "metrics.py"])
+CAUSAL_CODE = _STAGE2 / "causal.py"  # in a run's key only for compare.protocol: causal
 
 
 def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
@@ -138,7 +140,8 @@ def _train_and_score(params: Params, run: Params, tmp: Path, splits: Splits) -> 
             continue
         scores[split] = {}
         for condition, drop in conditions_of(model.streams).items():
-            raw = predict_split(model, entries, window, window // 2, device, tasks, drop=drop)
+            raw = predict_split(model, entries, window, window // 2, device, tasks, drop=drop,
+                                protocol=params.compare.protocol)
             post = {n: {t: tasks[t].postprocess(p[t]) for t in tasks} for n, p in raw.items()}
             row = {t: score(task_outputs(post, t), labels_of(by_task[t], t), tasks[t], split) for t in by_task}
             row["score"] = sum(row[t][tasks[t].metric] for t in by_task)

@@ -298,7 +298,10 @@ def markdown(result: dict) -> str:
     rank = ranking_key(result)
     order = sorted(result["heads"], key=lambda h: -res[h]["validation"][rank]["full"][main(result, rank)]["mean"])
     name = {h: f"**`{h}`**" if h == ref else f"`{h}`" for h in order}
-    lines = [describe(result), "", *_findings(result, order, splits), "",
+    causal = ["", "**Causal protocol**: every frame predicted from the window ending at it (frames <= t only; "
+              "`pipeline/stage2/causal.py`), not from overlapping windows averaged."] \
+        if result.get("protocol") == "causal" else []
+    lines = [describe(result), *causal, "", *_findings(result, order, splits), "",
              f"How to read the paired differences: *over seeds*, Student t on the per-seed differences "
              f"(n = {len(result['seeds'])} seeds); *over videos*, percentile bootstrap, {result['bootstrap']} "
              "resamples of the split's videos, each scoring every seed of both heads on the same draw (n = videos). "
