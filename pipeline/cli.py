@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__
-from pipeline import cache_tools, report
+from pipeline import cache_tools, live, report
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces, labels
@@ -65,6 +65,7 @@ app.command("train")(_clear_errors(train.command))
 app.command("evaluate")(_clear_errors(evaluate.command))
 app.command("heads")(_clear_errors(heads_cli.command))
 app.command("predict")(_clear_errors(predict.command))
+app.command("live")(_clear_errors(live.command))
 app.command("compare")(_clear_errors(compare.command))
 app.command("report")(_clear_errors(report.command))
 app.command("readme")(_clear_errors(report.readme_command))

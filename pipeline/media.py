@@ -191,6 +191,11 @@ def _origin(info: dict) -> float:
     return 0.0 if np.isnan(t) else t
 
 
+def start_time(path: Path) -> float:
+    """A file's start (format start_time, s): time 0 of `frame_times` and `read_audio`."""
+    return _origin(_probe_or_fail(path))
+
+
 class AudioSpan(NamedTuple):
     """Where the first audio track plays, in s from the file's start (the `frame_times` clock)."""
 

@@ -1,0 +1,218 @@
+"""`jmt live SOURCE --checkpoint CKPT`: per-frame affect from a file, camera, URL or pipe as it plays.
+
+For each frame, in order: decode (pipeline/live/source.py: one ffmpeg, frames and audio read
+by threads), stage 1 for that frame alone (pipeline/live/features.py: MTCNN and tracking,
+alignment, the audio window and mask, every stream's backbone), then the model in causal mode
+over the last `train.window` frames (pipeline/stage2/causal.py: the window ending at the frame,
+its last output). One JSON line per frame goes to stdout or `--out`, flushed as written:
+
+    {"frame": 12, "time": 0.8, "present": {"visual": true, "audio": false}, "box": [x0, y0, x1, y1],
+     "va": {"valence": 0.12, "arousal": -0.03}, "expr": {"p_neutral": ...}, "au": {...},
+     "latency_ms": 41.3}
+
+`present` is each stream's mask (a face found; audio inside the track and voiced), the task
+outputs are activated (va clipped to [-1, 1] as `tasks.va.clip` says; softmax; sigmoid), and
+`latency_ms` runs from the frame leaving the decoder to its line. A frame dropped because the
+machine fell behind gets `{"frame": i, "time": t, "dropped": true}` and enters the model's window
+as a frame where no stream is present; the summary (stderr, and `--summary FILE`) counts them.
+Ctrl-C, the end of the source, or a source that dies all end the run the same way: every frame
+already decoded is processed, its line written, the summary printed; a dying source is also
+an error (exit code 1) naming what ffmpeg said.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import IO, Annotated
+
+import numpy as np
+import torch
+import typer
+
+from pipeline.config import Params, parse_params
+from pipeline.console import console
+from pipeline.errors import InputError, JmtError
+from pipeline.live.features import LiveStage1
+from pipeline.live.source import Dropped, Frame, Source, open_source
+from pipeline.stage2 import checkpoints
+from pipeline.stage2.causal import last_outputs
+from pipeline.tasks import tasks_of
+
+
+def stage1_params(ckpt: dict) -> Params:
+    """The checkpoint's params (stage 1 as the model was trained), backbone weight files taken
+    from the working folder as `jmt predict` does."""
+    data = dict(ckpt["params"])
+    data["embed"] = {**data["embed"], "streams": {
+        name: {**bp, "checkpoint": str(Path(bp["checkpoint"]).resolve())} if bp.get("checkpoint") else bp
+        for name, bp in data["embed"]["streams"].items()}}
+    return parse_params(data, source="checkpoint params", root=Path.cwd())
+
+
+def check_backbones(ckpt: dict, path: Path, stage1: LiveStage1) -> None:
+    """The live backbones are the ones the model was trained on (names, backbones, weights, order)."""
+    want = [[s["name"], s["backbone"], s["weights_sha256"]] for s in ckpt["cache"].get("streams", [])]
+    have = [[name, bp.name, stage1.nets.sha[name]] for name, bp in stage1.params.embed.streams.items()]
+    if want != have:
+        raise JmtError(f"{path}: trained on the streams {want}, but its params build {have} here; "
+                       "are the backbone weight files the same?")
+
+
+class CausalModel:
+    """The model over the last `window` frames, one frame at a time (causal.predict_entry_causal's
+    rule: at frame t, frames [max(0, t - window + 1), t])."""
+
+    def __init__(self, model: torch.nn.Module, window: int, widths: dict[str, int], tasks: dict) -> None:
+        self.model, self.window, self.widths, self.tasks = model.eval(), window, widths, tasks
+        self.frames: collections.deque = collections.deque(maxlen=window)
+
+    def push(self, features: dict[str, np.ndarray] | None, masks: dict[str, bool] | None) -> dict[str, np.ndarray]:
+        """Adds a frame (None: dropped, no stream present) and returns each task's outputs for it."""
+        if features is None:
+            features = {s: np.zeros(d, np.float32) for s, d in self.widths.items()}
+            masks = {s: False for s in self.widths}
+        self.frames.append((features, masks))
+        streams = {s: torch.as_tensor(np.stack([f[s] for f, _ in self.frames]))[None] for s in self.widths}
+        present = {s: torch.as_tensor([m[s] for _, m in self.frames])[None] for s in self.widths}
+        raw = last_outputs(self.model, streams, present)                    # {task: (1, width)}
+        return {t: task.activate(raw[t].float().numpy())[0] for t, task in self.tasks.items()}
+
+
+def frame_line(frame: Frame, out, outputs: dict[str, np.ndarray], tasks: dict, latency_ms: float) -> dict:
+    """One frame's JSON object (module docstring)."""
+    line: dict = {"frame": frame.index, "time": round(frame.time, 6), "present": out.masks, "box": out.box}
+    for name, task in tasks.items():
+        values = outputs[name]
+        if name == "va" and getattr(task.options, "clip", False):
+            values = np.clip(values, -1, 1)
+        line[name] = {k: float(v) for k, v in zip(task.outputs, values)}
+    line["latency_ms"] = round(latency_ms, 2)
+    return line
+
+
+def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True, size: tuple[int, int] | None = None,
+             fps: float | None = None, max_queue: int = 2, no_audio: bool = False) -> dict:
+    """Runs a source to its end (or Ctrl-C); writes the JSON lines to `out`; returns the summary."""
+    ckpt = checkpoints.read(Path(checkpoint))   # read, never executed
+    params = stage1_params(ckpt)
+    model = checkpoints.build(ckpt, Path(checkpoint))
+    widths = dict(ckpt["head"]["kwargs"]["streams"])
+    tasks = tasks_of(model.tasks, params.tasks)
+    source = open_source(spec, sample_rate=params.audio.sample_rate, realtime=realtime, size=size, fps=fps,
+                         max_queue=max_queue)
+    if no_audio:
+        source.info.has_audio = False
+    stage1 = LiveStage1(params, source.info)
+    check_backbones(ckpt, Path(checkpoint), stage1)
+    causal = CausalModel(model, ckpt["params"]["train"]["window"], widths, tasks)
+    latencies: list[float] = []
+    counts = {"frames": 0, "processed": 0, "dropped": 0}
+    ended, failure = "end of source", None
+    pending: Frame | None = None   # frame t waits for the next frame's time (its audio span ends there)
+
+    def emit(obj: dict) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    def process(frame: Frame, stop: float, final: bool) -> None:
+        raw, done = source.audio_until(stage1.audio.needed(frame.time, stop), timeout=30.0 if final else 2.0) \
+            if source.info.has_audio is not False else (np.zeros(0, np.float32), True)
+        x, whole = stage1.audio.track(raw, done)
+        result = stage1.frame(frame.rgb, frame.time, stop, x, whole)
+        outputs = causal.push(result.features, result.masks)
+        latency = (time.perf_counter() - frame.arrived) * 1000
+        latencies.append(latency)
+        emit(frame_line(frame, result, outputs, tasks, latency))
+        counts["processed"] += 1
+
+    def dropped(d: Dropped) -> None:
+        causal.push(None, None)
+        emit({"frame": d.index, "time": round(d.time, 6), "dropped": True})
+        counts["dropped"] += 1
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        while True:
+            try:
+                lost, frame = source.next_frame()
+            except KeyboardInterrupt:
+                ended = "interrupted (Ctrl-C)"
+                source.stop()
+                lost, frame = [], None
+            events = sorted([*lost, *([frame] if frame else [])], key=lambda e: e.index)
+            for e in events:
+                counts["frames"] += 1
+                if pending is not None:
+                    process(pending, e.time, False)
+                    pending = None
+                if isinstance(e, Dropped):
+                    dropped(e)
+                else:
+                    pending = e
+            if frame is None:
+                break
+        if pending is not None:   # the last frame: on screen for 1/fps, then the track's end is waited for
+            process(pending, pending.time + 1.0 / source.info.fps, ended == "end of source")
+        failure = source.failure() if ended == "end of source" else None
+    except KeyboardInterrupt:
+        ended = "interrupted (Ctrl-C)"
+    finally:
+        source.stop()
+        signal.signal(signal.SIGINT, previous)
+    lat = np.asarray(latencies) if latencies else np.zeros(1)
+    summary = {"source": spec, "ended": "source died" if failure else ended, "error": failure, **counts,
+               "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2),
+                              "p95": round(float(np.percentile(lat, 95)), 2),
+                              "p99": round(float(np.percentile(lat, 99)), 2),
+                              "max": round(float(lat.max()), 2)},
+               "fps": source.info.fps, "size": [source.info.width, source.info.height], "realtime": realtime}
+    return summary
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise InputError(f"--size {text}: expected WIDTHxHEIGHT, e.g. 640x480") from None
+    return w, h
+
+
+def command(
+    source: Annotated[str, typer.Argument(help="A video file (played at its frame rate), /dev/video<N>, a URL "
+                                               "ffmpeg reads, a named pipe, or - for standard input.")],
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint from `jmt train`.")] = Path("models/model.pt"),
+    out: Annotated[Path | None, typer.Option(help="Write the JSON lines here [default: stdout].")] = None,
+    summary: Annotated[Path | None, typer.Option(help="Also write the run's summary (JSON) here.")] = None,
+    realtime: Annotated[bool, typer.Option(help="Play a file at its frame rate and drop frames when behind "
+                                                "(--no-realtime: a file or pipe is read as fast as frames are "
+                                                "processed, none dropped; a camera or URL always drops).")] = True,
+    size: Annotated[str | None, typer.Option(help="Frame size WxH: needed for a pipe or camera; "
+                                                  "a file's own by default.")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate of a pipe or camera [default: 25].")] = None,
+    queue: Annotated[int, typer.Option(min=1, help="Frames that may wait before the oldest is dropped.")] = 2,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="The source has no audio track (a pipe or URL "
+                                                              "whose audio is unknown).")] = False,
+) -> None:
+    """Predict every task of a checkpoint live, frame by frame in causal mode (JSON lines)."""
+    stream = open(out, "w", buffering=1) if out else sys.stdout
+    try:
+        result = run_live(source, checkpoint, stream, realtime=realtime, size=_size(size), fps=fps,
+                          max_queue=queue, no_audio=no_audio)
+    finally:
+        if out:
+            stream.close()
+    if summary:
+        summary.write_text(json.dumps(result, indent=1) + "\n")
+    lat = result["latency_ms"]
+    console.print(f"[green]live[/] {result['source']}: {result['ended']}; {result['processed']} frames processed, "
+                  f"[{'red' if result['dropped'] else 'green'}]{result['dropped']} dropped[/], latency p50 "
+                  f"{lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms", highlight=False)
+    if result["error"]:
+        raise JmtError(f"{result['error']} after {result['frames']} frames; every line up to it was written")

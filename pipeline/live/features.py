@@ -1,0 +1,259 @@
+"""Stage 1 frame by frame: the live twin of `jmt faces`, `jmt audio` and `jmt embed`.
+
+Every value is computed by stage 1's own rules from what has arrived so far, so a frame's
+features are the ones the offline cache holds for it, with these differences, all forced by
+having no future (docs/live.md):
+
+- faces: MTCNN on every frame, one frame at a time (offline interpolates between keyframes
+  `faces.detect_every` apart, which needs the next keyframe);
+- the audio mask: a voiced stretch is held for up to `audio.fill_gaps_s` after it (a hangover),
+  where offline fills only gaps that voice closes within that time, which needs the future;
+- frame t's audio is what plays until the next frame (stage 1's rule): the frame is processed
+  once the next frame's time and that audio (plus half an STFT window) have arrived.
+
+With `faces.detect_every: 1`, `faces.batch_size: 1`, `embed.batch_size: 1` and
+`audio.fill_gaps_s: 0` the offline stage 1 computes the same thing batch for batch, and the
+features agree with the cache (tests/live/test_live.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchaudio
+
+from pipeline.config import Params
+from pipeline.device import resolve_device
+from pipeline.errors import InputError
+from pipeline.live.source import SourceInfo
+from pipeline.stage1 import clips
+from pipeline.stage1.align import similarity, template, warp_crops
+from pipeline.stage1.audio import LOG_FLOOR, sample_windows, window_frames
+from pipeline.stage1.detect import Detector, PersonTrack
+from pipeline.stage1.embed import Backbones
+from pipeline.stage1.voice import VAD_CHUNK, VAD_RATE, PITCH_HZ, _silero, frame_means, voicing
+
+
+@dataclass
+class FrameOut:
+    """One frame's stage-1 result."""
+
+    features: dict[str, np.ndarray]   # stream -> (D,) float32 (float16-rounded, as the cache stores)
+    masks: dict[str, bool]
+    box: list[float] | None           # the face box, frame pixels
+    audio: bool                       # inside the track and voiced (the audio streams' mask)
+
+
+def jpeg_roundtrip(crop: np.ndarray, quality: int) -> np.ndarray:
+    """A crop as the faces cache gives it back: JPEG-encoded, decoded (cache.encode_jpeg/read_crops)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
+    with Image.open(io.BytesIO(buf.getvalue())) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+class LiveAudio:
+    """The audio track as it arrives: the stage-1 log-mel spectrogram frame by frame, the frame
+    windows, the energy and the voice mask."""
+
+    def __init__(self, params: Params, info: SourceInfo) -> None:
+        cfg = self.cfg = params.audio
+        self.sr = cfg.sample_rate
+        self.win = int(round(cfg.win_ms * self.sr / 1000))
+        self.hop = int(round(cfg.hop_ms * self.sr / 1000))
+        self.n_fft = 1 << (self.win - 1).bit_length()
+        self.width = window_frames(params)
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=self.sr, n_fft=self.n_fft, win_length=self.win, hop_length=self.hop, f_min=cfg.f_min,
+            f_max=min(cfg.f_max, self.sr / 2), n_mels=cfg.n_mels, power=2.0, center=False)
+        self.info = info
+        self.spec: dict[int, np.ndarray] = {}    # spectrogram frame -> (n_mels,) log-mel (recent ones)
+        self.vad_scores: list[float] = []        # per 32 ms chunk (mask: vad)
+        self.gap_start: float | None = None      # hangover: where the current unvoiced stretch began
+        self.voiced_before = False
+        if cfg.mask == "vad":
+            if self.sr != VAD_RATE:
+                raise InputError(f"jmt live: audio.mask vad needs audio.sample_rate {VAD_RATE} (the checkpoint "
+                                 f"has {self.sr}); use a checkpoint trained with it, or audio.mask energy")
+            self.vad = _silero()
+            self.vad.reset_states()
+            self.max_lag = int(VAD_RATE / PITCH_HZ[0])
+
+    # ---- the track: ffmpeg's samples, placed on the frames' clock as read_audio does ------
+
+    def track(self, raw: np.ndarray, ended: bool) -> tuple[np.ndarray, bool]:
+        """(samples on the frames' clock, whether that is the whole track): a late track gets
+        silence in front, an early one loses its first samples, a file's codec padding is cut."""
+        shift = int(round(self.info.audio_start * self.sr))
+        x = np.concatenate([np.zeros(shift, np.float32), raw]) if shift > 0 else raw[-shift:]
+        if self.info.audio_end is not None:
+            cap = int(round(self.info.audio_end * self.sr))
+            if len(x) >= cap:
+                x, ended = x[:cap], True
+        return x, ended
+
+    def needed(self, t: float, stop: float) -> int:
+        """Samples (ffmpeg's, from the track's start) frame [t, stop) needs before it is final."""
+        end = self._frame_end(t)
+        need = (end - 1) * self.hop + self.n_fft // 2 + 1                   # the last spectrogram frame
+        need = max(need, int(stop * self.sr) + 1)                            # the energy span
+        if self.cfg.mask == "vad":
+            chunks = int(np.ceil(stop * VAD_RATE / VAD_CHUNK)) + 1
+            need = max(need, chunks * VAD_CHUNK + self.max_lag)
+        return need - int(round(self.info.audio_start * self.sr))
+
+    def _frame_end(self, t: float) -> int:
+        return int(np.floor((t + 1.0 / self.info.fps) / (self.cfg.hop_ms / 1000.0) + 1e-9)) + 1
+
+    # ---- one frame -------------------------------------------------------------------------
+
+    def frame(self, x: np.ndarray, ended: bool, t: float, stop: float) -> tuple[np.ndarray, bool]:
+        """Frame [t, stop)'s log-mel window (width, n_mels) and its audio mask, from the track
+        `x` so far (`ended`: the whole track)."""
+        n = len(x)
+        n_spec = (1 + n // self.hop if n else 0) if ended else None
+        end = self._frame_end(t)
+        if n_spec is not None:
+            end = min(end, n_spec)
+        end = max(end, 0)
+        window = self._window(x, ended, end)
+        eps = 1e-6   # audio.frame_windows' rule; a track still playing goes on past t (it was waited for)
+        inside = bool(n > 0 and (not ended or t < n / self.sr - eps)
+                      and t + 1.0 / self.info.fps > self.info.audio_start + eps)
+        seg = x[max(0, int(t * self.sr)): max(0, int(stop * self.sr))]
+        level = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-12) if len(seg) else -120.0
+        level = max(float(np.float32(level)), -120.0)
+        if self.cfg.mask == "vad":
+            score, threshold = float(self._vad(x, ended, t, stop)), self.cfg.vad_threshold
+        else:
+            score, threshold = level, self.cfg.energy_db
+        voiced = score > threshold and inside
+        return window, self._hold(voiced, inside, t, stop)
+
+    def _window(self, x: np.ndarray, ended: bool, end: int) -> np.ndarray:
+        """Spectrogram rows [end - width, end), silence (log floor) before the track."""
+        rows = range(end - self.width, end)
+        todo = [k for k in rows if k >= 0 and k not in self.spec]
+        if todo:
+            k0, k1 = todo[0], todo[-1] + 1
+            p = self.n_fft // 2
+            j = np.arange(k0 * self.hop, (k1 - 1) * self.hop + self.n_fft) - p   # sample index per padded position
+            j = np.abs(j)                                                         # reflect at the start
+            if ended:
+                j = np.where(j >= len(x), 2 * (len(x) - 1) - j, j)               # reflect at the end
+            seg = torch.as_tensor(x[np.clip(j, 0, max(len(x) - 1, 0))])
+            with torch.no_grad():
+                spec = torch.log(self.mel(seg) + LOG_FLOOR).T.numpy()           # (k1 - k0, n_mels)
+            for k in range(k0, k1):
+                self.spec[k] = spec[k - k0]
+        for k in [k for k in self.spec if k < end - self.width]:
+            del self.spec[k]
+        floor = np.full(self.cfg.n_mels, np.log(LOG_FLOOR), np.float32)
+        return np.stack([self.spec[k] if k >= 0 else floor for k in rows]).astype(np.float32)
+
+    def _vad(self, x: np.ndarray, ended: bool, t: float, stop: float) -> float:
+        """The frame's mean VAD score: silero (its state carried chunk to chunk, as offline) and
+        voicing per 32 ms chunk, averaged over [t, stop) (voice.frame_means' rule)."""
+        n_chunks = -(-len(x) // VAD_CHUNK) if ended else len(x) // VAD_CHUNK
+        upto = min(n_chunks, int(np.ceil(stop * VAD_RATE / VAD_CHUNK)) + 1)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            while len(self.vad_scores) < upto:
+                c = len(self.vad_scores)
+                chunk = np.zeros(VAD_CHUNK, np.float32)
+                part = x[c * VAD_CHUNK:(c + 1) * VAD_CHUNK]
+                chunk[: len(part)] = part
+                with torch.no_grad():
+                    prob = float(self.vad(torch.as_tensor(chunk).reshape(1, VAD_CHUNK), VAD_RATE))
+                if self.cfg.vad_voicing:
+                    prob = max(prob, float(voicing(x[c * VAD_CHUNK:(c + 1) * VAD_CHUNK + self.max_lag],
+                                                   self.cfg.energy_db)[0]))
+                self.vad_scores.append(np.float32(prob))
+        finally:
+            torch.set_num_threads(threads)
+        return frame_means(np.asarray(self.vad_scores, np.float32), VAD_CHUNK / VAD_RATE,
+                           np.array([t]), np.array([stop]))[0]
+
+    def _hold(self, voiced: bool, inside: bool, t: float, stop: float) -> bool:
+        """The causal gap fill: after voice, unvoiced frames count as voiced until the gap
+        reaches `fill_gaps_s` (offline fills a gap only if voice closes it in time)."""
+        if voiced:
+            self.gap_start, self.voiced_before = None, True
+            return True
+        if not inside or not self.voiced_before:
+            self.gap_start = None
+            return False
+        if self.gap_start is None:
+            self.gap_start = t
+        return stop - self.gap_start < self.cfg.fill_gaps_s
+
+
+class LiveStage1:
+    """Per-frame faces, audio and every stream's backbone of a checkpoint's stage-1 params."""
+
+    def __init__(self, params: Params, info: SourceInfo) -> None:
+        self.params, self.info = params, info
+        cfg = params.faces
+        if cfg.source != "mtcnn":
+            raise InputError(f"jmt live: faces.source {cfg.source!r} reads Aff-Wild2's own crops; live needs mtcnn")
+        self.detector = Detector(device=resolve_device(cfg.device), max_side=cfg.detect_max_side,
+                                 min_face_size=cfg.min_face_size)
+        self.track = PersonTrack(None, info.width, cfg.min_prob)
+        self.size, self.dst = cfg.crop_size, template(cfg.crop_size)
+        self.nets = Backbones(params)
+        self.audio = LiveAudio(params, info)
+        span = max([net.clip * net.clip_stride for name, net in self.nets.nets.items()
+                    if self.nets.inputs[name] == "clips"] or [1])
+        self.crops: collections.deque[np.ndarray] = collections.deque(maxlen=span)
+        self.found: collections.deque[bool] = collections.deque(maxlen=span)
+        for name, net in self.nets.nets.items():
+            if self.nets.inputs[name] == "waveform" and int(net.sample_rate) != self.audio.sr:
+                raise InputError(f"jmt live: stream {name} reads the waveform at {net.sample_rate} Hz, the "
+                                 f"checkpoint's audio is at {self.audio.sr} Hz; live does not resample")
+
+    def face(self, rgb: np.ndarray) -> tuple[np.ndarray, bool, list[float] | None]:
+        """(the aligned crop as the cache returns it, found, box) of one frame."""
+        det = self.detector(rgb[None])[0]
+        face = self.track.choose(det)
+        crop = np.zeros((self.size, self.size, 3), np.uint8)
+        mat = similarity(face.landmarks, self.dst) if face is not None else None
+        if mat is None:
+            return crop, False, None
+        crop = warp_crops(torch.from_numpy(rgb[None].copy()), mat[None], self.size).numpy()[0]
+        return jpeg_roundtrip(crop, self.params.faces.jpeg_quality), True, [float(v) for v in face.box]
+
+    def frame(self, rgb: np.ndarray, t: float, stop: float, x: np.ndarray, ended: bool) -> FrameOut:
+        """Every stream's features for frame [t, stop) (`x`: the audio track so far)."""
+        crop, found, box = self.face(rgb)
+        self.crops.append(crop)
+        self.found.append(found)
+        window, voiced = self.audio.frame(x, ended, t, stop)
+        feats, masks = {}, {}
+        for name, net in self.nets.nets.items():
+            kind = self.nets.inputs[name]
+            if kind == "crops":
+                y = self.nets.run(net, crop[None])
+            elif kind == "clips":
+                idx = clips.clip_indices(np.array(self.found), net.clip, net.clip_stride, len(self.found) - 1)[0]
+                stack = np.stack([self.crops[i] if i >= 0 else np.zeros_like(crop) for i in idx])
+                y = self.nets.run(net, stack[None])
+            elif kind == "logmel":
+                y = self.nets.run(net, window[None])
+            else:   # waveform: the window of samples ending with the frame, from the track so far
+                (start, end), = sample_windows(np.array([t]), self.info.fps, self.params.audio.window_s, self.audio.sr)
+                lo = max(0, int(start))
+                with torch.no_grad():
+                    y = net(torch.as_tensor(x[lo:end]).to(self.nets.device),
+                            torch.as_tensor([[start - lo, end - lo]])).float().cpu().numpy()
+            if not np.isfinite(y).all():
+                raise InputError(f"jmt live: the {name} stream's backbone gave NaN/inf at {t:.3f} s")
+            feats[name] = y[0].astype(np.float16).astype(np.float32)
+            masks[name] = found if kind in ("crops", "clips") else voiced
+        return FrameOut(feats, masks, box, voiced)

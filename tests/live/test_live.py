@@ -1,0 +1,150 @@
+"""`jmt live` on the tiny demo videos: frame by frame it computes what the offline pipeline
+computes with the same stage-1 settings, then the causal protocol (to 1e-5); pipes work; frames
+are dropped and counted when the consumer falls behind; a killed source and Ctrl-C end with every
+line written."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.live import run_live
+from pipeline.live.source import Source, describe
+from pipeline.stage1.audio import run_audio
+from pipeline.stage1.embed import run_embed
+from pipeline.stage1.faces import run_faces
+from pipeline.stage2 import checkpoints
+from pipeline.stage2.causal import predict_entry_causal
+from pipeline.stage2.data import load_entries, mask_key
+from pipeline.stage2.predict import _stage1_params
+from pipeline.tasks import tasks_of
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# stage 1 done the way live does it: every frame detected, one frame per batch, no gap filling
+LIVE_LIKE = {"faces": {"detect_every": 1, "batch_size": 1}, "embed": {"batch_size": 1}, "audio": {"fill_gaps_s": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def live_ckpt(trained, tmp_path_factory):
+    """The trained checkpoint with LIVE_LIKE stage-1 params."""
+    ckpt = torch.load(trained.path(trained.train.out), weights_only=True)
+    for section, values in LIVE_LIKE.items():
+        ckpt["params"][section] = {**ckpt["params"][section], **values}
+    path = tmp_path_factory.mktemp("live") / "model.pt"
+    torch.save(ckpt, path)
+    return path
+
+
+def offline_causal(ckpt_path, video, work):
+    """Offline stage 1 on the video, then the causal protocol: {task: (n, width)}, masks, times."""
+    ckpt = checkpoints.read(ckpt_path)
+    work.mkdir(parents=True, exist_ok=True)
+    params = _stage1_params(ckpt, work, {"video": video})
+    run_faces(params), run_audio(params), run_embed(params)
+    model = checkpoints.build(ckpt, ckpt_path).eval()
+    entry = load_entries(params.path(params.embed.out), None, model.tasks, names=["video"])[0]
+    raw = predict_entry_causal(model, entry, ckpt["params"]["train"]["window"], torch.device("cpu"))
+    tasks = tasks_of(model.tasks, params.tasks)
+    masks = {s: entry.read(0, entry.n, (mask_key(s),))[mask_key(s)] for s in entry.streams}
+    return {t: tasks[t].activate(raw[t]) for t in tasks}, masks
+
+
+def live_lines(ckpt_path, source, out_path, **kw):
+    with open(out_path, "w") as out:
+        summary = run_live(str(source), ckpt_path, out, **kw)
+    return [json.loads(line) for line in out_path.read_text().splitlines()], summary
+
+
+def outputs_of(lines, task="va"):
+    return np.array([list(line[task].values()) for line in lines], np.float32)
+
+
+@pytest.mark.parametrize("video", ["batch1/demo_00.mp4", "batch2/demo_02.mp4"])
+def test_live_equals_the_offline_causal_prediction(live_ckpt, tiny_corpus, tmp_path, video):
+    path = tiny_corpus / "videos" / video
+    lines, summary = live_lines(live_ckpt, path, tmp_path / "live.jsonl", realtime=False)
+    want, masks = offline_causal(live_ckpt, path, tmp_path / "work")
+    assert summary["dropped"] == 0 and summary["ended"] == "end of source"
+    assert [line["frame"] for line in lines] == list(range(len(want["va"])))
+    for s, m in masks.items():
+        assert [line["present"][s] for line in lines] == m.tolist()
+    assert masks["visual"].any() and masks["audio"].any()
+    assert not masks["visual"].all() or not masks["audio"].all()   # some frame lacks a stream
+    np.testing.assert_allclose(outputs_of(lines), np.clip(want["va"], -1, 1), atol=1e-5, rtol=0)
+
+
+def test_a_pipe_gives_the_same_lines_as_the_file(live_ckpt, tiny_corpus, tmp_path):
+    path = tiny_corpus / "videos/batch1/demo_00.mp4"
+    from_file, _ = live_lines(live_ckpt, path, tmp_path / "file.jsonl", realtime=False)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    feeder = subprocess.Popen(["sh", "-c", f"cat '{path}' > '{fifo}'"])
+    from_pipe, summary = live_lines(live_ckpt, fifo, tmp_path / "pipe.jsonl", size=(320, 240), fps=15.0,
+                                   realtime=False)
+    feeder.wait()
+    assert summary["processed"] == len(from_file) and summary["dropped"] == 0
+    np.testing.assert_allclose(outputs_of(from_pipe), outputs_of(from_file), atol=1e-5, rtol=0)
+
+
+def test_a_slow_consumer_drops_frames_and_counts_every_one(tiny_corpus):
+    info = describe(str(tiny_corpus / "videos/batch1/demo_00.mp4"))
+    source = Source(info, sample_rate=16000, realtime=True, max_queue=2)
+    got, lost = [], []
+    try:
+        while True:
+            dropped, frame = source.next_frame()
+            lost += dropped
+            if frame is None:
+                break
+            got.append(frame.index)
+            time.sleep(0.2)   # 5 frames a second from a 15 fps source
+    finally:
+        source.stop()
+    assert source.failure() is None
+    assert len(lost) > 10 and sorted(got + [d.index for d in lost]) == list(range(60))
+    assert all(np.diff(got) > 0)
+
+
+def run_cli(args, tmp_path, *, after: float, how: str):
+    """Starts `jmt live` on a file at its frame rate, then after `after` s either kills its
+    ffmpeg (how='kill') or sends it Ctrl-C (how='int'); returns (rc, stderr, lines)."""
+    out = tmp_path / "lines.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "live", *args, "--out", str(out)],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
+    deadline = time.time() + 120
+    while not (out.exists() and out.read_text().count("\n") >= 3) and time.time() < deadline:
+        time.sleep(0.1)   # started: the models are loaded and frames flow
+    time.sleep(after)
+    if how == "kill":
+        kids = subprocess.run(["pgrep", "-P", str(proc.pid), "ffmpeg"], capture_output=True, text=True).stdout.split()
+        assert kids, "no ffmpeg child to kill"
+        for pid in kids:
+            os.kill(int(pid), signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]   # every line whole
+    return proc.returncode, err, lines
+
+
+def test_a_source_that_dies_ends_with_a_clear_message_and_every_line(live_ckpt, tiny_corpus, tmp_path):
+    rc, err, lines = run_cli([str(tiny_corpus / "videos/batch1/demo_00.mp4"), "--checkpoint", str(live_ckpt)],
+                             tmp_path, after=0.5, how="kill")
+    assert rc == 2
+    assert "the source died (ffmpeg killed by signal 9)" in err and "every line up to it was written" in err
+    assert 3 <= len(lines) < 60 and [line["frame"] for line in lines] == list(range(len(lines)))
+
+
+def test_ctrl_c_stops_cleanly_with_every_line(live_ckpt, tiny_corpus, tmp_path):
+    rc, err, lines = run_cli([str(tiny_corpus / "videos/batch1/demo_00.mp4"), "--checkpoint", str(live_ckpt)],
+                             tmp_path, after=0.5, how="int")
+    assert rc == 0 and "interrupted (Ctrl-C)" in err
+    assert 3 <= len(lines) < 60 and [line["frame"] for line in lines] == list(range(len(lines)))
+    assert all("va" in line or line.get("dropped") for line in lines)
