@@ -13,7 +13,7 @@ from pipeline import cache_tools, live, report
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces, labels
-from pipeline.stage2 import compare, evaluate, heads_cli, predict, train
+from pipeline.stage2 import compare, evaluate, export, heads_cli, predict, train
 from pipeline.errors import JmtError
 
 app = typer.Typer(
@@ -65,6 +65,7 @@ app.command("train")(_clear_errors(train.command))
 app.command("evaluate")(_clear_errors(evaluate.command))
 app.command("heads")(_clear_errors(heads_cli.command))
 app.command("predict")(_clear_errors(predict.command))
+app.command("export")(_clear_errors(export.command))
 app.command("live")(_clear_errors(live.command))
 app.command("compare")(_clear_errors(compare.command))
 app.command("report")(_clear_errors(report.command))

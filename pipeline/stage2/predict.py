@@ -7,7 +7,7 @@ at a time. Writes `<video>.csv` (frame, time, each stream's presence `<stream>_p
 each task's outputs: valence and arousal; the most probable expression and each class's
 probability; each AU's 0/1 and probability) and `<video>.png` (one panel per task, the frames
 lacking a stream shaded). A video with no face or no audio still gets predictions: the presence
-columns show where.
+columns show where. `--overlay` also draws them on the video (stage2/overlay.py).
 
 One video file: into `DIR`, from a temporary cache; an error stops it. Several videos, folders or
 globs (`predict_videos`): stage 1 once over all of them (MTCNN and the backbones loaded once; on
@@ -37,9 +37,10 @@ from pipeline.corpus.entries import VIDEO_SUFFIXES
 from pipeline.device import resolve_device
 from pipeline.errors import InputError, JmtError
 from pipeline.plots import pyplot, shade_missing
-from pipeline.stage2 import checkpoints
+from pipeline.stage2 import checkpoints, export
 from pipeline.stage2.data import load_entries, mask_key, predict_entry
 from pipeline.stage2.evaluate import write_predictions
+from pipeline.stage2.overlay import write_overlay
 from pipeline.tasks import Task, tasks_of
 from pipeline.tasks.au import AUS
 from pipeline.tasks.expr import CLASSES
@@ -52,6 +53,7 @@ class Prediction:
     frames: int
     present: dict[str, float]   # stream -> share of frames where it is present
     tasks: list[str]
+    overlay: Path | None = None  # the overlay video (`--overlay`), when asked for
 
 
 def _stage1_params(ckpt: dict, work: Path, videos: dict[str, Path], *, on_error: str = "fail",
@@ -75,8 +77,10 @@ def _stage1_params(ckpt: dict, work: Path, videos: dict[str, Path], *, on_error:
     return parse_params(data, source="checkpoint params", root=work)
 
 
-def _write_outputs(ckpt: dict, model, params: Params, name: str, video: Path, folder: Path) -> Prediction:
-    """The model over one entry of the predict cache -> `<folder>/<video stem>.csv` and `.png`."""
+def _write_outputs(ckpt: dict, model, params: Params, name: str, video: Path, folder: Path,
+                   overlay: Path | None = None) -> Prediction:
+    """The model over one entry of the predict cache -> `<folder>/<video stem>.csv` and `.png`, and
+    the video with its outputs drawn -> `overlay` (stage2/overlay.py) when given."""
     device = resolve_device(params.train.device)
     tasks = tasks_of(model.tasks, params.tasks)
     # never preloaded: the windows stream from the file a batch at a time, so a long video
@@ -93,11 +97,18 @@ def _write_outputs(ckpt: dict, model, params: Params, name: str, video: Path, fo
     write_predictions(csv_path, tasks, outputs, times,
                       extra={f"{s}_present": [str(int(v)) for v in m] for s, m in present.items()})
     plot(png_path, times, tasks, outputs, present, title=f"{video.name} ({ckpt['head']['name']})")
-    return Prediction(csv_path, png_path, len(times), {s: float(m.mean()) for s, m in present.items()}, list(tasks))
+    if overlay is not None:   # the face boxes live in the faces cache, gone once predict returns
+        with cache.open_entry(cache.entry_path(params.path(params.faces.out), entry.name)) as f:
+            boxes = f["boxes"][...]
+        write_overlay(video, overlay, times=times, outputs=outputs, boxes=boxes)
+    return Prediction(csv_path, png_path, len(times), {s: float(m.mean()) for s, m in present.items()}, list(tasks),
+                      overlay)
 
 
-def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
-    """Predicts one video; returns where the CSV and the plot went."""
+def predict_video(video: Path, checkpoint: Path, out: Path, overlay: Path | None = None, *,
+                  runtime: str = "torch", onnx: Path | None = None) -> Prediction:
+    """Predicts one video; returns where the CSV and the plot (and the `overlay` mp4) went.
+    `runtime` onnx: the head from `onnx` (`jmt export`) in onnxruntime (export.load_model)."""
     from pipeline.stage1.audio import run_audio
     from pipeline.stage1.embed import run_embed
     from pipeline.stage1.faces import run_faces
@@ -115,9 +126,9 @@ def predict_video(video: Path, checkpoint: Path, out: Path) -> Prediction:
         run_audio(params)
         run_embed(params)
         checkpoints.check_cache(ckpt, Path(checkpoint), params.path(params.embed.out))  # the same backbones
-        model = checkpoints.build(ckpt, Path(checkpoint))
+        model = export.load_model(ckpt, Path(checkpoint), runtime, onnx)
         model.to(resolve_device(params.train.device)).eval()
-        return _write_outputs(ckpt, model, params, "video", video, out)
+        return _write_outputs(ckpt, model, params, "video", video, out, overlay)
 
 
 def expand_videos(sources: list[Path]) -> list[Path]:
@@ -166,11 +177,13 @@ def _stamp(video: Path, checkpoint_sha: str) -> dict:
             "checkpoint_sha256": checkpoint_sha}
 
 
-def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str | None = None) -> dict:
+def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str | None = None,
+                   overlay: Path | None = None, *, runtime: str = "torch", onnx: Path | None = None) -> dict:
     """Predicts many videos with the models loaded once: stage 1 runs once over all of them
     (the checkpoint's params, `engine` or their `run.engine`), then the model per video, each
-    into `<out>/<name>/` with a `done.json`; a video finished with the same checkpoint is skipped
-    on a rerun, a video that fails is recorded and skipped. Stage 1's cache stays in
+    into `<out>/<name>/` with a `done.json` (and `<overlay>/<name>.mp4` given a folder `overlay`);
+    a video finished with the same checkpoint (and its overlay there) is skipped on a rerun, a
+    video that fails is recorded and skipped. Stage 1's cache stays in
     `<out>/.jmt-work/` until every video is through (a killed run resumes there). Returns the
     report, also written to `<out>/report.json`."""
     from pipeline.stage1.audio import run_audio
@@ -185,7 +198,8 @@ def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str
     todo: dict[str, Path] = {}
     for name, video in zip(folder_names(videos), videos):
         done = out / name / "done.json"
-        if done.is_file() and json.loads(done.read_text()) == _stamp(video, sha):
+        if (done.is_file() and json.loads(done.read_text()) == _stamp(video, sha)
+                and (overlay is None or (overlay / f"{name}.mp4").is_file())):
             report["already_done"].append(name)
         else:
             todo[name] = video
@@ -200,7 +214,7 @@ def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str
         ready = [n for n in todo if n not in failed]
         if ready:
             checkpoints.check_cache(ckpt, Path(checkpoint), params.path(params.embed.out))  # the same backbones
-            model = checkpoints.build(ckpt, Path(checkpoint))
+            model = export.load_model(ckpt, Path(checkpoint), runtime, onnx)
             model.to(resolve_device(params.train.device)).eval()
         with progress() as bar:
             task = bar.add_task("predict", total=len(todo))
@@ -208,9 +222,11 @@ def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str
                 try:
                     if name in failed:
                         raise JmtError(failed[name])
-                    pred = _write_outputs(ckpt, model, params, name, video, out / name)
+                    pred = _write_outputs(ckpt, model, params, name, video, out / name,
+                                          None if overlay is None else overlay / f"{name}.mp4")
                     (out / name / "done.json").write_text(json.dumps(_stamp(video, sha), indent=1))
-                    report["done"][name] = {"video": str(video), "frames": pred.frames, "present": pred.present}
+                    report["done"][name] = {"video": str(video), "frames": pred.frames, "present": pred.present,
+                                            **({"overlay": str(pred.overlay)} if pred.overlay else {})}
                 except JmtError as exc:   # recorded, the others go on
                     report["skipped"].append({"video": str(video), "name": name, "error": str(exc)})
                 bar.advance(task)
@@ -256,22 +272,40 @@ def command(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("predictions"),
     engine: Annotated[str | None, typer.Option(help="local | ray for stage 1 (default: the checkpoint's "
                                                     "run.engine).")] = None,
+    overlay: Annotated[Path | None, typer.Option(help="Also write the video with the face box and the outputs "
+                                                      "drawn beside it (mp4): this file for one video (a folder: "
+                                                      "<folder>/<stem>.mp4), a folder of <name>.mp4 for several.")
+                       ] = None,
+    runtime: Annotated[str, typer.Option(help="torch | onnx: the head in PyTorch, or its ONNX export "
+                                              "(`jmt export`) in onnxruntime; stage 1 runs in PyTorch either way.")
+                       ] = "torch",
+    onnx: Annotated[Path | None, typer.Option(help="The ONNX file for --runtime onnx (default: the checkpoint's "
+                                                   "path with .onnx); it must have been exported from --checkpoint.")
+                    ] = None,
 ) -> None:
     """Predict every task of a checkpoint for new videos (stage 1 + the model). One video file:
     `<out>/<stem>.csv` and `.png`. Several, a folder or a glob: one folder per video under `<out>`,
     the models loaded once, finished videos skipped on a rerun, failures recorded in
-    `<out>/report.json`."""
+    `<out>/report.json`. `--overlay`: the video with the face box, valence-arousal on the
+    circumplex and the expression / AU probabilities drawn beside each frame, audio kept."""
     if engine not in (None, "local", "ray"):
         raise InputError(f"--engine {engine}: local or ray")
+    if runtime not in ("torch", "onnx"):
+        raise InputError(f"--runtime {runtime}: torch or onnx")
+    if runtime == "onnx":   # before stage 1 runs: a missing or foreign graph fails at once
+        export.load_model(checkpoints.read(checkpoint), checkpoint, runtime, onnx)
     if len(videos) == 1 and not videos[0].is_dir() and not any(c in str(videos[0]) for c in "*?["):
-        result = predict_video(videos[0], checkpoint, out)
+        if overlay is not None and overlay.is_dir():
+            overlay = overlay / f"{videos[0].stem}.mp4"
+        result = predict_video(videos[0], checkpoint, out, overlay, runtime=runtime, onnx=onnx)
         shares = ", ".join(f"{s} in {r:.0%}" for s, r in result.present.items())
         console.print(f"[green]predict[/] {videos[0].name} ({', '.join(result.tasks)}): {result.frames} frames, "
-                      f"{shares} -> {result.csv}, {result.png}", highlight=False)
+                      f"{shares} -> {result.csv}, {result.png}" + (f", {overlay}" if overlay else ""),
+                      highlight=False)
         return
-    report = predict_videos(videos, checkpoint, out, engine)
+    report = predict_videos(videos, checkpoint, out, engine, overlay, runtime=runtime, onnx=onnx)
     console.print(f"[green]predict[/] {len(report['done'])} done, {len(report['already_done'])} already done, "
-                  f"{len(report['skipped'])} skipped -> {out}/<video>/ (report: {out / 'report.json'})",
-                  highlight=False)
+                  f"{len(report['skipped'])} skipped -> {out}/<video>/ (report: {out / 'report.json'})"
+                  + (f", overlays: {overlay}/<video>.mp4" if overlay else ""), highlight=False)
     for s in report["skipped"]:
         console.print(f"[yellow]skipped[/] {s['video']}: {s['error']}", highlight=False, soft_wrap=True)

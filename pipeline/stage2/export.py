@@ -1,0 +1,475 @@
+"""`jmt export --checkpoint CKPT --out model.onnx [--int8] [--backbones]`: a fusion head as an
+ONNX graph that onnxruntime runs, and `OnnxModel`, which runs it where the torch model ran.
+
+The graph has two inputs per stream, in the head's stream order, `<stream>` float32
+(batch, time, D) and `<stream>_mask` bool (batch, time), and one output per task, named after it
+(`va`, `expr`, `au`), float32 (batch, time, width): the raw outputs the torch head returns,
+before the task's activation. `batch` and `time` are dynamic: the graph is traced at one window
+and runs at any. Every export is checked against torch at the traced shape and at two others
+before it is kept. The model's metadata_props record the head, the streams with their widths,
+the tasks, the training window, the opset and the checkpoint's sha256 (`jmt predict --runtime
+onnx` refuses a graph exported from another checkpoint).
+
+The exporter is torch's dynamo one (`torch.onnx.export(dynamo=True)`, opset 18): the legacy
+TorchScript exporter baked the traced window into nn.MultiheadAttention's reshapes (`jmt` failed
+at another T). Two graph changes live here, not in the heads: the TCN's weight_norm
+parametrizations are folded into plain weights on a copy rebuilt from the head's spec (the same
+values, computed once instead of per call), and Gemms are rewritten before quantisation
+(`gemm_to_matmul`: onnxruntime's own rewrite corrupts a Linear used twice).
+
+`--int8`: `<out stem>.int8.onnx`, onnxruntime's dynamic quantisation (`INT8_OPS`): the weights
+of every MatMul/Gemm with a constant weight (input projections, attention in/out projections,
+FFNs, the joint and aggregation Linears, output heads) stored int8 per tensor, their inputs
+quantised to uint8 per call; the TCN's convolutions, the attention's activation x activation
+products, layer norms, softmax, recurrent layers and everything else stay float32.
+docs/onnx.md gives its cost.
+
+`--backbones`: each stream's frozen stage-1 backbone and the audio front end (log-mel) as
+graphs of their own, each checked against torch; what cannot be exported is reported with why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import torch.nn as nn
+import typer
+
+from pipeline.console import console
+from pipeline.errors import InputError, JmtError
+from pipeline.stage2 import checkpoints
+
+OPSET = 18
+INT8_OPS = ("MatMul", "Gemm")   # not Conv: ConvInteger ran the TCN 2-4x slower than fp32 (docs/onnx.md)
+PARITY_ATOL = 1e-4              # max |torch - onnxruntime| an fp32 export must stay under
+STAGE1_ATOL = 1e-3              # the same for a stage-1 graph (convolutions over 112 px crops, an STFT)
+
+
+def input_names(streams: list[str]) -> list[str]:
+    """The graph's inputs: `<stream>`, `<stream>_mask` per stream, in the head's order."""
+    return [n for s in streams for n in (s, f"{s}_mask")]
+
+
+class _Positional(nn.Module):
+    """A head with the flat signature a graph has: (x_1, mask_1, ..., x_N, mask_N) -> one output
+    per task, in `head.tasks` order."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        streams = {s: xs[2 * i] for i, s in enumerate(self.head.streams)}       # each (B, T, D)
+        masks = {s: xs[2 * i + 1] for i, s in enumerate(self.head.streams)}     # each (B, T)
+        out = self.head(streams, masks)
+        return tuple(out[t] for t in self.head.tasks)                          # each (B, T, width)
+
+
+def _plain_weights(model: nn.Module) -> nn.Module:
+    """A copy in eval mode with every parametrization (the TCN's weight_norm) folded into a plain
+    weight: the same values, one initializer in the graph instead of a norm per call. Rebuilt from
+    the head's spec, not deep-copied: a copy shares its parametrized classes with the original,
+    and removing a parametrization from one would strip the other's weights."""
+    from pipeline.stage2.heads import build_head
+
+    copy_ = build_head(model.spec["name"], **model.spec["kwargs"])
+    copy_.load_state_dict(model.state_dict())
+    return fold_parametrizations(copy_.eval())
+
+
+def fold_parametrizations(model: nn.Module) -> nn.Module:
+    """Folds every parametrization of `model` into a plain weight, in place; returns it."""
+    from torch.nn.utils import parametrize
+
+    for module in list(model.modules()):   # listed first: removing changes the module tree
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations):
+                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+    return model
+
+
+def sample_inputs(widths: dict[str, int], batch: int, time: int, seed: int = 0):
+    """Random features and masks (about 20 % of the frames absent): ({s: (B, T, D)}, {s: (B, T)})."""
+    g = torch.Generator().manual_seed(seed)
+    streams = {s: torch.randn(batch, time, d, generator=g) for s, d in widths.items()}
+    masks = {s: torch.rand(batch, time, generator=g) > 0.2 for s in widths}
+    return streams, masks
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silences the exporter's and the quantizer's warnings and log lines (tracing notes, "Skipping
+    constant folding", "consider pre-processing"): every graph kept is checked against torch
+    afterwards, which is what they are about."""
+    level = logging.root.manager.disable
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(level)
+
+
+def _quiet_export(module: nn.Module, args: tuple, path: Path | None = None, **kwargs):
+    """torch.onnx.export (dynamo), quietly (`_quiet`)."""
+    with _quiet():
+        return torch.onnx.export(module, args, path, dynamo=True, opset_version=OPSET, verbose=False,
+                                 external_data=False, **kwargs)
+
+
+def _set_metadata(proto, meta: dict[str, str]) -> None:
+    """The model's metadata_props := its own and `meta`; the exporter's per-node metadata (the
+    Python stack trace of every op, with this machine's paths) is dropped."""
+    import onnx
+
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    old = {p.key: p.value for p in proto.metadata_props}
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {**old, **meta})
+
+
+def _declare_outputs(proto, widths: dict[str, int]) -> None:
+    """Outputs declared (batch, time, width): the exporter's shape inference may keep the traced
+    window for a recurrent encoder's outputs, which onnxruntime then warns about on every call;
+    intermediate shapes are dropped for the same reason (onnxruntime infers its own)."""
+    del proto.graph.value_info[:]
+    for out in proto.graph.output:
+        dims = out.type.tensor_type.shape.dim
+        for d, value in zip(dims, ("batch", "time", widths[out.name])):
+            d.Clear()
+            if isinstance(value, str):
+                d.dim_param = value
+            else:
+                d.dim_value = value
+
+
+def export_head(model: nn.Module, path: Path, widths: dict[str, int], window: int, meta: dict[str, str]) -> None:
+    """Writes the head as an ONNX graph (inputs, outputs and dynamic axes: module docstring)."""
+    import onnx
+    from torch.export import Dim
+
+    from pipeline.tasks import TASKS
+
+    wrapper = _Positional(_plain_weights(model)).eval()
+    streams, masks = sample_inputs(widths, 2, window)
+    args = tuple(v for s in model.streams for v in (streams[s], masks[s]))
+    batch, time = Dim("batch"), Dim("time")
+    program = _quiet_export(wrapper, args, input_names=input_names(model.streams), output_names=list(model.tasks),
+                            dynamic_shapes=(tuple({0: batch, 1: time} for _ in args),))   # *xs: one entry
+    proto = program.model_proto
+    _declare_outputs(proto, {t: TASKS.get(t).width for t in model.tasks})
+    _set_metadata(proto, meta)
+    onnx.checker.check_model(proto)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+
+
+def gemm_to_matmul(proto) -> int:
+    """Rewrites every Gemm (alpha = beta = 1, no transA) whose B is an initializer as
+    MatMul(A, B') [+ Add(C)] with B' = B transposed as transB asks, one B' per weight, in place;
+    returns how many. onnxruntime's quantizer does this rewrite itself but transposes B in place
+    once per Gemm ("assume B is not used by any other node", quantization/onnx_model.py), so a
+    Linear used twice (JMT's and MT's cross-attentions run one nn.MultiheadAttention per query
+    stream against several keys) gets its square weight transposed twice: silently wrong
+    outputs. After this pass there is no Gemm left for it to rewrite."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    done: dict[str, str] = {}
+    nodes, count = [], 0
+    for node in graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
+        if node.op_type != "Gemm" or not plain or node.input[1] not in inits:
+            nodes.append(node)
+            continue
+        b = node.input[1]
+        if attrs.get("transB", 0):
+            if b not in done:
+                done[b] = f"{b}.T"
+                graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[b]).T.copy(), done[b]))
+            b = done[b]
+        bias = len(node.input) > 2 and node.input[2]
+        product = f"{node.output[0]}.mm" if bias else node.output[0]
+        nodes.append(helper.make_node("MatMul", [node.input[0], b], [product], name=f"{node.name}.mm"))
+        if bias:
+            nodes.append(helper.make_node("Add", [f"{node.output[0]}.mm", node.input[2]], list(node.output),
+                                          name=f"{node.name}.add"))
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {i for n in graph.node for i in n.input}
+    keep = [i for i in graph.initializer if i.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    return count
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Dynamic int8 quantisation of `src` into `dst` (what it covers: the module docstring); the
+    metadata is carried over, with `quantization` saying what was done."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = onnx.load(str(src))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    gemm_to_matmul(proto)
+    with tempfile.TemporaryDirectory(prefix="jmt-int8-") as tmp, _quiet():
+        plain = Path(tmp) / "plain.onnx"
+        onnx.save(proto, str(plain))
+        quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS))
+    proto = onnx.load(str(dst))
+    _set_metadata(proto, {**meta, "quantization": f"dynamic: int8 weights of {', '.join(INT8_OPS)}, "
+                                                  "uint8 activations per call; the rest float32"})
+    onnx.save(proto, str(dst))
+
+
+class OnnxModel:
+    """An exported head in onnxruntime, in the torch model's place: `m(streams, masks)` with torch
+    tensors ({s: (B, T, D)}, {s: (B, T) bool}) -> {task: (B, T, width) float32 tensor}; `.tasks`,
+    `.streams` and `.meta` (the graph's metadata); `.eval()` and `.to()` do nothing (it runs on
+    the CPU). `threads`: onnxruntime's intra-op threads (default: torch's count in this process)."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: ONNX model not found; make it with `jmt export`")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or torch.get_num_threads()
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
+            raise JmtError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:160]})") from None
+        self.path = path
+        self.meta = self.session.get_modelmeta().custom_metadata_map
+        if "streams" not in self.meta or "tasks" not in self.meta:
+            raise JmtError(f"{path}: not a `jmt export` model (no streams/tasks metadata)")
+        self.widths: dict[str, int] = json.loads(self.meta["streams"])
+        self.streams, self.tasks = list(self.widths), json.loads(self.meta["tasks"])
+        self._inputs = {i.name for i in self.session.get_inputs()}   # the exporter may drop an unused one
+
+    def __call__(self, streams: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        feed = {}
+        for s in self.streams:
+            feed[s] = streams[s].detach().to("cpu", torch.float32).numpy()
+            feed[f"{s}_mask"] = masks[s].detach().to("cpu", torch.bool).numpy()
+        out = self.session.run(self.tasks, {k: v for k, v in feed.items() if k in self._inputs})
+        return {t: torch.from_numpy(y) for t, y in zip(self.tasks, out)}
+
+    def eval(self) -> OnnxModel:
+        return self
+
+    def to(self, *args, **kwargs) -> OnnxModel:
+        return self
+
+
+def parity(model: nn.Module, onnx_model: OnnxModel, widths: dict[str, int],
+           shapes: list[tuple[int, int]]) -> dict[str, float]:
+    """Max |torch - onnxruntime| over every task's outputs, per (batch, time) shape, on random
+    features with absent frames: {"BxT": max abs difference}."""
+    out = {}
+    for i, (b, t) in enumerate(shapes):
+        streams, masks = sample_inputs(widths, b, t, seed=i + 1)
+        with torch.no_grad():
+            ref = model(streams, masks)
+        got = onnx_model(streams, masks)
+        out[f"{b}x{t}"] = max(float((ref[k] - got[k]).abs().max()) for k in model.tasks)
+    return out
+
+
+def load_model(ckpt: dict, checkpoint: Path, runtime: str = "torch", onnx: Path | None = None):
+    """The model `jmt predict` runs: the checkpoint's torch head, or (`runtime` onnx) the graph at
+    `onnx` (default: the checkpoint's path with .onnx), which must have been exported from this
+    checkpoint (its recorded sha256)."""
+    if runtime == "torch":
+        return checkpoints.build(ckpt, checkpoint)
+    if runtime != "onnx":
+        raise InputError(f"--runtime {runtime}: torch or onnx")
+    model = OnnxModel(onnx or checkpoint.with_suffix(".onnx"))
+    sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    if model.meta.get("checkpoint_sha256") != sha:
+        raise JmtError(f"{model.path} was not exported from {checkpoint} (another sha256); "
+                       f"run `jmt export --checkpoint {checkpoint} --out {model.path}`")
+    return model
+
+
+# ---- the stage-1 backbones and the audio front end ----------------------------------------------
+
+class _LogMel(nn.Module):
+    """pipeline.stage1.audio.logmel as a module: waveform (S,) -> (frames, n_mels) log-mel."""
+
+    def __init__(self, params) -> None:
+        import torchaudio
+
+        super().__init__()
+        cfg = params.audio
+        win = int(round(cfg.win_ms * cfg.sample_rate / 1000))
+        hop = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=cfg.sample_rate, n_fft=1 << (win - 1).bit_length(), win_length=win, hop_length=hop,
+            f_min=cfg.f_min, f_max=min(cfg.f_max, cfg.sample_rate / 2), n_mels=cfg.n_mels, power=2.0, center=True)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        from pipeline.stage1.audio import LOG_FLOOR
+
+        return torch.log(self.mel(wave) + LOG_FLOOR).transpose(0, 1)     # (frames, n_mels)
+
+
+def _try_graph(name: str, module: nn.Module, example: torch.Tensor, dynamic: dict[int, str], path: Path,
+               meta: dict[str, str], tests: list[torch.Tensor]) -> dict:
+    """Exports one stage-1 graph (input `input`, output `output`) and checks it against torch on
+    `tests`: {"name", "path", "max_abs_diff"} or {"name", "path": None, "why"}."""
+    import onnx
+    import onnxruntime as ort
+    from torch.export import Dim
+
+    module = fold_parametrizations(module.eval())   # a backbone built for this export
+    try:
+        program = _quiet_export(module, (example,), input_names=["input"], output_names=["output"],
+                                dynamic_shapes=({k: Dim(v) for k, v in dynamic.items()},))
+        proto = program.model_proto
+        _set_metadata(proto, meta)
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(path))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        diff = 0.0
+        for x in tests:
+            with torch.no_grad():
+                ref = module(x).float().numpy()
+            got = session.run(None, {"input": x.numpy()})[0]
+            if got.shape != ref.shape:
+                raise JmtError(f"onnxruntime gives shape {got.shape}, torch {ref.shape}")
+            diff = max(diff, float(np.abs(ref - got).max()))
+        if diff > STAGE1_ATOL:
+            raise JmtError(f"onnxruntime differs from torch by {diff:.2e} (> {STAGE1_ATOL:g})")
+    except Exception as exc:   # any exporter or runtime failure is a finding to report, not a crash
+        path.unlink(missing_ok=True)
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        return {"name": name, "path": None, "why": f"{type(exc).__name__}: {(lines or [''])[0][:200]}"}
+    return {"name": name, "path": str(path), "max_abs_diff": diff}
+
+
+def export_stage1(ckpt: dict, out: Path) -> list[dict]:
+    """Each stream's backbone (`<stem>.backbone-<stream>.onnx`, dynamic batch) and the log-mel
+    front end (`<stem>.frontend-logmel.onnx`, dynamic samples), each checked against torch;
+    one result per graph (`_try_graph`)."""
+    from pipeline.config import parse_params
+    from pipeline.stage1.audio import window_frames
+    from pipeline.stage1.backbones import build, input_of
+
+    params = parse_params(copy.deepcopy(ckpt["params"]), source="checkpoint params", root=Path.cwd())
+    g = torch.Generator().manual_seed(0)
+    results = []
+    for name, bp in params.embed.streams.items():
+        path = out.with_name(f"{out.stem}.backbone-{name}.onnx")
+        what = f"{name} ({bp.name})"
+        try:
+            net = build(bp, params.root)
+        except JmtError as exc:
+            results.append({"name": what, "path": None, "why": f"cannot build it here: {exc}"})
+            continue
+        kind = input_of(net)
+        meta = {"stream": name, "backbone": bp.name, "input": kind}
+        if kind == "crops":     # uint8 (B, S, S, 3) aligned face crops
+            s = params.faces.crop_size
+            crops = [torch.randint(0, 256, (b, s, s, 3), generator=g, dtype=torch.uint8) for b in (2, 1, 5)]
+            results.append(_try_graph(what, net, crops[0], {0: "batch"}, path, meta, crops))
+        elif kind == "logmel":  # float32 (B, W, n_mels) each frame's log-mel window
+            w, m = window_frames(params), params.audio.n_mels
+            wins = [torch.randn(b, w, m, generator=g) * 3 - 8 for b in (2, 1, 5)]
+            results.append(_try_graph(what, net, wins[0], {0: "batch"}, path, meta, wins))
+        else:
+            results.append({"name": what, "path": None,
+                            "why": f"reads {kind} (whole tracks or clips, with frame windows): not tried"})
+    sr = params.audio.sample_rate
+    waves = [torch.randn(n, generator=g) * 0.1 for n in (sr, int(sr * 2.5), sr // 3)]
+    results.append(_try_graph("audio front end (log-mel)", _LogMel(params), waves[0], {0: "samples"},
+                              out.with_name(f"{out.stem}.frontend-logmel.onnx"),
+                              {"input": "waveform", "sample_rate": str(sr), "n_mels": str(params.audio.n_mels)},
+                              waves))
+    return results
+
+
+# ---- the command -------------------------------------------------------------------------------
+
+@dataclass
+class Exported:
+    onnx: Path
+    parity: dict[str, float]            # "BxT" -> max |torch - onnxruntime|, fp32
+    int8: Path | None = None
+    int8_parity: dict[str, float] = field(default_factory=dict)
+    stage1: list[dict] = field(default_factory=list)
+
+
+def export_checkpoint(checkpoint: Path, out: Path, *, int8: bool = False, backbones: bool = False) -> Exported:
+    """Exports a checkpoint's head to `out` (and `<stem>.int8.onnx`, the stage-1 graphs when
+    asked); an fp32 graph that differs from torch by more than PARITY_ATOL is an error."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    if out.suffix != ".onnx":
+        raise InputError(f"--out {out}: name it <something>.onnx")
+    ckpt = checkpoints.read(checkpoint)          # read, never executed
+    model = checkpoints.build(ckpt, checkpoint).eval()
+    widths = {s: int(d) for s, d in ckpt["head"]["kwargs"]["streams"].items()}
+    window = int(ckpt["params"]["train"]["window"])
+    meta = {"head": ckpt["head"]["name"], "streams": json.dumps(widths), "tasks": json.dumps(list(model.tasks)),
+            "window": str(window), "opset": str(OPSET), "torch": torch.__version__,
+            "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
+    export_head(model, out, widths, window, meta)
+    shapes = [(2, window), (1, 37), (3, window // 2 + 5)]
+    result = Exported(out, parity(model, OnnxModel(out, threads=1), widths, shapes))
+    worst = max(result.parity.values())
+    if worst > PARITY_ATOL:
+        raise JmtError(f"{out}: onnxruntime differs from torch by {worst:.2e} (> {PARITY_ATOL:g}); not usable")
+    if int8:
+        result.int8 = out.with_name(f"{out.stem}.int8.onnx")
+        quantize_int8(out, result.int8)
+        result.int8_parity = parity(model, OnnxModel(result.int8, threads=1), widths, shapes)
+    if backbones:
+        result.stage1 = export_stage1(ckpt, out)
+    return result
+
+
+def command(
+    checkpoint: Annotated[Path, typer.Option(help="A checkpoint from `jmt train`.")] = Path("models/model.pt"),
+    out: Annotated[Path, typer.Option(help="The ONNX file to write.")] = Path("models/model.onnx"),
+    int8: Annotated[bool, typer.Option("--int8", help="Also write <stem>.int8.onnx: dynamic int8 "
+                                                      "quantisation of the MatMul/Gemm weights.")] = False,
+    backbones: Annotated[bool, typer.Option("--backbones", help="Also try each stream's stage-1 backbone and the "
+                                                                "log-mel front end as graphs of their own.")
+                         ] = False,
+) -> None:
+    """Export a checkpoint's fusion head to ONNX for onnxruntime: inputs <stream> (batch, time, D)
+    and <stream>_mask per stream, one raw output per task, dynamic batch and time; checked
+    against torch before it is kept. Run it with `jmt predict --runtime onnx`."""
+    r = export_checkpoint(checkpoint, out, int8=int8, backbones=backbones)
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in r.parity.items())
+    console.print(f"[green]export[/] {checkpoint} -> {r.onnx} ({r.onnx.stat().st_size / 1e6:.2f} MB; "
+                  f"max |torch - onnxruntime| at batch x time {diffs})", highlight=False)
+    if r.int8:
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in r.int8_parity.items())
+        console.print(f"[green]export[/] int8 -> {r.int8} ({r.int8.stat().st_size / 1e6:.2f} MB; "
+                      f"max |torch - int8| {diffs})", highlight=False)
+    for g in r.stage1:
+        if g["path"]:
+            console.print(f"[green]export[/] {g['name']} -> {g['path']} (max |torch - onnxruntime| "
+                          f"{g['max_abs_diff']:.1e})", highlight=False)
+        else:
+            console.print(f"[yellow]not exported[/] {g['name']}: {g['why']}", highlight=False, soft_wrap=True)

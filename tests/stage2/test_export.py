@@ -1,0 +1,192 @@
+"""ONNX export of the fusion heads, run in onnxruntime (no stand-in): every registered head on the
+tiny demo cache's real features, all three tasks at once, the same numbers as torch within 1e-4 at
+the traced window and at other windows and batch sizes, with absent frames; recurrent temporal
+encoders; the metadata; int8 quantisation (a Linear shared by two attentions included); `jmt
+export` through the CLI; `jmt predict --runtime onnx` against the torch CSV."""
+
+import csv
+import hashlib
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.errors import JmtError
+from pipeline.stage2 import checkpoints
+from pipeline.stage2.data import load_entries, predict_entry, read_window, stream_widths
+from pipeline.stage2.export import (OnnxModel, export_head, gemm_to_matmul, input_names, load_model,
+                                    quantize_int8)
+from pipeline.stage2.heads import HEADS, build_head
+from pipeline.stage2.predict import predict_video
+from pipeline.tasks import TASKS
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/stage2/conftest.py
+
+ATOL = 1e-4
+TASKS_ALL = ["va", "expr", "au"]
+WINDOW = 64
+# every registered head; the unimodal reference on the visual stream
+HEAD_NAMES = [f"{h}:visual" if h == "only" else h for h in HEADS.names()]
+
+
+@pytest.fixture(scope="module")
+def entries(tiny_cache):
+    params, _ = tiny_cache
+    return load_entries(params.path(params.embed.out), None, ["va"])
+
+
+def real_batch(entries, batch: int, time: int, start: int = 0):
+    """`batch` windows of `time` frames of the cache's real features, one per entry from `start`
+    (padded past an entry's end: masked); in the first window a stretch of frames is also marked
+    absent in every stream, so the graph's missing-stream path runs."""
+    items = [read_window(e, start, time) for e in entries[:batch]]
+    x = {part: {k: torch.stack([it[part][k] for it in items]) for k in items[0][part]} for part in ("streams", "masks")}
+    for s in x["masks"]:
+        x["masks"][s][0, 3:9] = False
+    return x["streams"], x["masks"]
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert list(a) == list(b)
+    return max(float((a[t] - b[t]).abs().max()) for t in a)
+
+
+def exported(name: str, widths: dict, folder, **kw):
+    torch.manual_seed(0)
+    model = build_head(name, streams=widths, tasks=TASKS_ALL, d_model=16, **kw).eval()
+    path = folder / "head.onnx"
+    export_head(model, path, widths, WINDOW, {"streams": json.dumps(widths), "tasks": json.dumps(TASKS_ALL)})
+    return model, path
+
+
+@pytest.mark.parametrize("name", HEAD_NAMES)
+def test_every_head_matches_torch_at_any_window_and_batch(name, entries, tmp_path):
+    widths = stream_widths(entries)
+    model, path = exported(name, widths, tmp_path)
+    m = OnnxModel(path, threads=1)
+    assert m.streams == list(widths) and m.tasks == TASKS_ALL
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == input_names(list(widths))   # every stream's inputs, even unused
+    for out in graph.output:   # declared dynamic, as the inputs
+        assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == \
+            ["batch", "time", TASKS.get(out.name).width]
+    for batch, time in [(3, WINDOW), (1, WINDOW), (3, 37), (1, 37), (2, 100)]:
+        streams, masks = real_batch(entries, batch, time, start=5)
+        assert not all(m.all() for m in masks.values())
+        with torch.no_grad():
+            ref = model(streams, masks)
+        got = m(streams, masks)
+        for t in TASKS_ALL:
+            assert got[t].shape == (batch, time, TASKS.get(t).width) and got[t].dtype == torch.float32
+        assert max_diff(ref, got) <= ATOL, (name, batch, time, max_diff(ref, got))
+        assert max(float(v.std()) for v in ref.values()) > 1e-3   # not a trivially constant output
+
+
+@pytest.mark.parametrize("temporal", ["gru", "bilstm"])
+def test_recurrent_temporal_encoders_export_with_a_dynamic_window(temporal, entries, tmp_path):
+    widths = stream_widths(entries)
+    model, path = exported("rjca", widths, tmp_path, temporal=temporal)
+    m = OnnxModel(path, threads=1)
+    for batch, time in [(2, WINDOW), (3, 37)]:
+        streams, masks = real_batch(entries, batch, time)
+        with torch.no_grad():
+            assert max_diff(model(streams, masks), m(streams, masks)) <= ATOL
+
+
+def test_the_comparison_can_fail(entries, tmp_path):
+    """The parity check sees a wrong graph: another seed's weights differ far beyond ATOL."""
+    widths = stream_widths(entries)
+    _, path = exported("concat", widths, tmp_path)
+    torch.manual_seed(1)
+    other = build_head("concat", streams=widths, tasks=TASKS_ALL, d_model=16).eval()
+    streams, masks = real_batch(entries, 2, WINDOW)
+    with torch.no_grad():
+        assert max_diff(other(streams, masks), OnnxModel(path, threads=1)(streams, masks)) > 100 * ATOL
+
+
+def test_int8_shared_linear_and_tolerance(entries, tmp_path):
+    """JMT runs one nn.MultiheadAttention per query stream against several keys, so its out_proj
+    Gemm weights are shared: onnxruntime's own Gemm rewrite would transpose them twice. After
+    gemm_to_matmul the int8 graph stays near torch (max |difference| over the three tasks' raw outputs:
+    3-5e-3 measured on the demo cache's features; asserted below 0.05)."""
+    widths = stream_widths(entries)
+    model, path = exported("jmt", widths, tmp_path)
+    proto = onnx.load(str(path))
+    shared = [n.input[1] for n in proto.graph.node if n.op_type == "Gemm"]
+    assert len(shared) > len(set(shared))          # the case the rewrite is for
+    assert gemm_to_matmul(proto) == len(shared)
+    assert not [n for n in proto.graph.node if n.op_type == "Gemm"]
+    int8 = tmp_path / "head.int8.onnx"
+    quantize_int8(path, int8)
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert {"MatMulInteger", "DynamicQuantizeLinear", "Conv"} <= ops   # MatMuls int8; the TCN's Convs fp32
+    assert int8.stat().st_size < path.stat().st_size
+    m = OnnxModel(int8, threads=1)
+    assert "int8" in m.meta["quantization"]
+    for batch, time in [(3, WINDOW), (1, 37)]:
+        streams, masks = real_batch(entries, batch, time)
+        with torch.no_grad():
+            ref = model(streams, masks)
+        diff = max_diff(ref, m(streams, masks))
+        assert 1e-6 < diff < 0.05, diff     # quantised (not the fp32 graph), close
+
+
+def test_cli_export_then_predict_with_onnxruntime(trained, tiny_corpus, tiny_cache, tmp_path):
+    """`jmt export --int8 --backbones` on the trained checkpoint, then `jmt predict --runtime onnx`
+    on a demo video: the same CSV as the torch head within 1e-4."""
+    ckpt = trained.path(trained.train.out)
+    out = tmp_path / "model.onnx"
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(out), "--int8", "--backbones"])
+    assert result.exit_code == 0, result.output
+    text = "".join(result.output.split())   # the console wraps lines, even inside a path
+    assert "exportint8" in text and "model.int8.onnx" in text
+    m = OnnxModel(out)
+    c = checkpoints.read(ckpt)
+    assert m.meta["head"] == "jmt" and int(m.meta["window"]) == c["params"]["train"]["window"]
+    assert m.widths == c["head"]["kwargs"]["streams"] and m.tasks == c["head"]["kwargs"]["tasks"]
+    assert m.meta["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    # the stage-1 graphs of the default streams and the front end all export (checked against torch
+    # inside export_stage1); a graph that failed would be reported as "not exported" instead
+    assert "notexported" not in text
+    for part in ("backbone-visual", "backbone-audio", "frontend-logmel"):
+        assert (tmp_path / f"model.{part}.onnx").is_file() and f"model.{part}.onnx" in text, part
+    video = tiny_corpus / "videos/batch2/demo_02.mp4"
+    ref = predict_video(video, ckpt, tmp_path / "torch")
+    got = predict_video(video, ckpt, tmp_path / "onnx", runtime="onnx", onnx=out)
+
+    def table(path):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return list(rows[0]), np.array([[float(v) for v in r.values()] for r in rows])
+
+    (cols_a, a), (cols_b, b) = table(ref.csv), table(got.csv)
+    assert cols_a == cols_b and a.shape == b.shape and len(a) == 60
+    assert a[:, cols_a.index("valence")].std() > 0
+    # the CSV holds 4 decimals: a difference of 1e-7 can still round one unit apart
+    assert np.abs(a - b).max() <= ATOL + 1e-9 and (a == b).mean() > 0.99
+    # unrounded, through the same windowed prediction code (predict_entry), on the tiny cache
+    params, _ = tiny_cache
+    entry = load_entries(params.path(params.embed.out), None, ["va"])[0]
+    window = c["params"]["train"]["window"]
+    torch_out = predict_entry(checkpoints.build(c, ckpt).eval(), entry, window, window // 2, torch.device("cpu"))
+    onnx_out = predict_entry(load_model(c, ckpt, "onnx", out), entry, window, window // 2, torch.device("cpu"))
+    assert np.abs(torch_out["va"] - onnx_out["va"]).max() <= ATOL
+
+
+def test_predict_refuses_a_graph_of_another_checkpoint(trained, tmp_path):
+    ckpt = trained.path(trained.train.out)
+    c = checkpoints.read(ckpt)
+    model = checkpoints.build(c, ckpt)
+    widths = c["head"]["kwargs"]["streams"]
+    path = tmp_path / "other.onnx"
+    export_head(model, path, widths, 16, {"streams": json.dumps(widths), "tasks": '["va"]',
+                                          "checkpoint_sha256": "0" * 64})
+    with pytest.raises(JmtError, match="not exported from"):
+        load_model(c, ckpt, "onnx", path)
+    result = CliRunner().invoke(app, ["predict", "x.mp4", "--checkpoint", str(ckpt), "--runtime", "onnx",
+                                      "--onnx", str(tmp_path / "missing.onnx")])
+    assert result.exit_code == 2 and "not found" in result.output
