@@ -38,9 +38,10 @@ from pipeline.config import Params, parse_params
 from pipeline.console import console
 from pipeline.errors import InputError, JmtError
 from pipeline.live.features import LiveStage1
-from pipeline.live.source import Dropped, Frame, Source, open_source
+from pipeline.live.source import Dropped, Frame, Source, describe
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import last_outputs
+from pipeline.stage2.export import fold_parametrizations
 from pipeline.tasks import tasks_of
 
 
@@ -71,11 +72,20 @@ class CausalModel:
         self.model, self.window, self.widths, self.tasks = model.eval(), window, widths, tasks
         self.frames: collections.deque = collections.deque(maxlen=window)
 
-    def push(self, features: dict[str, np.ndarray] | None, masks: dict[str, bool] | None) -> dict[str, np.ndarray]:
-        """Adds a frame (None: dropped, no stream present) and returns each task's outputs for it."""
-        if features is None:
-            features = {s: np.zeros(d, np.float32) for s, d in self.widths.items()}
-            masks = {s: False for s in self.widths}
+    def warm_up(self) -> None:
+        """One pass over a full window and one over a single frame, outputs discarded."""
+        for length in (self.window, 1):
+            streams = {s: torch.zeros(1, length, d) for s, d in self.widths.items()}
+            masks = {s: torch.ones(1, length, dtype=torch.bool) for s in self.widths}
+            last_outputs(self.model, streams, masks)
+
+    def skip(self) -> None:
+        """A dropped frame: in the window as a frame where no stream is present; no output."""
+        self.frames.append(({s: np.zeros(d, np.float32) for s, d in self.widths.items()},
+                            {s: False for s in self.widths}))
+
+    def push(self, features: dict[str, np.ndarray], masks: dict[str, bool]) -> dict[str, np.ndarray]:
+        """Adds a frame and returns each task's outputs for it."""
         self.frames.append((features, masks))
         streams = {s: torch.as_tensor(np.stack([f[s] for f, _ in self.frames]))[None] for s in self.widths}
         present = {s: torch.as_tensor([m[s] for _, m in self.frames])[None] for s in self.widths}
@@ -96,20 +106,28 @@ def frame_line(frame: Frame, out, outputs: dict[str, np.ndarray], tasks: dict, l
 
 
 def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True, size: tuple[int, int] | None = None,
-             fps: float | None = None, max_queue: int = 2, no_audio: bool = False) -> dict:
-    """Runs a source to its end (or Ctrl-C); writes the JSON lines to `out`; returns the summary."""
+             fps: float | None = None, max_queue: int = 4, no_audio: bool = False,
+             detect_every: int | None = None) -> dict:
+    """Runs a source to its end (or Ctrl-C); writes the JSON lines to `out`; returns the summary.
+    `detect_every`: MTCNN on every n-th frame (default: the checkpoint's faces.detect_every)."""
     ckpt = checkpoints.read(Path(checkpoint))   # read, never executed
     params = stage1_params(ckpt)
-    model = checkpoints.build(ckpt, Path(checkpoint))
+    if detect_every is not None:
+        params = params.updated(faces={"detect_every": detect_every})
+    # the TCN's weight_norm folded into plain weights once, not recomputed at every frame
+    model = fold_parametrizations(checkpoints.build(ckpt, Path(checkpoint)))
     widths = dict(ckpt["head"]["kwargs"]["streams"])
     tasks = tasks_of(model.tasks, params.tasks)
-    source = open_source(spec, sample_rate=params.audio.sample_rate, realtime=realtime, size=size, fps=fps,
-                         max_queue=max_queue)
+    info = describe(spec, size, fps)
     if no_audio:
-        source.info.has_audio = False
-    stage1 = LiveStage1(params, source.info)
+        info.has_audio = False
+    stage1 = LiveStage1(params, info)
     check_backbones(ckpt, Path(checkpoint), stage1)
     causal = CausalModel(model, ckpt["params"]["train"]["window"], widths, tasks)
+    stage1.warm_up()   # first calls are slow (kernels chosen, memory set up): not on the first frames
+    causal.warm_up()
+    source = Source(info, sample_rate=params.audio.sample_rate, realtime=realtime, max_queue=max_queue,
+                    stdin=sys.stdin.buffer if spec == "-" else None)
     latencies: list[float] = []
     counts = {"frames": 0, "processed": 0, "dropped": 0}
     ended, failure = "end of source", None
@@ -131,7 +149,7 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
         counts["processed"] += 1
 
     def dropped(d: Dropped) -> None:
-        causal.push(None, None)
+        causal.skip()
         emit({"frame": d.index, "time": round(d.time, 6), "dropped": True})
         counts["dropped"] += 1
 
@@ -170,7 +188,8 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
                               "p95": round(float(np.percentile(lat, 95)), 2),
                               "p99": round(float(np.percentile(lat, 99)), 2),
                               "max": round(float(lat.max()), 2)},
-               "fps": source.info.fps, "size": [source.info.width, source.info.height], "realtime": realtime}
+               "fps": source.info.fps, "size": [source.info.width, source.info.height], "realtime": realtime,
+               "detect_every": params.faces.detect_every}
     return summary
 
 
@@ -196,15 +215,19 @@ def command(
     size: Annotated[str | None, typer.Option(help="Frame size WxH: needed for a pipe or camera; "
                                                   "a file's own by default.")] = None,
     fps: Annotated[float | None, typer.Option(help="Frame rate of a pipe or camera [default: 25].")] = None,
-    queue: Annotated[int, typer.Option(min=1, help="Frames that may wait before the oldest is dropped.")] = 2,
+    queue: Annotated[int, typer.Option(min=1, help="Frames that may wait before the oldest is dropped (a "
+                                                   "decoder flushes its last few frames at once).")] = 4,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="The source has no audio track (a pipe or URL "
                                                               "whose audio is unknown).")] = False,
+    detect_every: Annotated[int | None, typer.Option(min=1, help="Detect faces on every n-th frame, the last "
+                                                     "face held in between [default: the checkpoint's "
+                                                     "faces.detect_every]; 1: every frame.")] = None,
 ) -> None:
     """Predict every task of a checkpoint live, frame by frame in causal mode (JSON lines)."""
     stream = open(out, "w", buffering=1) if out else sys.stdout
     try:
         result = run_live(source, checkpoint, stream, realtime=realtime, size=_size(size), fps=fps,
-                          max_queue=queue, no_audio=no_audio)
+                          max_queue=queue, no_audio=no_audio, detect_every=detect_every)
     finally:
         if out:
             stream.close()

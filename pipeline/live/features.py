@@ -4,8 +4,9 @@ Every value is computed by stage 1's own rules from what has arrived so far, so 
 features are the ones the offline cache holds for it, with these differences, all forced by
 having no future (docs/live.md):
 
-- faces: MTCNN on every frame, one frame at a time (offline interpolates between keyframes
-  `faces.detect_every` apart, which needs the next keyframe);
+- faces: MTCNN one frame at a time on every `faces.detect_every`-th frame, the last keyframe's
+  face held in between (offline interpolates between keyframes, which needs the next one);
+  while no face is held, every frame is detected. `detect_every: 1` detects every frame;
 - the audio mask: a voiced stretch is held for up to `audio.fill_gaps_s` after it (a hangover),
   where offline fills only gaps that voice closes within that time, which needs the future;
 - frame t's audio is what plays until the next frame (stage 1's rule): the frame is processed
@@ -33,7 +34,7 @@ from pipeline.live.source import SourceInfo
 from pipeline.stage1 import clips
 from pipeline.stage1.align import similarity, template, warp_crops
 from pipeline.stage1.audio import LOG_FLOOR, sample_windows, window_frames
-from pipeline.stage1.detect import Detector, PersonTrack
+from pipeline.stage1.detect import Detector, Face, PersonTrack
 from pipeline.stage1.embed import Backbones
 from pipeline.stage1.voice import VAD_CHUNK, VAD_RATE, PITCH_HZ, _silero, frame_means, voicing
 
@@ -55,7 +56,7 @@ def jpeg_roundtrip(crop: np.ndarray, quality: int) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
     with Image.open(io.BytesIO(buf.getvalue())) as img:
-        return np.asarray(img.convert("RGB"))
+        return np.array(img.convert("RGB"))   # writable: torch takes it as is
 
 
 class LiveAudio:
@@ -206,6 +207,7 @@ class LiveStage1:
         self.detector = Detector(device=resolve_device(cfg.device), max_side=cfg.detect_max_side,
                                  min_face_size=cfg.min_face_size)
         self.track = PersonTrack(None, info.width, cfg.min_prob)
+        self.every, self.count, self.held = cfg.detect_every, 0, None   # keyframes, and the face held between them
         self.size, self.dst = cfg.crop_size, template(cfg.crop_size)
         self.nets = Backbones(params)
         self.audio = LiveAudio(params, info)
@@ -218,10 +220,29 @@ class LiveStage1:
                 raise InputError(f"jmt live: stream {name} reads the waveform at {net.sample_rate} Hz, the "
                                  f"checkpoint's audio is at {self.audio.sr} Hz; live does not resample")
 
+    def warm_up(self) -> None:
+        """Runs MTCNN, the alignment and every backbone once on blank input (state untouched)."""
+        rgb = np.zeros((self.info.height, self.info.width, 3), np.uint8)
+        self.detector(rgb[None])
+        crop = warp_crops(torch.from_numpy(rgb[None].copy()), np.eye(2, 3)[None], self.size)
+        crop = jpeg_roundtrip(crop.numpy()[0], self.params.faces.jpeg_quality)
+        window = np.zeros((self.audio.width, self.params.audio.n_mels), np.float32)
+        for name, net in self.nets.nets.items():
+            kind = self.nets.inputs[name]
+            if kind == "crops":
+                self.nets.run(net, crop[None])
+            elif kind == "clips":
+                self.nets.run(net, np.stack([crop] * net.clip)[None])
+            elif kind == "logmel":
+                self.nets.run(net, window[None])
+
     def face(self, rgb: np.ndarray) -> tuple[np.ndarray, bool, list[float] | None]:
         """(the aligned crop as the cache returns it, found, box) of one frame."""
-        det = self.detector(rgb[None])[0]
-        face = self.track.choose(det)
+        if self.every == 1 or self.count % self.every == 0 or self.held is None:
+            face = self.held = self.track.choose(self.detector(rgb[None])[0])
+        else:
+            face = Face(self.held.box, self.held.landmarks, self.held.prob, detected=False)
+        self.count += 1
         crop = np.zeros((self.size, self.size, 3), np.uint8)
         mat = similarity(face.landmarks, self.dst) if face is not None else None
         if mat is None:

@@ -1,6 +1,6 @@
 """A live source through one ffmpeg process: video frames, their times and the audio track.
 
-What `jmt live SOURCE` reads (`open_source`):
+What `jmt live SOURCE` reads (`describe` probes it, `Source` runs it):
 - a video file, played at its own frame rate (`-re`; `realtime=False` reads it as fast as the
   consumer takes frames, never dropping one; so does a pipe with realtime=False);
 - a camera, `/dev/video<N>`, through ffmpeg's v4l2 input;
@@ -24,7 +24,6 @@ import os
 import re
 import stat
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -108,7 +107,7 @@ def describe(spec: str, size: tuple[int, int] | None = None, fps: float | None =
 class Source:
     """The running ffmpeg and its three reader threads. Iterate `frames()`; `stop()` ends it."""
 
-    def __init__(self, info: SourceInfo, *, sample_rate: int, realtime: bool = True, max_queue: int = 2,
+    def __init__(self, info: SourceInfo, *, sample_rate: int, realtime: bool = True, max_queue: int = 4,
                  stdin=None) -> None:
         require_ffmpeg()
         self.info, self.sample_rate = info, sample_rate
@@ -280,11 +279,3 @@ class Source:
         for s in (self.proc.stdout, self.proc.stderr):
             if s:
                 s.close()
-
-
-def open_source(spec: str, *, sample_rate: int, realtime: bool = True, size: tuple[int, int] | None = None,
-                fps: float | None = None, max_queue: int = 2) -> Source:
-    """Probes and starts a source (module docstring)."""
-    info = describe(spec, size, fps)
-    return Source(info, sample_rate=sample_rate, realtime=realtime, max_queue=max_queue,
-                  stdin=sys.stdin.buffer if spec == "-" else None)

@@ -14,7 +14,7 @@ length), so the first frames are predicted from what was seen so far, as a live 
 about two (docs/measurements.md has the time and the metric cost per head).
 
 Selectable where the offline protocol is used: `evaluate.protocol` and `compare.protocol`
-(`offline` | `causal`), and `jmt predict --causal`.
+(`offline` | `causal`, and `--protocol` on both commands).
 """
 
 from __future__ import annotations

@@ -148,3 +148,15 @@ def test_ctrl_c_stops_cleanly_with_every_line(live_ckpt, tiny_corpus, tmp_path):
     assert rc == 0 and "interrupted (Ctrl-C)" in err
     assert 3 <= len(lines) < 60 and [line["frame"] for line in lines] == list(range(len(lines)))
     assert all("va" in line or line.get("dropped") for line in lines)
+
+
+def test_between_keyframes_the_last_face_is_held(live_ckpt, tiny_corpus, tmp_path):
+    lines, summary = live_lines(live_ckpt, tiny_corpus / "videos/batch1/demo_00.mp4", tmp_path / "l.jsonl",
+                                realtime=False, detect_every=3)
+    assert summary["detect_every"] == 3
+    boxes = [line["box"] for line in lines]
+    assert boxes[0] is not None
+    held = [i for i in range(len(boxes)) if i % 3 and boxes[i] is not None and boxes[i - 1] is not None]
+    assert held and all(boxes[i] == boxes[i - 1] for i in held)            # held between keyframes
+    keys = [i for i in range(3, len(boxes), 3) if boxes[i] is not None and boxes[i - 1] is not None]
+    assert any(boxes[i] != boxes[i - 1] for i in keys)                      # a keyframe detects anew
