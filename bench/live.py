@@ -9,7 +9,8 @@ sizes, and the metric cost of causal mode per head. Numbers -> JSON + stdout.
    streams), on a demo validation video (320x240, 15 fps) and on the same video scaled to
    640x480 and resampled to 30 fps; per-frame latency (decoder -> JSON line) p50/p95/p99 and
    the dropped frames, each run in a fresh process, with the checkpoint's faces.detect_every (2:
-   the face held every other frame) and with MTCNN on every frame;
+   the face held every other frame), with MTCNN on every frame, and with the head's ONNX export
+   in onnxruntime (`--runtime onnx`);
 2. causal: every committed comparison run (runs/compare/<head>-seed<k>/model.pt) scored on the
    demo's validation and test splits with the offline protocol and with the causal one (the same
    models, the same frames): CCC mean per head, mean over seeds, and the difference.
@@ -36,6 +37,7 @@ from pipeline.device import resolve_device  # noqa: E402
 from pipeline.stage2 import checkpoints  # noqa: E402
 from pipeline.stage2.causal import predict_split  # noqa: E402
 from pipeline.stage2.data import load_splits, preload  # noqa: E402
+from pipeline.stage2.export import export_checkpoint  # noqa: E402
 from pipeline.stage2.protocol import labels_of, score, task_outputs  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402
 
@@ -62,10 +64,15 @@ def part_live(checkpoint: Path) -> dict:
         big = work / "640x480_30fps.mp4"
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(REPO / VIDEO), "-vf", "scale=640:480,fps=30",
                         "-c:v", "libx264", "-crf", "20", "-c:a", "copy", str(big)], check=True)
+        graph = work / "model.onnx"
+        export_checkpoint(checkpoint, graph)
+        onnx = ["--runtime", "onnx", "--onnx", str(graph)]
         for name, video, extra in (("320x240_15fps", REPO / VIDEO, []),
                                    ("320x240_15fps_detect_every_1", REPO / VIDEO, ["--detect-every", "1"]),
+                                   ("320x240_15fps_onnx", REPO / VIDEO, onnx),
                                    ("640x480_30fps", big, []),
-                                   ("640x480_30fps_detect_every_1", big, ["--detect-every", "1"])):
+                                   ("640x480_30fps_detect_every_1", big, ["--detect-every", "1"]),
+                                   ("640x480_30fps_onnx", big, onnx)):
             r = live_run(video, checkpoint, work, name, extra)
             out[name] = r
             print(f"live {name}: {r['processed']} processed, {r['dropped']} dropped of {r['frames']}; latency ms "

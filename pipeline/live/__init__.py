@@ -41,7 +41,7 @@ from pipeline.live.features import LiveStage1
 from pipeline.live.source import Dropped, Frame, Source, describe
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import last_outputs
-from pipeline.stage2.export import fold_parametrizations
+from pipeline.stage2.export import fold_parametrizations, load_model
 from pipeline.tasks import tasks_of
 
 
@@ -107,15 +107,18 @@ def frame_line(frame: Frame, out, outputs: dict[str, np.ndarray], tasks: dict, l
 
 def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True, size: tuple[int, int] | None = None,
              fps: float | None = None, max_queue: int = 4, no_audio: bool = False,
-             detect_every: int | None = None) -> dict:
+             detect_every: int | None = None, runtime: str = "torch", onnx: Path | None = None) -> dict:
     """Runs a source to its end (or Ctrl-C); writes the JSON lines to `out`; returns the summary.
-    `detect_every`: MTCNN on every n-th frame (default: the checkpoint's faces.detect_every)."""
+    `detect_every`: MTCNN on every n-th frame (default: the checkpoint's faces.detect_every);
+    `runtime` onnx: the head's graph from `jmt export` (`onnx`, default beside the checkpoint) in
+    onnxruntime; stage 1 stays PyTorch."""
     ckpt = checkpoints.read(Path(checkpoint))   # read, never executed
     params = stage1_params(ckpt)
     if detect_every is not None:
         params = params.updated(faces={"detect_every": detect_every})
-    # the TCN's weight_norm folded into plain weights once, not recomputed at every frame
-    model = fold_parametrizations(checkpoints.build(ckpt, Path(checkpoint)))
+    model = load_model(ckpt, Path(checkpoint), runtime, onnx)
+    if runtime == "torch":   # the TCN's weight_norm folded into plain weights once, not at every frame
+        model = fold_parametrizations(model)
     widths = dict(ckpt["head"]["kwargs"]["streams"])
     tasks = tasks_of(model.tasks, params.tasks)
     info = describe(spec, size, fps)
@@ -189,7 +192,7 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
                               "p99": round(float(np.percentile(lat, 99)), 2),
                               "max": round(float(lat.max()), 2)},
                "fps": source.info.fps, "size": [source.info.width, source.info.height], "realtime": realtime,
-               "detect_every": params.faces.detect_every}
+               "detect_every": params.faces.detect_every, "runtime": runtime}
     return summary
 
 
@@ -222,12 +225,16 @@ def command(
     detect_every: Annotated[int | None, typer.Option(min=1, help="Detect faces on every n-th frame, the last "
                                                      "face held in between [default: the checkpoint's "
                                                      "faces.detect_every]; 1: every frame.")] = None,
+    runtime: Annotated[str, typer.Option(help="torch | onnx: the head in PyTorch, or its `jmt export` graph "
+                                              "in onnxruntime (stage 1 runs in PyTorch either way).")] = "torch",
+    onnx: Annotated[Path | None, typer.Option(help="The ONNX file for --runtime onnx [default: the "
+                                                   "checkpoint's path with .onnx].")] = None,
 ) -> None:
     """Predict every task of a checkpoint live, frame by frame in causal mode (JSON lines)."""
     stream = open(out, "w", buffering=1) if out else sys.stdout
     try:
         result = run_live(source, checkpoint, stream, realtime=realtime, size=_size(size), fps=fps,
-                          max_queue=queue, no_audio=no_audio, detect_every=detect_every)
+                          max_queue=queue, no_audio=no_audio, detect_every=detect_every, runtime=runtime, onnx=onnx)
     finally:
         if out:
             stream.close()

@@ -160,3 +160,37 @@ def test_between_keyframes_the_last_face_is_held(live_ckpt, tiny_corpus, tmp_pat
     assert held and all(boxes[i] == boxes[i - 1] for i in held)            # held between keyframes
     keys = [i for i in range(3, len(boxes), 3) if boxes[i] is not None and boxes[i - 1] is not None]
     assert any(boxes[i] != boxes[i - 1] for i in keys)                      # a keyframe detects anew
+
+
+def test_live_with_the_onnx_head_gives_the_torch_lines(live_ckpt, tiny_corpus, tmp_path):
+    from pipeline.stage2.export import export_checkpoint
+
+    graph = tmp_path / "model.onnx"
+    export_checkpoint(live_ckpt, graph)
+    path = tiny_corpus / "videos/batch1/demo_00.mp4"
+    torch_lines, _ = live_lines(live_ckpt, path, tmp_path / "torch.jsonl", realtime=False)
+    onnx_lines, summary = live_lines(live_ckpt, path, tmp_path / "onnx.jsonl", realtime=False, runtime="onnx",
+                                     onnx=graph)
+    assert summary["runtime"] == "onnx" and summary["processed"] == len(torch_lines)
+    np.testing.assert_allclose(outputs_of(onnx_lines), outputs_of(torch_lines), atol=1e-4, rtol=0)
+
+
+def test_a_url_is_read_through_ffmpeg(live_ckpt, tiny_corpus, tmp_path):
+    """An http:// URL served from this machine: ffmpeg reads it as it would a remote stream
+    (a URL never waits for the consumer, so frames may be dropped, each one counted)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tiny_corpus / "videos/batch1"))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/demo_00.mp4"
+        lines, summary = live_lines(live_ckpt, url, tmp_path / "url.jsonl", size=(320, 240), fps=15.0)
+    finally:
+        server.shutdown()
+    assert summary["ended"] == "end of source" and summary["error"] is None
+    assert summary["processed"] + summary["dropped"] == summary["frames"] == 60
+    assert [line["frame"] for line in lines] == list(range(60)) and summary["processed"] >= 1
+    assert sum(bool(line.get("dropped")) for line in lines) == summary["dropped"]
