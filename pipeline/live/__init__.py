@@ -15,9 +15,9 @@ outputs are activated (va clipped to [-1, 1] as `tasks.va.clip` says; softmax; s
 `latency_ms` runs from the frame leaving the decoder to its line. A frame dropped because the
 machine fell behind gets `{"frame": i, "time": t, "dropped": true}` and enters the model's window
 as a frame where no stream is present; the summary (stderr, and `--summary FILE`) counts them.
-Ctrl-C, the end of the source, or a source that dies all end the run the same way: every frame
-already decoded is processed, its line written, the summary printed; a dying source is also
-an error (exit code 1) naming what ffmpeg said.
+Ctrl-C (or SIGTERM), the end of the source, or a source that dies all end the run the same
+way: every frame already decoded is processed, its line written, the summary printed; a dying
+source is also an error (exit code 2) naming what ffmpeg said. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import collections
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Annotated
@@ -108,7 +109,7 @@ def frame_line(frame: Frame, out, outputs: dict[str, np.ndarray], tasks: dict, l
 def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True, size: tuple[int, int] | None = None,
              fps: float | None = None, max_queue: int = 4, no_audio: bool = False,
              detect_every: int | None = None, runtime: str = "torch", onnx: Path | None = None) -> dict:
-    """Runs a source to its end (or Ctrl-C); writes the JSON lines to `out`; returns the summary.
+    """Runs a source to its end (or Ctrl-C / SIGTERM); writes the JSON lines to `out`; returns the summary.
     `detect_every`: MTCNN on every n-th frame (default: the checkpoint's faces.detect_every);
     `runtime` onnx: the head's graph from `jmt export` (`onnx`, default beside the checkpoint) in
     onnxruntime; stage 1 stays PyTorch."""
@@ -156,15 +157,23 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
         emit({"frame": d.index, "time": round(d.time, 6), "dropped": True})
         counts["dropped"] += 1
 
-    previous = signal.getsignal(signal.SIGINT)
+    stopping = {}   # the signal that asked for a stop
+
+    def on_signal(signum, _frame) -> None:
+        if stopping:   # asked twice: stop at once
+            raise KeyboardInterrupt
+        stopping["signal"] = signum
+        source.interrupt()   # the frames already decoded still come out, then the end
+
+    # Ctrl-C and `kill` (SIGTERM) end the run cleanly; set explicitly, so a shell that started
+    # jmt in the background with SIGINT ignored cannot make it deaf to it
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in handled} if threading.current_thread() is threading.main_thread() else {}
+    for s in previous:
+        signal.signal(s, on_signal)
     try:
         while True:
-            try:
-                lost, frame = source.next_frame()
-            except KeyboardInterrupt:
-                ended = "interrupted (Ctrl-C)"
-                source.stop()
-                lost, frame = [], None
+            lost, frame = source.next_frame()
             events = sorted([*lost, *([frame] if frame else [])], key=lambda e: e.index)
             for e in events:
                 counts["frames"] += 1
@@ -177,14 +186,17 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
                     pending = e
             if frame is None:
                 break
+        if stopping:
+            ended = "interrupted (Ctrl-C)" if stopping["signal"] == signal.SIGINT else "stopped (SIGTERM)"
         if pending is not None:   # the last frame: on screen for 1/fps, then the track's end is waited for
-            process(pending, pending.time + 1.0 / source.info.fps, ended == "end of source")
-        failure = source.failure() if ended == "end of source" else None
-    except KeyboardInterrupt:
-        ended = "interrupted (Ctrl-C)"
+            process(pending, pending.time + 1.0 / source.info.fps, not stopping)
+        failure = None if stopping else source.failure()
+    except KeyboardInterrupt:   # a second Ctrl-C: what was written stays, the rest is dropped
+        ended = "interrupted (Ctrl-C, twice)"
     finally:
         source.stop()
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     lat = np.asarray(latencies) if latencies else np.zeros(1)
     summary = {"source": spec, "ended": "source died" if failure else ended, "error": failure, **counts,
                "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2),

@@ -26,7 +26,7 @@ import stat
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +261,13 @@ class Source:
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         tail = "; ".join(list(self.err_tail)[-3:])
         return f"{self.info.spec}: the source died (ffmpeg {how})" + (f": {tail}" if tail else "")
+
+    def interrupt(self) -> None:
+        """Asks the source to end (safe in a signal handler): no new frame is queued, the waiting
+        ones are still handed out, then the frames end; `stop()` then ends ffmpeg."""
+        with self.cond:
+            self.stopped = True
+            self.cond.notify_all()
 
     def stop(self) -> None:
         """Ends ffmpeg and the threads (Ctrl-C, or the consumer is done)."""

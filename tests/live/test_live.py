@@ -114,7 +114,7 @@ def test_a_slow_consumer_drops_frames_and_counts_every_one(tiny_corpus):
 
 def run_cli(args, tmp_path, *, after: float, how: str):
     """Starts `jmt live` on a file at its frame rate, then after `after` s either kills its
-    ffmpeg (how='kill') or sends it Ctrl-C (how='int'); returns (rc, stderr, lines)."""
+    ffmpeg (how='kill') or sends jmt a signal (how: a signal number); returns (rc, stderr, lines)."""
     out = tmp_path / "lines.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "pipeline", "live", *args, "--out", str(out)],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
@@ -128,7 +128,7 @@ def run_cli(args, tmp_path, *, after: float, how: str):
         for pid in kids:
             os.kill(int(pid), signal.SIGKILL)
     else:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(how)
     _, err = proc.communicate(timeout=120)
     lines = [json.loads(line) for line in out.read_text().splitlines()]   # every line whole
     return proc.returncode, err, lines
@@ -142,10 +142,11 @@ def test_a_source_that_dies_ends_with_a_clear_message_and_every_line(live_ckpt, 
     assert 3 <= len(lines) < 60 and [line["frame"] for line in lines] == list(range(len(lines)))
 
 
-def test_ctrl_c_stops_cleanly_with_every_line(live_ckpt, tiny_corpus, tmp_path):
+@pytest.mark.parametrize("sig, said", [(signal.SIGINT, "interrupted (Ctrl-C)"), (signal.SIGTERM, "stopped (SIGTERM)")])
+def test_ctrl_c_or_sigterm_stops_cleanly_with_every_line(live_ckpt, tiny_corpus, tmp_path, sig, said):
     rc, err, lines = run_cli([str(tiny_corpus / "videos/batch1/demo_00.mp4"), "--checkpoint", str(live_ckpt)],
-                             tmp_path, after=0.5, how="int")
-    assert rc == 0 and "interrupted (Ctrl-C)" in err
+                             tmp_path, after=0.5, how=sig)
+    assert rc == 0 and said in err
     assert 3 <= len(lines) < 60 and [line["frame"] for line in lines] == list(range(len(lines)))
     assert all("va" in line or line.get("dropped") for line in lines)
 

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from pipeline import cache
+
 from pipeline.stage2.train import train_model
 
 from .test_train import stage2_params
@@ -24,3 +26,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def every_task(tiny_cache, tmp_path_factory):
+    """A concat head on the demo cache's real streams trained for va, expr and au (the predict and
+    overlay tests): the labels are synthetic (tests/embeddings.py), one labels file per entry of
+    the cache, each task in the entry's va split."""
+    from ..embeddings import write_labels
+    from ..stage1.helpers import params_at
+
+    params, _ = tiny_cache
+    folder = tmp_path_factory.mktemp("every_task")
+    for name in cache.entries(params.path(params.labels.out)):
+        with cache.open_entry(cache.entry_path(params.path(params.labels.out), name)) as f:
+            split = cache.attrs_of(f)["tasks"][0]["split"]
+            n = int(f.attrs["n_frames"])
+        write_labels(folder / "labels", name, dict.fromkeys(("va", "expr", "au"), split), n=n)
+    trained = params_at(folder, params.path(params.corpus.root), embed={"out": str(params.path(params.embed.out))},
+                        labels={"out": str(folder / "labels")}, model={"fusion": "concat", "d_model": 16},
+                        train={"tasks": ["va", "expr", "au"], "epochs": 2, "window": 16, "hop": 8, "batch_size": 4,
+                               "out": str(folder / "model.pt"), "live_dir": str(folder / "live")})
+    train_model(trained, quiet=True)
+    return trained.path(trained.train.out)

@@ -13,15 +13,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import cache
 from pipeline.cli import app
 from pipeline.media import frame_times
 from pipeline.stage2.overlay import BAR, BG, HIGHLIGHT, POINT, Panel, write_overlay
 from pipeline.stage2.predict import predict_videos
-from pipeline.stage2.train import train_model
 from pipeline.tasks.expr import CLASSES
 
-from ..embeddings import write_labels
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/stage2/conftest.py
 
@@ -150,26 +147,6 @@ def test_no_audio_a_variable_frame_rate_and_missing_predictions(tiny_corpus, tmp
         assert has_audio(out) == has_audio(src) == result.audio == vfr_input
         assert (result.max_shift > 0.5 / 15) == vfr_input
     assert n < 60    # the VFR copy dropped frames
-
-
-@pytest.fixture(scope="module")
-def every_task(tiny_cache, tmp_path_factory):
-    """A concat head trained for two epochs on the tiny cache's streams for va, expr and au
-    (synthetic labels: the drawing, not the model, is under test)."""
-    from ..stage1.helpers import params_at
-
-    params, _ = tiny_cache
-    folder = tmp_path_factory.mktemp("overlay_every_task")
-    for name in cache.entries(params.path(params.labels.out)):
-        with cache.open_entry(cache.entry_path(params.path(params.labels.out), name)) as f:
-            split, n = cache.attrs_of(f)["tasks"][0]["split"], int(f.attrs["n_frames"])
-        write_labels(folder / "labels", name, dict.fromkeys(("va", "expr", "au"), split), n=n)
-    trained = params_at(folder, params.path(params.corpus.root), embed={"out": str(params.path(params.embed.out))},
-                        labels={"out": str(folder / "labels")}, model={"fusion": "concat", "d_model": 16},
-                        train={"tasks": ["va", "expr", "au"], "epochs": 2, "window": 16, "hop": 8, "batch_size": 4,
-                               "out": str(folder / "model.pt"), "live_dir": str(folder / "live")})
-    train_model(trained, quiet=True)
-    return trained.path(trained.train.out)
 
 
 def test_folder_form_with_a_multi_task_model_draws_its_bars(every_task, tiny_corpus, tmp_path):

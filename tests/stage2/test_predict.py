@@ -10,15 +10,12 @@ import pytest
 from matplotlib import image
 from typer.testing import CliRunner
 
-from pipeline import cache
 from pipeline.cli import app
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2.predict import predict_video
-from pipeline.stage2.train import train_model
 from pipeline.tasks.au import AUS
 from pipeline.tasks.expr import CLASSES
 
-from ..embeddings import write_labels
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/stage2/conftest.py
 
@@ -97,28 +94,6 @@ def test_predict_without_a_face_still_predicts(trained, clips, tmp_path):
     assert result.present["visual"] == 0.0 and len(table) == 40 and all(r["visual_present"] == "0" for r in table)
     assert all(np.isfinite(float(r[c])) for r in table for c in TASK_COLUMNS["va"])
     assert result.png.is_file()
-
-
-@pytest.fixture(scope="module")
-def every_task(tiny_cache, tmp_path_factory):
-    """A concat head on the demo cache's real streams trained for va, expr and au: the labels
-    are synthetic (tests/embeddings.py), one labels file per entry of the cache, each task in
-    the entry's va split."""
-    from ..stage1.helpers import params_at
-
-    params, _ = tiny_cache
-    folder = tmp_path_factory.mktemp("every_task")
-    for name in cache.entries(params.path(params.labels.out)):
-        with cache.open_entry(cache.entry_path(params.path(params.labels.out), name)) as f:
-            split = cache.attrs_of(f)["tasks"][0]["split"]
-            n = int(f.attrs["n_frames"])
-        write_labels(folder / "labels", name, dict.fromkeys(("va", "expr", "au"), split), n=n)
-    trained = params_at(folder, params.path(params.corpus.root), embed={"out": str(params.path(params.embed.out))},
-                        labels={"out": str(folder / "labels")}, model={"fusion": "concat", "d_model": 16},
-                        train={"tasks": ["va", "expr", "au"], "epochs": 2, "window": 16, "hop": 8, "batch_size": 4,
-                               "out": str(folder / "model.pt"), "live_dir": str(folder / "live")})
-    train_model(trained, quiet=True)
-    return trained.path(trained.train.out)
 
 
 def test_predict_writes_every_tasks_columns_and_one_panel_per_task(every_task, demo_02, tiny_corpus, tmp_path):
