@@ -117,7 +117,7 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
     params = stage1_params(ckpt)
     if detect_every is not None:
         params = params.updated(faces={"detect_every": detect_every})
-    model = load_model(ckpt, Path(checkpoint), runtime, onnx)
+    model = load_model(ckpt, Path(checkpoint), runtime, onnx, spinning=False)   # stage 1 needs the cores between calls
     if runtime == "torch":   # the TCN's weight_norm folded into plain weights once, not at every frame
         model = fold_parametrizations(model)
     widths = dict(ckpt["head"]["kwargs"]["streams"])

@@ -243,9 +243,11 @@ class OnnxModel:
     """An exported head in onnxruntime, in the torch model's place: `m(streams, masks)` with torch
     tensors ({s: (B, T, D)}, {s: (B, T) bool}) -> {task: (B, T, width) float32 tensor}; `.tasks`,
     `.streams` and `.meta` (the graph's metadata); `.eval()` and `.to()` do nothing (it runs on
-    the CPU). `threads`: onnxruntime's intra-op threads (default: torch's count in this process)."""
+    the CPU). `threads`: onnxruntime's intra-op threads (default: torch's count in this process);
+    `spinning` False: its threads sleep between calls instead of spinning (`jmt live`, where
+    PyTorch's stage 1 runs between two calls and needs the cores)."""
 
-    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: Path, *, threads: int | None = None, spinning: bool = True) -> None:
         import onnxruntime as ort
 
         path = Path(path)
@@ -254,6 +256,8 @@ class OnnxModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or torch.get_num_threads()
         opts.inter_op_num_threads = 1
+        if not spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for a bad file
@@ -295,15 +299,16 @@ def parity(model: nn.Module, onnx_model: OnnxModel, widths: dict[str, int],
     return out
 
 
-def load_model(ckpt: dict, checkpoint: Path, runtime: str = "torch", onnx: Path | None = None):
+def load_model(ckpt: dict, checkpoint: Path, runtime: str = "torch", onnx: Path | None = None, *,
+               spinning: bool = True):
     """The model `jmt predict` runs: the checkpoint's torch head, or (`runtime` onnx) the graph at
     `onnx` (default: the checkpoint's path with .onnx), which must have been exported from this
-    checkpoint (its recorded sha256)."""
+    checkpoint (its recorded sha256); `spinning`: OnnxModel's."""
     if runtime == "torch":
         return checkpoints.build(ckpt, checkpoint)
     if runtime != "onnx":
         raise InputError(f"--runtime {runtime}: torch or onnx")
-    model = OnnxModel(onnx or checkpoint.with_suffix(".onnx"))
+    model = OnnxModel(onnx or checkpoint.with_suffix(".onnx"), spinning=spinning)
     sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
     if model.meta.get("checkpoint_sha256") != sha:
         raise JmtError(f"{model.path} was not exported from {checkpoint} (another sha256); "
