@@ -25,7 +25,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchaudio
 
 from pipeline.config import Params
 from pipeline.device import resolve_device
@@ -33,7 +32,7 @@ from pipeline.errors import InputError
 from pipeline.live.source import SourceInfo
 from pipeline.stage1 import clips
 from pipeline.stage1.align import similarity, template, warp_crops
-from pipeline.stage1.audio import LOG_FLOOR, sample_windows, window_frames
+from pipeline.stage1.audio import LOG_FLOOR, mel_spectrogram, sample_windows, window_frames
 from pipeline.stage1.detect import Detector, Face, PersonTrack
 from pipeline.stage1.embed import Backbones
 from pipeline.stage1.voice import VAD_CHUNK, VAD_RATE, PITCH_HZ, _silero, frame_means, voicing
@@ -66,13 +65,9 @@ class LiveAudio:
     def __init__(self, params: Params, info: SourceInfo) -> None:
         cfg = self.cfg = params.audio
         self.sr = cfg.sample_rate
-        self.win = int(round(cfg.win_ms * self.sr / 1000))
-        self.hop = int(round(cfg.hop_ms * self.sr / 1000))
-        self.n_fft = 1 << (self.win - 1).bit_length()
         self.width = window_frames(params)
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=self.sr, n_fft=self.n_fft, win_length=self.win, hop_length=self.hop, f_min=cfg.f_min,
-            f_max=min(cfg.f_max, self.sr / 2), n_mels=cfg.n_mels, power=2.0, center=False)
+        self.mel = mel_spectrogram(params, center=False)   # frames cut here, padding rebuilt as offline
+        self.hop, self.n_fft = self.mel.hop_length, self.mel.n_fft
         self.info = info
         self.spec: dict[int, np.ndarray] = {}    # spectrogram frame -> (n_mels,) log-mel (recent ones)
         self.vad_scores: list[float] = []        # per 32 ms chunk (mask: vad)

@@ -73,16 +73,21 @@ def read_waveform(f) -> np.ndarray:
     return f["waveform"][...].astype(np.float32) * np.float32(f.attrs["waveform_scale"])
 
 
-def logmel(audio: np.ndarray, params: Params) -> np.ndarray:
-    """float32 (n_samples,) -> (spectrogram frames, n_mels) natural-log mel power."""
+def mel_spectrogram(params: Params, *, center: bool = True) -> torchaudio.transforms.MelSpectrogram:
+    """The audio stage's mel power spectrogram (window `win_ms`, hop `hop_ms`, n_fft the next
+    power of two); `center` False: frames start at sample 0 (`jmt live` pads itself)."""
     cfg = params.audio
     win = int(round(cfg.win_ms * cfg.sample_rate / 1000))
     hop = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
-    n_fft = 1 << (win - 1).bit_length()
-    mel = torchaudio.transforms.MelSpectrogram(
-        sample_rate=cfg.sample_rate, n_fft=n_fft, win_length=win, hop_length=hop,
+    return torchaudio.transforms.MelSpectrogram(
+        sample_rate=cfg.sample_rate, n_fft=1 << (win - 1).bit_length(), win_length=win, hop_length=hop,
         f_min=cfg.f_min, f_max=min(cfg.f_max, cfg.sample_rate / 2), n_mels=cfg.n_mels,
-        power=2.0, center=True)
+        power=2.0, center=center)
+
+
+def logmel(audio: np.ndarray, params: Params) -> np.ndarray:
+    """float32 (n_samples,) -> (spectrogram frames, n_mels) natural-log mel power."""
+    mel = mel_spectrogram(params)
     with torch.no_grad():
         spec = mel(torch.as_tensor(audio, dtype=torch.float32))   # (n_mels, frames)
     return torch.log(spec + LOG_FLOOR).T.contiguous().numpy()

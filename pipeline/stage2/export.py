@@ -25,13 +25,13 @@ products, layer norms, softmax, recurrent layers and everything else stay float3
 docs/onnx.md gives its cost.
 
 `--backbones`: each stream's frozen stage-1 backbone and the audio front end (log-mel) as
-graphs of their own, each checked against torch; what cannot be exported is reported with why.
+graphs of their own, each checked against torch; what cannot be exported is reported with why
+(export_stage1.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import logging
@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import torch
 import torch.nn as nn
 import typer
@@ -52,7 +51,6 @@ from pipeline.stage2 import checkpoints
 OPSET = 18
 INT8_OPS = ("MatMul", "Gemm")   # not Conv: ConvInteger ran the TCN 2-4x slower than fp32 (docs/onnx.md)
 PARITY_ATOL = 1e-4              # max |torch - onnxruntime| an fp32 export must stay under
-STAGE1_ATOL = 1e-3              # the same for a stage-1 graph (convolutions over 112 px crops, an STFT)
 
 
 def input_names(streams: list[str]) -> list[str]:
@@ -316,103 +314,6 @@ def load_model(ckpt: dict, checkpoint: Path, runtime: str = "torch", onnx: Path 
     return model
 
 
-# ---- the stage-1 backbones and the audio front end ----------------------------------------------
-
-class _LogMel(nn.Module):
-    """pipeline.stage1.audio.logmel as a module: waveform (S,) -> (frames, n_mels) log-mel."""
-
-    def __init__(self, params) -> None:
-        import torchaudio
-
-        super().__init__()
-        cfg = params.audio
-        win = int(round(cfg.win_ms * cfg.sample_rate / 1000))
-        hop = int(round(cfg.hop_ms * cfg.sample_rate / 1000))
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=cfg.sample_rate, n_fft=1 << (win - 1).bit_length(), win_length=win, hop_length=hop,
-            f_min=cfg.f_min, f_max=min(cfg.f_max, cfg.sample_rate / 2), n_mels=cfg.n_mels, power=2.0, center=True)
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        from pipeline.stage1.audio import LOG_FLOOR
-
-        return torch.log(self.mel(wave) + LOG_FLOOR).transpose(0, 1)     # (frames, n_mels)
-
-
-def _try_graph(name: str, module: nn.Module, example: torch.Tensor, dynamic: dict[int, str], path: Path,
-               meta: dict[str, str], tests: list[torch.Tensor]) -> dict:
-    """Exports one stage-1 graph (input `input`, output `output`) and checks it against torch on
-    `tests`: {"name", "path", "max_abs_diff"} or {"name", "path": None, "why"}."""
-    import onnx
-    import onnxruntime as ort
-    from torch.export import Dim
-
-    module = fold_parametrizations(module.eval())   # a backbone built for this export
-    try:
-        program = _quiet_export(module, (example,), input_names=["input"], output_names=["output"],
-                                dynamic_shapes=({k: Dim(v) for k, v in dynamic.items()},))
-        proto = program.model_proto
-        _set_metadata(proto, meta)
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(path))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        diff = 0.0
-        for x in tests:
-            with torch.no_grad():
-                ref = module(x).float().numpy()
-            got = session.run(None, {"input": x.numpy()})[0]
-            if got.shape != ref.shape:
-                raise JmtError(f"onnxruntime gives shape {got.shape}, torch {ref.shape}")
-            diff = max(diff, float(np.abs(ref - got).max()))
-        if diff > STAGE1_ATOL:
-            raise JmtError(f"onnxruntime differs from torch by {diff:.2e} (> {STAGE1_ATOL:g})")
-    except Exception as exc:   # any exporter or runtime failure is a finding to report, not a crash
-        path.unlink(missing_ok=True)
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        return {"name": name, "path": None, "why": f"{type(exc).__name__}: {(lines or [''])[0][:200]}"}
-    return {"name": name, "path": str(path), "max_abs_diff": diff}
-
-
-def export_stage1(ckpt: dict, out: Path) -> list[dict]:
-    """Each stream's backbone (`<stem>.backbone-<stream>.onnx`, dynamic batch) and the log-mel
-    front end (`<stem>.frontend-logmel.onnx`, dynamic samples), each checked against torch;
-    one result per graph (`_try_graph`)."""
-    from pipeline.config import parse_params
-    from pipeline.stage1.audio import window_frames
-    from pipeline.stage1.backbones import build, input_of
-
-    params = parse_params(copy.deepcopy(ckpt["params"]), source="checkpoint params", root=Path.cwd())
-    g = torch.Generator().manual_seed(0)
-    results = []
-    for name, bp in params.embed.streams.items():
-        path = out.with_name(f"{out.stem}.backbone-{name}.onnx")
-        what = f"{name} ({bp.name})"
-        try:
-            net = build(bp, params.root)
-        except JmtError as exc:
-            results.append({"name": what, "path": None, "why": f"cannot build it here: {exc}"})
-            continue
-        kind = input_of(net)
-        meta = {"stream": name, "backbone": bp.name, "input": kind}
-        if kind == "crops":     # uint8 (B, S, S, 3) aligned face crops
-            s = params.faces.crop_size
-            crops = [torch.randint(0, 256, (b, s, s, 3), generator=g, dtype=torch.uint8) for b in (2, 1, 5)]
-            results.append(_try_graph(what, net, crops[0], {0: "batch"}, path, meta, crops))
-        elif kind == "logmel":  # float32 (B, W, n_mels) each frame's log-mel window
-            w, m = window_frames(params), params.audio.n_mels
-            wins = [torch.randn(b, w, m, generator=g) * 3 - 8 for b in (2, 1, 5)]
-            results.append(_try_graph(what, net, wins[0], {0: "batch"}, path, meta, wins))
-        else:
-            results.append({"name": what, "path": None,
-                            "why": f"reads {kind} (whole tracks or clips, with frame windows): not tried"})
-    sr = params.audio.sample_rate
-    waves = [torch.randn(n, generator=g) * 0.1 for n in (sr, int(sr * 2.5), sr // 3)]
-    results.append(_try_graph("audio front end (log-mel)", _LogMel(params), waves[0], {0: "samples"},
-                              out.with_name(f"{out.stem}.frontend-logmel.onnx"),
-                              {"input": "waveform", "sample_rate": str(sr), "n_mels": str(params.audio.n_mels)},
-                              waves))
-    return results
-
-
 # ---- the command -------------------------------------------------------------------------------
 
 @dataclass
@@ -448,6 +349,8 @@ def export_checkpoint(checkpoint: Path, out: Path, *, int8: bool = False, backbo
         quantize_int8(out, result.int8)
         result.int8_parity = parity(model, OnnxModel(result.int8, threads=1), widths, shapes)
     if backbones:
+        from pipeline.stage2.export_stage1 import export_stage1   # imports this module
+
         result.stage1 = export_stage1(ckpt, out)
     return result
 
