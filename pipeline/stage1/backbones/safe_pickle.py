@@ -1,7 +1,7 @@
 """Reads the weights out of a `torch.save`d file without running any code from the file.
 
 Some publishers ship whole pickled models (`torch.save(model)`: HSEmotion / EmotiEffLib, see
-`hsemotion.py`). `torch.load(weights_only=False)` on such a file imports the classes it names
+`hsemotion.py`). A full, unrestricted unpickling of such a file imports the classes it names
 and calls whatever callables the pickle asks for: a crafted file runs arbitrary code
 (`os.system`, `builtins.exec`...) on load. `torch.load(weights_only=True)` is safe but refuses
 the file, since a module is not a tensor or a container. This module gets the parameters out
