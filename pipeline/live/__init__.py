@@ -35,7 +35,6 @@ import numpy as np
 import torch
 import typer
 
-from pipeline.config import Params, parse_params
 from pipeline.console import console
 from pipeline.errors import InputError, JmtError
 from pipeline.live.features import LiveStage1
@@ -44,16 +43,6 @@ from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import last_outputs
 from pipeline.stage2.export import fold_parametrizations, load_model
 from pipeline.tasks import tasks_of
-
-
-def stage1_params(ckpt: dict) -> Params:
-    """The checkpoint's params (stage 1 as the model was trained), backbone weight files taken
-    from the working folder as `jmt predict` does."""
-    data = dict(ckpt["params"])
-    data["embed"] = {**data["embed"], "streams": {
-        name: {**bp, "checkpoint": str(Path(bp["checkpoint"]).resolve())} if bp.get("checkpoint") else bp
-        for name, bp in data["embed"]["streams"].items()}}
-    return parse_params(data, source="checkpoint params", root=Path.cwd())
 
 
 def check_backbones(ckpt: dict, path: Path, stage1: LiveStage1) -> None:
@@ -114,7 +103,7 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
     `runtime` onnx: the head's graph from `jmt export` (`onnx`, default beside the checkpoint) in
     onnxruntime; stage 1 stays PyTorch."""
     ckpt = checkpoints.read(Path(checkpoint))   # read, never executed
-    params = stage1_params(ckpt)
+    params = checkpoints.params_of(ckpt)   # stage 1 as the model was trained
     if detect_every is not None:
         params = params.updated(faces={"detect_every": detect_every})
     model = load_model(ckpt, Path(checkpoint), runtime, onnx, spinning=False)   # stage 1 needs the cores between calls
@@ -142,10 +131,10 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
         out.flush()
 
     def process(frame: Frame, stop: float, final: bool) -> None:
-        raw, done = source.audio_until(stage1.audio.needed(frame.time, stop), timeout=30.0 if final else 2.0) \
-            if source.info.has_audio is not False else (np.zeros(0, np.float32), True)
-        x, whole = stage1.audio.track(raw, done)
-        result = stage1.frame(frame.rgb, frame.time, stop, x, whole)
+        raw, base, done = source.audio_until(stage1.audio.needed(frame.time, stop), timeout=30.0 if final else 2.0) \
+            if source.info.has_audio is not False else (np.zeros(0, np.float32), 0, True)
+        result = stage1.frame(frame.rgb, frame.time, stop, stage1.audio.track(raw, base, done))
+        source.release_audio(stage1.audio.release_before(frame.time))   # older audio is never read again
         outputs = causal.push(result.features, result.masks)
         latency = (time.perf_counter() - frame.arrived) * 1000
         latencies.append(latency)

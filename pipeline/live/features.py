@@ -48,6 +48,29 @@ class FrameOut:
     audio: bool                       # inside the track and voiced (the audio streams' mask)
 
 
+@dataclass
+class Track:
+    """The audio track's recent samples on the frames' clock: `samples[i]` is track sample
+    `base + i`; `ended`: nothing follows them. Older samples are released as frames go by
+    (RETAIN_S), so memory and per-frame work stay flat however long the source plays."""
+
+    samples: np.ndarray
+    base: int
+    ended: bool
+
+    @property
+    def n(self) -> int:
+        """Track samples so far."""
+        return self.base + len(self.samples)
+
+    def get(self, start: int, stop: int) -> np.ndarray:
+        """Track samples [start, stop) that exist (none before `base` are asked for)."""
+        return self.samples[max(start - self.base, 0):max(stop - self.base, 0)]
+
+
+RETAIN_S = 1.0   # audio kept before a frame's own window (window_s): its logmel, VAD and waveform reads
+
+
 def jpeg_roundtrip(crop: np.ndarray, quality: int) -> np.ndarray:
     """A crop as the faces cache gives it back: JPEG-encoded, decoded (cache.encode_jpeg/read_crops)."""
     from PIL import Image
@@ -70,7 +93,8 @@ class LiveAudio:
         self.hop, self.n_fft = self.mel.hop_length, self.mel.n_fft
         self.info = info
         self.spec: dict[int, np.ndarray] = {}    # spectrogram frame -> (n_mels,) log-mel (recent ones)
-        self.vad_scores: list[float] = []        # per 32 ms chunk (mask: vad)
+        self.vad_scores: list[float] = []        # per 32 ms chunk (mask: vad), from chunk vad_first
+        self.vad_first = 0
         self.gap_start: float | None = None      # hangover: where the current unvoiced stretch began
         self.voiced_before = False
         if cfg.mask == "vad":
@@ -83,16 +107,31 @@ class LiveAudio:
 
     # ---- the track: ffmpeg's samples, placed on the frames' clock as read_audio does ------
 
-    def track(self, raw: np.ndarray, ended: bool) -> tuple[np.ndarray, bool]:
-        """(samples on the frames' clock, whether that is the whole track): a late track gets
-        silence in front, an early one loses its first samples, a file's codec padding is cut."""
-        shift = int(round(self.info.audio_start * self.sr))
-        x = np.concatenate([np.zeros(shift, np.float32), raw]) if shift > 0 else raw[-shift:]
+    def track(self, raw: np.ndarray, raw_base: int, ended: bool) -> Track:
+        """ffmpeg's samples (`raw[i]` is its sample `raw_base + i`) on the frames' clock, as
+        read_audio places them: a late track gets silence in front, an early one loses its first
+        samples, a file's codec padding is cut."""
+        shift = self.shift
+        if shift > 0 and raw_base == 0:
+            x, base = np.concatenate([np.zeros(shift, np.float32), raw]), 0
+        elif shift < 0 and raw_base < -shift:
+            x, base = raw[-shift - raw_base:], 0
+        else:
+            x, base = raw, raw_base + shift
         if self.info.audio_end is not None:
             cap = int(round(self.info.audio_end * self.sr))
-            if len(x) >= cap:
-                x, ended = x[:cap], True
-        return x, ended
+            if base + len(x) >= cap:
+                x, ended = x[:max(cap - base, 0)], True
+        return Track(x, base, ended)
+
+    @property
+    def shift(self) -> int:
+        """Track sample = ffmpeg's sample + shift (the track's start on the frames' clock)."""
+        return int(round(self.info.audio_start * self.sr))
+
+    def release_before(self, t: float) -> int:
+        """ffmpeg's first sample a frame at or after `t` can still read."""
+        return max(int((t - self.cfg.window_s - RETAIN_S) * self.sr) - self.shift, 0)
 
     def needed(self, t: float, stop: float) -> int:
         """Samples (ffmpeg's, from the track's start) frame [t, stop) needs before it is final."""
@@ -102,37 +141,37 @@ class LiveAudio:
         if self.cfg.mask == "vad":
             chunks = int(np.ceil(stop * VAD_RATE / VAD_CHUNK)) + 1
             need = max(need, chunks * VAD_CHUNK + self.max_lag)
-        return need - int(round(self.info.audio_start * self.sr))
+        return need - self.shift
 
     def _frame_end(self, t: float) -> int:
         return int(np.floor((t + 1.0 / self.info.fps) / (self.cfg.hop_ms / 1000.0) + 1e-9)) + 1
 
     # ---- one frame -------------------------------------------------------------------------
 
-    def frame(self, x: np.ndarray, ended: bool, t: float, stop: float) -> tuple[np.ndarray, bool]:
+    def frame(self, x: Track, t: float, stop: float) -> tuple[np.ndarray, bool]:
         """Frame [t, stop)'s log-mel window (width, n_mels) and its audio mask, from the track
-        `x` so far (`ended`: the whole track)."""
-        n = len(x)
+        so far."""
+        n, ended = x.n, x.ended
         n_spec = (1 + n // self.hop if n else 0) if ended else None
         end = self._frame_end(t)
         if n_spec is not None:
             end = min(end, n_spec)
         end = max(end, 0)
-        window = self._window(x, ended, end)
+        window = self._window(x, end)
         eps = 1e-6   # audio.frame_windows' rule; a track still playing goes on past t (it was waited for)
         inside = bool(n > 0 and (not ended or t < n / self.sr - eps)
                       and t + 1.0 / self.info.fps > self.info.audio_start + eps)
-        seg = x[max(0, int(t * self.sr)): max(0, int(stop * self.sr))]
+        seg = x.get(max(0, int(t * self.sr)), max(0, int(stop * self.sr)))
         level = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-12) if len(seg) else -120.0
         level = max(float(np.float32(level)), -120.0)
         if self.cfg.mask == "vad":
-            score, threshold = float(self._vad(x, ended, t, stop)), self.cfg.vad_threshold
+            score, threshold = float(self._vad(x, t, stop)), self.cfg.vad_threshold
         else:
             score, threshold = level, self.cfg.energy_db
         voiced = score > threshold and inside
         return window, self._hold(voiced, inside, t, stop)
 
-    def _window(self, x: np.ndarray, ended: bool, end: int) -> np.ndarray:
+    def _window(self, x: Track, end: int) -> np.ndarray:
         """Spectrogram rows [end - width, end), silence (log floor) before the track."""
         rows = range(end - self.width, end)
         todo = [k for k in rows if k >= 0 and k not in self.spec]
@@ -141,9 +180,9 @@ class LiveAudio:
             p = self.n_fft // 2
             j = np.arange(k0 * self.hop, (k1 - 1) * self.hop + self.n_fft) - p   # sample index per padded position
             j = np.abs(j)                                                         # reflect at the start
-            if ended:
-                j = np.where(j >= len(x), 2 * (len(x) - 1) - j, j)               # reflect at the end
-            seg = torch.as_tensor(x[np.clip(j, 0, max(len(x) - 1, 0))])
+            if x.ended:
+                j = np.where(j >= x.n, 2 * (x.n - 1) - j, j)                     # reflect at the end
+            seg = torch.as_tensor(x.samples[np.clip(j, x.base, max(x.n - 1, 0)) - x.base])
             with torch.no_grad():
                 spec = torch.log(self.mel(seg) + LOG_FLOOR).T.numpy()           # (k1 - k0, n_mels)
             for k in range(k0, k1):
@@ -153,29 +192,34 @@ class LiveAudio:
         floor = np.full(self.cfg.n_mels, np.log(LOG_FLOOR), np.float32)
         return np.stack([self.spec[k] if k >= 0 else floor for k in rows]).astype(np.float32)
 
-    def _vad(self, x: np.ndarray, ended: bool, t: float, stop: float) -> float:
+    def _vad(self, x: Track, t: float, stop: float) -> float:
         """The frame's mean VAD score: silero (its state carried chunk to chunk, as offline) and
-        voicing per 32 ms chunk, averaged over [t, stop) (voice.frame_means' rule)."""
-        n_chunks = -(-len(x) // VAD_CHUNK) if ended else len(x) // VAD_CHUNK
+        voicing per 32 ms chunk, averaged over [t, stop) (voice.frame_means' rule, over the
+        recent chunks: the older ones are let go)."""
+        n_chunks = -(-x.n // VAD_CHUNK) if x.ended else x.n // VAD_CHUNK
         upto = min(n_chunks, int(np.ceil(stop * VAD_RATE / VAD_CHUNK)) + 1)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            while len(self.vad_scores) < upto:
-                c = len(self.vad_scores)
+            while self.vad_first + len(self.vad_scores) < upto:
+                c = self.vad_first + len(self.vad_scores)
                 chunk = np.zeros(VAD_CHUNK, np.float32)
-                part = x[c * VAD_CHUNK:(c + 1) * VAD_CHUNK]
+                part = x.get(c * VAD_CHUNK, (c + 1) * VAD_CHUNK)
                 chunk[: len(part)] = part
                 with torch.no_grad():
                     prob = float(self.vad(torch.as_tensor(chunk).reshape(1, VAD_CHUNK), VAD_RATE))
                 if self.cfg.vad_voicing:
-                    prob = max(prob, float(voicing(x[c * VAD_CHUNK:(c + 1) * VAD_CHUNK + self.max_lag],
+                    prob = max(prob, float(voicing(x.get(c * VAD_CHUNK, (c + 1) * VAD_CHUNK + self.max_lag),
                                                    self.cfg.energy_db)[0]))
                 self.vad_scores.append(np.float32(prob))
         finally:
             torch.set_num_threads(threads)
-        return frame_means(np.asarray(self.vad_scores, np.float32), VAD_CHUNK / VAD_RATE,
-                           np.array([t]), np.array([stop]))[0]
+        step = VAD_CHUNK / VAD_RATE
+        drop = max(int(t / step) - 1 - self.vad_first, 0)          # chunks ending before this frame
+        del self.vad_scores[:drop]
+        self.vad_first += drop
+        t0 = self.vad_first * step                                 # the kept chunks' start
+        return frame_means(np.asarray(self.vad_scores, np.float32), step, np.array([t - t0]), np.array([stop - t0]))[0]
 
     def _hold(self, voiced: bool, inside: bool, t: float, stop: float) -> bool:
         """The causal gap fill: after voice, unvoiced frames count as voiced until the gap
@@ -245,12 +289,12 @@ class LiveStage1:
         crop = warp_crops(torch.from_numpy(rgb[None].copy()), mat[None], self.size).numpy()[0]
         return jpeg_roundtrip(crop, self.params.faces.jpeg_quality), True, [float(v) for v in face.box]
 
-    def frame(self, rgb: np.ndarray, t: float, stop: float, x: np.ndarray, ended: bool) -> FrameOut:
+    def frame(self, rgb: np.ndarray, t: float, stop: float, x: Track) -> FrameOut:
         """Every stream's features for frame [t, stop) (`x`: the audio track so far)."""
         crop, found, box = self.face(rgb)
         self.crops.append(crop)
         self.found.append(found)
-        window, voiced = self.audio.frame(x, ended, t, stop)
+        window, voiced = self.audio.frame(x, t, stop)
         feats, masks = {}, {}
         for name, net in self.nets.nets.items():
             kind = self.nets.inputs[name]
@@ -266,7 +310,7 @@ class LiveStage1:
                 (start, end), = sample_windows(np.array([t]), self.info.fps, self.params.audio.window_s, self.audio.sr)
                 lo = max(0, int(start))
                 with torch.no_grad():
-                    y = net(torch.as_tensor(x[lo:end]).to(self.nets.device),
+                    y = net(torch.as_tensor(x.get(lo, end)).to(self.nets.device),
                             torch.as_tensor([[start - lo, end - lo]])).float().cpu().numpy()
             if not np.isfinite(y).all():
                 raise InputError(f"jmt live: the {name} stream's backbone gave NaN/inf at {t:.3f} s")

@@ -119,8 +119,9 @@ class Source:
         self.dropped: list[Dropped] = []
         self.cond = threading.Condition()
         self.video_done = False
-        self.audio: list[np.ndarray] = []
-        self.audio_samples = 0
+        self.audio: list[np.ndarray] = []   # the samples not yet released, in pieces
+        self.audio_base = 0                 # ffmpeg's index of the first of them
+        self.audio_samples = 0              # samples read so far
         self.audio_done = info.has_audio is False
         self.times: collections.deque[float] = collections.deque()
         self.err_tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -243,15 +244,25 @@ class Source:
             self.cond.notify_all()
         return dropped, frame
 
-    def audio_until(self, sample: int, timeout: float = 2.0) -> tuple[np.ndarray, bool]:
-        """(every sample so far (float32, from the track's first), whether the track has ended),
-        once there are `sample` of them, the track ended or `timeout` s passed."""
+    def audio_until(self, sample: int, timeout: float = 2.0) -> tuple[np.ndarray, int, bool]:
+        """(the samples not yet released (float32), ffmpeg's index of the first, whether the
+        track has ended), once `sample` samples were read, the track ended or `timeout` s passed."""
         with self.cond:
             self.cond.wait_for(lambda: self.audio_samples >= sample or self.audio_done or self.stopped,
                                timeout=timeout)
             if len(self.audio) > 1:
                 self.audio = [np.concatenate(self.audio)]
-            return (self.audio[0] if self.audio else np.zeros(0, np.float32)), self.audio_done
+            return (self.audio[0] if self.audio else np.zeros(0, np.float32)), self.audio_base, self.audio_done
+
+    def release_audio(self, before: int) -> None:
+        """Lets go of the samples before ffmpeg's index `before` (the consumer never reads them again)."""
+        with self.cond:
+            if self.audio and before > self.audio_base:
+                if len(self.audio) > 1:
+                    self.audio = [np.concatenate(self.audio)]
+                cut = min(before - self.audio_base, len(self.audio[0]))
+                self.audio = [self.audio[0][cut:].copy()]   # a copy: the released samples' memory goes
+                self.audio_base += cut
 
     def failure(self) -> str | None:
         """Why the source ended early (ffmpeg killed or failing), or None for a normal end."""

@@ -15,6 +15,7 @@ without the expected keys gets a one-line error naming the file and what is miss
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import torch
 
 from pipeline import cache
+from pipeline.config import Params, parse_params
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2.heads import build_head
 
@@ -94,6 +96,12 @@ def read(path: Path) -> dict[str, Any]:
     if not isinstance(train, dict) or not isinstance(train.get("window"), int):
         raise JmtError(f"{path}: not a jmt checkpoint: params lack train.window")
     return ckpt
+
+
+def params_of(ckpt: dict) -> Params:
+    """A checkpoint's params, validated, with relative paths (a backbone's weights file) taken
+    from the working folder: the folder of the params it was trained with is not recorded."""
+    return parse_params(copy.deepcopy(ckpt["params"]), source="checkpoint params", root=Path.cwd())
 
 
 def check_cache(ckpt: dict, path: Path, cache_folder: Path) -> None:

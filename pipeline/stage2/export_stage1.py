@@ -10,7 +10,6 @@ MTCNN and ffmpeg stay outside ONNX (docs/onnx.md).
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.errors import JmtError
+from pipeline.stage2 import checkpoints
 from pipeline.stage1.audio import LOG_FLOOR, mel_spectrogram
 from pipeline.stage2.export import _quiet_export, _set_metadata, fold_parametrizations
 
@@ -73,11 +73,10 @@ def export_stage1(ckpt: dict, out: Path) -> list[dict]:
     """Each stream's backbone (`<stem>.backbone-<stream>.onnx`, dynamic batch) and the log-mel
     front end (`<stem>.frontend-logmel.onnx`, dynamic samples), each checked against torch;
     one result per graph (`_try_graph`)."""
-    from pipeline.config import parse_params
     from pipeline.stage1.audio import window_frames
     from pipeline.stage1.backbones import build, input_of
 
-    params = parse_params(copy.deepcopy(ckpt["params"]), source="checkpoint params", root=Path.cwd())
+    params = checkpoints.params_of(ckpt)
     g = torch.Generator().manual_seed(0)
     results = []
     for name, bp in params.embed.streams.items():
