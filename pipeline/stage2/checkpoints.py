@@ -19,14 +19,16 @@ import copy
 import os
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from pipeline import cache
-from pipeline.config import Params, parse_params
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2.heads import build_head
+
+if TYPE_CHECKING:   # the params loader needs pydantic, which bench/scale_gpu.py's machines may lack
+    from pipeline.config import Params
 
 # key -> the type its value must have; evaluate/predict/compare need all of them
 REQUIRED: dict[str, type] = {"head": dict, "state_dict": dict, "params": dict, "cache": dict}
@@ -101,6 +103,8 @@ def read(path: Path) -> dict[str, Any]:
 def params_of(ckpt: dict) -> Params:
     """A checkpoint's params, validated, with relative paths (a backbone's weights file) taken
     from the working folder: the folder of the params it was trained with is not recorded."""
+    from pipeline.config import parse_params
+
     return parse_params(copy.deepcopy(ckpt["params"]), source="checkpoint params", root=Path.cwd())
 
 
