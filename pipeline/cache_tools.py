@@ -199,15 +199,25 @@ def _check_stage(p: Path, f: h5py.File, stage: str, n: int) -> list[str]:
 
 
 def _check_timing(p: Path, video: Path) -> list[str]:
-    """The cached frame count and times against the video's own (media.frame_times)."""
-    from pipeline.media import frame_times
+    """The cached frame count and times against the video's own (media.frame_times), and a faces
+    file's frame orientation against the video's (media.Orientation)."""
+    from pipeline.media import frame_times, probe
 
     with cache.open_entry(p) as f:
         n, cached = int(f.attrs["n_frames"]), f["timestamps"][...]
+        attrs = dict(f.attrs)
     try:
         times = frame_times(video).times
+        turn = probe(video).orientation
     except InputError as exc:
         return [f"{p}: {exc}"]
+    if "rotation" in attrs:
+        if (int(attrs["rotation"]), bool(attrs["mirrored"])) != (turn.rotation, turn.mirrored):
+            return [f"{p}: frames cached {attrs.get('orientation', 'turned')} but {video} is shown "
+                    f"{turn.describe()}; re-run jmt faces"]
+    elif "width" in attrs and not turn.identity:   # a faces file from before jmt applied rotations
+        return [f"{p}: frames cached as stored, but {video} is shown {turn.describe()} (squeezed "
+                "faces); delete the file and re-run jmt faces"]
     if len(times) != n:
         return [f"{p}: {n} frames cached but {video} decodes to {len(times)}"]
     off = np.abs(cached - times) > 1e-3

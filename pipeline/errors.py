@@ -11,3 +11,9 @@ class ParamsError(JmtError, ValueError):
 
 class InputError(JmtError, ValueError):
     """Bad user input (a file, folder or option) detected before or during a stage."""
+
+
+# `jmt predict` and `jmt live` exit with this code (after writing every output) when an input
+# decoded with errors (truncated or corrupt: media.DamagedMedia): the outputs cover only the
+# frames that decoded, and a warning line named the file.
+DAMAGED_EXIT = 3

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
+import warnings
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import ffmpeg
 import numpy as np
@@ -86,9 +88,128 @@ class VideoWriter:
             self.path.unlink(missing_ok=True)
 
 
+# How the stored frames of a video turn into the displayed ones: the (transpose, hflip, vflip)
+# applied in that order -> (clockwise rotation in degrees, mirrored after the rotation).
+_TURNS = {(False, False, False): (0, False), (True, True, False): (90, False),
+          (False, True, True): (180, False), (True, False, True): (270, False),
+          (False, True, False): (0, True), (True, False, False): (90, True),
+          (False, False, True): (180, True), (True, True, True): (270, True)}
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How a video's stored frames are shown: what phones write (a display matrix, or the older
+    `rotate` tag) instead of turning the pixels. jmt decodes with ffmpeg's own rotation off
+    (`-noautorotate`) and applies this one, so every ffmpeg version gives the same frames, flips
+    included, and the cache can record what was done.
+
+    In frame pixels (x right, y down) the display matrix [a b; c d] maps a stored pixel (x, y)
+    to (a x + c y, b x + d y): b = c = 0 keeps the axes (a < 0 mirrors x, d < 0 mirrors y);
+    a = d = 0 swaps them (a transpose), then c < 0 mirrors x and b < 0 mirrors y."""
+
+    transpose: bool = False
+    hflip: bool = False
+    vflip: bool = False
+    source: str = "none"       # display matrix | rotate tag | none
+
+    @property
+    def rotation(self) -> int:
+        """Clockwise degrees the stored frame is turned by for display (0, 90, 180, 270)."""
+        return _TURNS[(self.transpose, self.hflip, self.vflip)][0]
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether the display also mirrors the frame left-right (after the rotation)."""
+        return _TURNS[(self.transpose, self.hflip, self.vflip)][1]
+
+    @property
+    def identity(self) -> bool:
+        return not (self.transpose or self.hflip or self.vflip)
+
+    def display_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) as displayed, from the stored size."""
+        return (height, width) if self.transpose else (width, height)
+
+    def filters(self) -> list[tuple[str, tuple[str, ...]]]:
+        """ffmpeg filters (name, args) that turn decoded (stored) frames into displayed ones."""
+        return ([("transpose", ("cclock_flip",))] if self.transpose else []) + \
+            ([("hflip", ())] if self.hflip else []) + ([("vflip", ())] if self.vflip else [])
+
+    def filter_text(self) -> str:
+        """The same as one `-vf` chain ('' for none)."""
+        return ",".join(name + (f"={args[0]}" if args else "") for name, args in self.filters())
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """The same on a (H, W, ...) array (for tests and images)."""
+        if self.transpose:
+            frame = frame.swapaxes(0, 1)
+        if self.hflip:
+            frame = frame[:, ::-1]
+        if self.vflip:
+            frame = frame[::-1]
+        return frame
+
+    def describe(self) -> str:
+        """e.g. 'rotated 90 degrees clockwise (display matrix)'; 'as stored' for none."""
+        if self.identity:
+            return "as stored"
+        turn = f"rotated {self.rotation} degrees clockwise" if self.rotation else ""
+        what = ", ".join(p for p in (turn, "mirrored" if self.mirrored else "") if p)
+        return f"{what} ({self.source})"
+
+
+def _matrix(text: str) -> list[int] | None:
+    """ffprobe's displaymatrix text (three lines 'NNNNNNNN: a b u') -> its 9 integers."""
+    values = [int(v) for line in text.strip().splitlines() for v in line.split(":", 1)[-1].split()]
+    return values if len(values) == 9 else None
+
+
+def orientation_of(stream: dict, path: Path | str = "") -> Orientation:
+    """A video stream's Orientation from ffprobe's stream dict (side data, else the `rotate`
+    tag); InputError naming the file for a turn that is not a multiple of 90 degrees."""
+    for side in stream.get("side_data_list") or []:
+        if side.get("side_data_type") != "Display Matrix":
+            continue
+        m = _matrix(side.get("displaymatrix", "") or "")
+        if m is None and "rotation" in side:   # no matrix text: the counter-clockwise angle alone
+            m = _rotation_matrix(-float(side["rotation"]))
+        if m is not None:
+            return _from_matrix(m[0], m[1], m[3], m[4], "display matrix", path)
+    tag = (stream.get("tags") or {}).get("rotate")
+    if tag not in (None, "", "0"):
+        try:
+            m = _rotation_matrix(float(tag))   # the tag counts clockwise
+        except ValueError:
+            raise InputError(f"{path}: rotate tag {tag!r} is not a number") from None
+        return _from_matrix(m[0], m[1], m[3], m[4], "rotate tag", path)
+    return Orientation()
+
+
+def _rotation_matrix(clockwise: float) -> list[int]:
+    """A display matrix (16.16 fixed point, as stored) turning frames `clockwise` degrees."""
+    r = np.radians(clockwise)
+    c, s = int(round(np.cos(r) * 65536)), int(round(np.sin(r) * 65536))
+    # clockwise on screen (y down): (x, y) -> (x cos - y sin, x sin + y cos) = (a x + c y, b x + d y)
+    return [c, s, 0, -s, c, 0, 0, 0, 1 << 30]
+
+
+def _from_matrix(a: int, b: int, c: int, d: int, source: str, path: Path | str) -> Orientation:
+    big = max(abs(a), abs(b), abs(c), abs(d)) or 1
+    small = 0.02 * big   # a matrix within ~1 degree of a quarter turn counts as one
+    if abs(b) <= small and abs(c) <= small and abs(a) > small and abs(d) > small:
+        return Orientation(False, a < 0, d < 0, source)
+    if abs(a) <= small and abs(d) <= small and abs(b) > small and abs(c) > small:
+        return Orientation(True, c < 0, b < 0, source)
+    angle = float(np.degrees(np.arctan2(b, a)))
+    raise InputError(f"{path}: its {source} turns the picture by {angle:.1f} degrees; only quarter turns "
+                     "are supported: re-encode it upright (ffmpeg -i IN -vf rotate=... OUT)")
+
+
 @dataclass(frozen=True)
 class MediaInfo:
-    """What ffprobe says about a media file."""
+    """What ffprobe says about a media file. `width` and `height` are the DISPLAYED size (a
+    phone's portrait clip stored 1280x720 with a quarter-turn display matrix is 720x1280): the
+    size of the frames `iter_frames` delivers."""
 
     path: Path
     duration: float            # container duration, s
@@ -101,6 +222,7 @@ class MediaInfo:
     video_codec: str | None
     audio_codec: str | None
     sample_rate: int | None
+    orientation: Orientation = Orientation()   # stored -> displayed (applied by iter_frames)
 
 
 def _rate(text: str | None) -> float | None:
@@ -135,36 +257,49 @@ def probe(path: Path) -> MediaInfo:
     def dur(s: dict | None) -> float | None:
         return float(s["duration"]) if s and "duration" in s else None
 
+    turn = orientation_of(v, path) if v else Orientation()
+    width, height = turn.display_size(v.get("width"), v.get("height")) if v else (None, None)
     return MediaInfo(
         path=path,
         duration=float(info.get("format", {}).get("duration", 0.0)),
         video_duration=dur(v), audio_duration=dur(a),
         fps=_rate(v.get("avg_frame_rate")) if v else None,
         n_frames=int(v["nb_frames"]) if v and "nb_frames" in v else None,
-        width=v.get("width") if v else None, height=v.get("height") if v else None,
+        width=width, height=height,
         video_codec=v.get("codec_name") if v else None,
         audio_codec=a.get("codec_name") if a else None,
         sample_rate=int(a["sample_rate"]) if a and "sample_rate" in a else None,
+        orientation=turn,
     )
 
 
-def iter_frames(path: Path, width: int, height: int, *, batch: int = 32):
+def iter_frames(path: Path, width: int, height: int, *, batch: int = 32,
+                orientation: Orientation | None = None, on_damaged: Callable[[str], None] | None = None):
     """Decodes a video as a stream of uint8 RGB batches (b, H, W, 3), never all in memory.
 
-    Frames are scaled to width x height. Every decoded frame is kept (`-vsync passthrough`),
-    so the count matches the container's frames, not a resampled rate. A decoding error
-    (corrupt or truncated file) raises InputError naming the file after the frames that
-    could be decoded.
+    Frames come out as displayed (`orientation`, default the file's own: probe), then scaled to
+    width x height (pass probe()'s displayed size for no scaling). Every decoded frame is kept
+    (`-vsync passthrough`), so the count is the decoder's, as `frame_times` counts them. A
+    decoder that fails raises InputError naming the file after the frames that could be decoded.
+    One that goes on past damage (a truncated or corrupt file: ffmpeg exits 0 but prints errors)
+    delivers every frame it could decode, then reports it: `on_damaged(message)`, else a
+    DamagedMedia warning (damaged_message's wording). A container that lists more frames than
+    it holds (sparse or variable rates) is not damage: the decoder's count is the count.
     """
     require_ffmpeg()
+    turn = probe(path).orientation if orientation is None else orientation
+    stream = ffmpeg.input(str(path), noautorotate=None)   # ffmpeg's own turn off: ours, recorded
+    for name, fargs in turn.filters():
+        stream = stream.filter(name, *fargs)
     args = (
-        ffmpeg.input(str(path))
+        stream
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
                 vsync="passthrough")
         .global_args("-loglevel", "error", "-nostdin")
         .compile()
     )
     frame_bytes = width * height * 3
+    decoded = 0
     # stderr goes to a file: a pipe could fill up with error lines and stall the decoder.
     with tempfile.TemporaryFile() as errfile:
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile)
@@ -173,16 +308,36 @@ def iter_frames(path: Path, width: int, height: int, *, batch: int = 32):
                 buf = proc.stdout.read(frame_bytes * batch)
                 n = len(buf) // frame_bytes
                 if n:
+                    decoded += n
                     yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, height, width, 3)
                 if len(buf) < frame_bytes * batch:
                     break
         finally:
             proc.stdout.close()
             code = proc.wait()
+        errfile.seek(0)
+        err = errfile.read().decode(errors="replace").strip()
         if code != 0:
-            errfile.seek(0)
-            err = errfile.read().decode(errors="replace").strip()
             raise InputError(f"{path}: ffmpeg cannot decode it: {err[-300:] or f'exit code {code}'}")
+        if err:   # ffmpeg went on past a damaged stretch: the frames it delivered are real, but say so
+            message = damaged_message(path, decoded, err)
+            if on_damaged is None:
+                warnings.warn(DamagedMedia(message))
+            else:
+                on_damaged(message)
+
+
+class DamagedMedia(UserWarning):
+    """A video that decodes with errors (truncated or corrupt): every frame that decoded is used
+    and this warning, recorded in the stage's report, says so (`damaged_message`)."""
+
+
+def damaged_message(source: Path | str, frames: int, errors: str) -> str:
+    """The one wording of a damaged input, for every path that decodes (stage 1, predict, live)."""
+    lines = [ln for ln in errors.strip().splitlines() if ln.strip()]
+    last = re.sub(r"^\[[^]]*\]\s*", "", lines[-1]).strip() if lines else "decoding errors"
+    return (f"{source}: damaged (truncated or corrupt): {frames} frames decoded; ffmpeg reported "
+            f"{len(lines)} decoding error line(s), the last: {last}")
 
 
 def _origin(info: dict) -> float:

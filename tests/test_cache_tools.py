@@ -201,3 +201,35 @@ def test_faces_crop_mask_mismatch(tiny_cache, tmp_path):
 def test_no_such_path():
     result = runner.invoke(app, ["cache", "info", "/nonexistent/x"])
     assert result.exit_code == 2 and "no such cache file or folder" in result.output
+
+
+def test_verify_media_checks_a_faces_files_orientation_against_its_video(tmp_path):
+    """A phone clip's faces file records the turn it applied; one cached as stored (by a jmt that
+    did not apply turns: squeezed faces), or with another turn, is a fault naming both."""
+    from pipeline.stage1.faces import run_faces
+
+    from .stage1.helpers import make_video, phone_copy
+    from .stage1.helpers import write_labels as write_va
+
+    corpus = tmp_path / "corpus"
+    (corpus / "videos/batch1").mkdir(parents=True)
+    n = make_video(tmp_path / "upright.mp4", seconds=1.0)
+    phone_copy(tmp_path / "upright.mp4", corpus / "videos/batch1/turned.mp4", 90)
+    write_va(corpus / "annotations/VA_Estimation_Challenge/Train_Set/turned.txt", n)
+    params = params_at(tmp_path / "w", corpus)
+    run_faces(params)
+    folder = params.path(params.faces.out)
+    assert verify(folder, params.root / "params.yaml", media=True) == []
+    path = cache.entry_path(folder, "turned")
+    with h5py.File(path, "r+") as f:
+        assert (f.attrs["rotation"], f.attrs["orientation"]) == (270, "rotated 270 degrees clockwise (display matrix)")
+        f.attrs["rotation"] = 90
+        f.attrs[cache.CONTENT_HASH] = cache.content_hash(f)   # as a writer with a bug would leave it
+    faults = verify(folder, params.root / "params.yaml", media=True)
+    assert len(faults) == 1 and "turned.h5" in faults[0] and "is shown rotated 270 degrees clockwise" in faults[0]
+    with h5py.File(path, "r+") as f:
+        for key in ("rotation", "mirrored", "orientation"):   # a file from before turns were applied
+            del f.attrs[key]
+        f.attrs[cache.CONTENT_HASH] = cache.content_hash(f)
+    faults = verify(folder, params.root / "params.yaml", media=True)
+    assert len(faults) == 1 and "frames cached as stored" in faults[0] and "squeezed" in faults[0]

@@ -1,5 +1,6 @@
 """The `jmt` command line through typer's CliRunner (and once as a real process)."""
 
+import re
 import subprocess
 import sys
 
@@ -20,6 +21,22 @@ def test_help_lists_every_command_with_a_description():
     assert "demo" in result.output and "Generate the demo corpus" in result.output
     commands = app.registered_commands
     assert commands and all(c.callback.__doc__ for c in commands)
+
+
+def _commands(group=app, prefix=()):
+    for c in group.registered_commands:
+        yield (*prefix, c.name)
+    for g in group.registered_groups:
+        yield from _commands(g.typer_instance, (*prefix, g.name))
+
+
+def test_every_help_text_reads_whole():
+    """A `[default: ...]` inside a help text is eaten as rich markup, leaving "Output folder ."."""
+    for command in _commands():
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+        assert result.exit_code == 0, command
+        stray = [line for line in result.output.splitlines() if re.search(r"\w \.(\s|$)", line)]
+        assert not stray, f"jmt {' '.join(command)} --help: {stray}"
 
 
 def test_version():

@@ -1,3 +1,4 @@
+import json
 import subprocess
 
 import numpy as np
@@ -124,3 +125,74 @@ def test_late_audio_is_placed_on_the_video_clock(tmp_path):
     assert abs(loud[0] - sr) <= 2 and abs(loud[-1] - 3 * sr) <= 2   # 1.0 s and 3.0 s
     assert np.abs(audio[: sr - 2]).max() == 0                       # silence in front
     assert frame_times(path).times[0] == 0.0 and audio_span(wav).start == 0.0
+
+
+@pytest.fixture(scope="module")
+def upright(tmp_path_factory):
+    """A 320x240 test pattern with a tone (asymmetric: any turn or mirror shows)."""
+    path = tmp_path_factory.mktemp("turns") / "upright.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=15",
+                    "-f", "lavfi", "-i", "sine=frequency=300", "-t", "1", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    "-shortest", str(path)], check=True)
+    return path
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("rotate", [0, 90, 180, 270])
+def test_a_phone_clip_decodes_as_displayed(upright, tmp_path, rotate, mirror):
+    """Stored turned (and mirrored) with a display matrix that shows it upright: probe reports
+    the displayed size and the turn, iter_frames delivers the upright picture (codec noise only)."""
+    from tests.stage1.helpers import phone_copy
+
+    clip = phone_copy(upright, tmp_path / "phone.mp4", rotate, mirror=mirror)
+    stored = json.loads(subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                        "stream=width,height", "-of", "json", str(clip)],
+                                       capture_output=True, text=True, check=True).stdout)["streams"][0]
+    assert (stored["width"], stored["height"]) == ((240, 320) if rotate % 180 else (320, 240))
+    info = probe(clip)
+    assert (info.width, info.height) == (320, 240)
+    # the matrix undoes the turn: shown (360 - rotate) clockwise, i.e. `rotate` counter-clockwise
+    assert (info.orientation.rotation, info.orientation.mirrored) == ((360 - rotate) % 360, mirror)
+    assert info.orientation.identity == (rotate == 0 and not mirror)
+    want = np.concatenate(list(iter_frames(upright, 320, 240))).astype(np.int16)
+    got = np.concatenate(list(iter_frames(clip, info.width, info.height))).astype(np.int16)
+    assert got.shape == want.shape and np.abs(got - want).mean() < 2   # codec noise (a turn: ~100)
+
+
+def test_orientation_from_the_rotate_tag_and_odd_angles():
+    from pipeline.media import orientation_of
+
+    turn = orientation_of({"tags": {"rotate": "90"}}, "old.mov")   # the legacy tag counts clockwise
+    assert (turn.rotation, turn.mirrored, turn.source) == (90, False, "rotate tag")
+    frame = np.arange(6).reshape(2, 3)
+    assert (turn.apply(frame) == np.rot90(frame, -1)).all() and turn.display_size(3, 2) == (2, 3)
+    assert orientation_of({"side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}]}).rotation == 90
+    assert orientation_of({}).identity and orientation_of({}).describe() == "as stored"
+    with pytest.raises(InputError, match=r"tilted.mp4: its rotate tag turns the picture by 45.0 degrees"):
+        orientation_of({"tags": {"rotate": "45"}}, "tilted.mp4")
+
+
+def test_a_damaged_file_keeps_its_frames_and_says_so(upright, tmp_path):
+    """A truncated file decodes with errors but exit code 0: every decodable frame is delivered,
+    then one DamagedMedia warning; a sparse AVI (its index lists more frames than it holds)
+    decodes cleanly: no warning, the decoder's count."""
+    import warnings
+
+    from pipeline.media import DamagedMedia
+
+    data = upright.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(upright), "-c", "copy", "-movflags", "+faststart",
+                    str(tmp_path / "fast.mp4")], check=True)
+    data = (tmp_path / "fast.mp4").read_bytes()
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    with pytest.warns(DamagedMedia, match=r"cut.mp4: damaged \(truncated or corrupt\): \d+ frames decoded"):
+        n = sum(len(b) for b in iter_frames(cut, 320, 240))
+    assert 0 < n < 15 and n == len(frame_times(cut).times)
+    sparse = tmp_path / "sparse.avi"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(upright), "-vf", r"select=not(mod(n\,5))",
+                    "-fps_mode", "passthrough", "-c:v", "mpeg4", "-an", str(sparse)], check=True)
+    assert probe(sparse).n_frames > 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert sum(len(b) for b in iter_frames(sparse, 320, 240)) == 3 == len(frame_times(sparse).times)

@@ -216,7 +216,11 @@ def manifest(path: Path) -> Corpus:
     `expr_split`, `au_annotation`, `au_split` (any registered task as `<task>_annotation`,
     `<task>_split`); optional `name` and `side`. An empty split: not in that task; an empty
     annotation with a split: an unlabelled entry of that split (test). Relative paths are
-    relative to the CSV's folder."""
+    relative to the CSV's folder.
+
+    An entry without a `name` is named after its video: `<video stem>`, or `<video stem>_<side>`
+    with a side, which the `side` column gives or else the annotation files' names
+    (`<video stem>_left.txt`, as in the Aff-Wild2 layout)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: manifest file not found")
@@ -239,8 +243,8 @@ def manifest(path: Path) -> Corpus:
             side = (row.get("side") or "").strip() or None
             if side not in (None, *SIDES):
                 raise InputError(f"{path}: line {line}: side {side!r} is not left or right")
-            first = next((lab.path for lab in labels.values() if lab.path), None)
-            name = (row.get("name") or "").strip() or (first.stem if first else video.stem)
+            side = side or _annotated_side(video, labels, f"{path}: line {line}")
+            name = (row.get("name") or "").strip() or (f"{video.stem}_{side}" if side else video.stem)
             problem = name_problem(name)
             if problem:
                 raise InputError(f"{path}: line {line}: entry name {name!r} cannot be a cache file name: "
@@ -252,9 +256,19 @@ def manifest(path: Path) -> Corpus:
                                         labels=labels))
     names = [e.name for e in corpus.entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise InputError(f"{path}: entry names must be unique; repeated: {', '.join(dupes)}")
+    if dupes:  # e.g. two people of one video without a side: the default name is the video's
+        raise InputError(f"{path}: entry names must be unique; repeated: {', '.join(dupes)} "
+                         "(give those rows a name or a side column)")
     return corpus
+
+
+def _annotated_side(video: Path, labels: dict[str, Label], where: str) -> str | None:
+    """The side a manifest row's annotation file names carry (Aff-Wild2's two-person rule:
+    `<video stem>_left.txt` / `_right.txt`), or None; files naming both sides are an error."""
+    sides = {s for lab in labels.values() if lab.path for s in SIDES if lab.path.stem == f"{video.stem}_{s}"}
+    if len(sides) > 1:
+        raise InputError(f"{where}: annotation files name both sides of {video.name}; give the row a side")
+    return sides.pop() if sides else None
 
 
 def align_labels(labels: np.ndarray, n_frames: int, *, invalid: float, tolerance: int,

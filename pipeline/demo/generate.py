@@ -452,8 +452,8 @@ def task_entries(plans: list[VideoPlan]) -> dict[str, dict[str, list[str]]]:
 
 def command(
     tiny: Annotated[bool, typer.Option("--tiny", help="Tiny corpus for tests (params demo.tiny).")] = False,
-    out: Annotated[Path | None, typer.Option(help="Output folder [default: params demo.out].")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed [default: params demo.seed].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: params demo.out).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: params demo.seed).")] = None,
     params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
 ) -> None:
     """Generate the demo corpus (synthetic videos in the Aff-Wild2 layout)."""

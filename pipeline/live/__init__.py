@@ -211,25 +211,25 @@ def command(
     source: Annotated[str, typer.Argument(help="A video file (played at its frame rate), /dev/video<N>, a URL "
                                                "ffmpeg reads, a named pipe, or - for standard input.")],
     checkpoint: Annotated[Path, typer.Option(help="A checkpoint from `jmt train`.")] = Path("models/model.pt"),
-    out: Annotated[Path | None, typer.Option(help="Write the JSON lines here [default: stdout].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the JSON lines here (default: stdout).")] = None,
     summary: Annotated[Path | None, typer.Option(help="Also write the run's summary (JSON) here.")] = None,
     realtime: Annotated[bool, typer.Option(help="Play a file at its frame rate and drop frames when behind "
                                                 "(--no-realtime: a file or pipe is read as fast as frames are "
                                                 "processed, none dropped; a camera or URL always drops).")] = True,
     size: Annotated[str | None, typer.Option(help="Frame size WxH: needed for a pipe or camera; "
                                                   "a file's own by default.")] = None,
-    fps: Annotated[float | None, typer.Option(help="Frame rate of a pipe or camera [default: 25].")] = None,
+    fps: Annotated[float | None, typer.Option(help="Frame rate of a pipe or camera (default: 25).")] = None,
     queue: Annotated[int, typer.Option(min=1, help="Frames that may wait before the oldest is dropped (a "
                                                    "decoder flushes its last few frames at once).")] = 4,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="The source has no audio track (a pipe or URL "
                                                               "whose audio is unknown).")] = False,
     detect_every: Annotated[int | None, typer.Option(min=1, help="Detect faces on every n-th frame, the last "
-                                                     "face held in between [default: the checkpoint's "
-                                                     "faces.detect_every]; 1: every frame.")] = None,
+                                                     "face held in between (default: the checkpoint's "
+                                                     "faces.detect_every); 1: every frame.")] = None,
     runtime: Annotated[str, typer.Option(help="torch | onnx: the head in PyTorch, or its `jmt export` graph "
                                               "in onnxruntime (stage 1 runs in PyTorch either way).")] = "torch",
-    onnx: Annotated[Path | None, typer.Option(help="The ONNX file for --runtime onnx [default: the "
-                                                   "checkpoint's path with .onnx].")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="The ONNX file for --runtime onnx (default: the "
+                                                   "checkpoint's path with .onnx).")] = None,
 ) -> None:
     """Predict every task of a checkpoint live, frame by frame in causal mode (JSON lines)."""
     stream = open(out, "w", buffering=1) if out else sys.stdout

@@ -27,7 +27,7 @@ from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline import cache
-from pipeline.media import FrameTimes, estimate_frames, frame_times, iter_frames, probe_video
+from pipeline.media import FrameTimes, MediaInfo, estimate_frames, frame_times, iter_frames, probe_video
 from pipeline.stage1.align import similarity, template, warp_crops
 from pipeline.stage1.detect import Detector, PersonTrack, track
 from pipeline.stage1.runner import StageResult, prefetch, run_stage
@@ -46,6 +46,12 @@ def stage_config(params: Params) -> dict:
     if cfg.source == "cropped_aligned":
         out["cropped_aligned"] = str(params.path(cfg.cropped_aligned))
     return out
+
+
+def orientation_attrs(info: MediaInfo) -> dict:
+    """How the frames were turned from the stored ones (media.Orientation), for the cache."""
+    turn = info.orientation
+    return {"rotation": turn.rotation, "mirrored": turn.mirrored, "orientation": turn.describe()}
 
 
 FRAME_DATASETS = ["crops_jpeg", "found", "detected", "scores", "boxes", "landmarks"]
@@ -71,11 +77,11 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     cfg, out = params.faces, params.path(params.faces.out)
     t0 = time.time()
     info = probe_video(video)
-    tol = params.corpus.label_tolerance  # how many frames a container's count may be off
     timing = frame_times(video)
     size = cfg.crop_size
     dst = template(size)
     attrs = {"video": entries[0].source, "fps": info.fps, "width": info.width, "height": info.height,
+             **orientation_attrs(info),
              "detector": "facenet-pytorch MTCNN", "source": "mtcnn",
              "alignment": "similarity transform of 5 landmarks to the 112-px template, scaled",
              "crop_size": size}
@@ -87,7 +93,9 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
         writers = {name: cache.Appender(f, cache.LAYOUTS["faces"], FRAME_DATASETS)
                    for name, f in files.items()}
         tracks = [PersonTrack(e.side, info.width, cfg.min_prob) for e in entries]
-        frames = iter_frames(video, info.width, info.height, batch=cfg.batch_size)
+        damaged: list[str] = []
+        frames = iter_frames(video, info.width, info.height, batch=cfg.batch_size,
+                             orientation=info.orientation, on_damaged=damaged.append)
         if cfg.prefetch:
             frames = prefetch(frames)
         for batch, faces in track(frames, detector, tracks, cfg.detect_every):
@@ -114,13 +122,15 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
                                        found=found, detected=detected, scores=scores, boxes=boxes,
                                        landmarks=marks)
             advance(len(batch) * len(entries))
-        decoded = next(iter(writers.values())).n
-        if info.n_frames and decoded < info.n_frames - tol:
-            raise InputError(f"{video}: decoded only {decoded} of the {info.n_frames} frames its "
-                             "container lists (truncated or corrupt file?)")
+        for message in damaged:   # every decoded frame is kept; the cache and the report say so
+            warnings.warn(message)
         for e in entries:
             w = writers[e.name]
+            if damaged:
+                files[e.name].attrs["damaged"] = damaged[0]
             stats[e.name] = _finish(files[e.name], e, w.n, timing)
+            if damaged:
+                stats[e.name]["damaged"] = damaged[0]
             stats[e.name]["seconds"] = round(time.time() - t0, 2)
     return stats
 
@@ -139,7 +149,7 @@ def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], p
         unreadable = []
         with cache.write_entry(out, e.name, stage="faces", config=stage_config(params),
                                attrs={"video": e.source, "fps": info.fps, "width": info.width,
-                                      "height": info.height, "source": "cropped_aligned",
+                                      "height": info.height, **orientation_attrs(info), "source": "cropped_aligned",
                                       "crops_folder": str(folder), "crop_size": size,
                                       "side": e.side},
                                hash_=hashes[e.name]) as f:

@@ -9,6 +9,7 @@ is ever removed by a failure.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import queue
@@ -25,6 +26,7 @@ from pipeline.corpus.entries import Corpus, Entry, fingerprint
 from pipeline.engine import (Unit, check_storage, run_on_actors, run_units, shared_storage, threads_for,
                              torch_threads)
 from pipeline.errors import InputError, JmtError
+from pipeline.media import Orientation, probe
 
 
 @dataclass
@@ -47,8 +49,31 @@ class StageResult:
 
 def entry_hash(stage_config: dict, entry: Entry, *, with_labels: bool = False) -> str:
     """Config hash of one entry: the stage's content-relevant params and the entry's inputs (its
-    video; with `with_labels`, its annotation files and splits too: only the labels stage's)."""
-    return cache.config_hash({"stage": stage_config, "entry": fingerprint(entry, labels=with_labels)})
+    video; with `with_labels`, its annotation files and splits too: only the labels stage's).
+    A video shown turned or mirrored (media.Orientation) also hashes its orientation: entries
+    of such videos cached before jmt applied it (squeezed frames) are rebuilt, and an upright
+    video's hash is what it always was."""
+    what = {"stage": stage_config, "entry": fingerprint(entry, labels=with_labels)}
+    turn = _orientation(entry.video)
+    if turn is not None and not turn.identity:
+        what["orientation"] = [turn.transpose, turn.hflip, turn.vflip]
+    return cache.config_hash(what)
+
+
+def _orientation(video: Path | None) -> Orientation | None:
+    """The video's orientation (None when it cannot be probed: the stage reports that)."""
+    if video is None or not Path(video).is_file():
+        return None
+    st = Path(video).stat()
+    return _probed_orientation(str(Path(video).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _probed_orientation(path: str, size: int, mtime_ns: int) -> Orientation | None:
+    try:
+        return probe(Path(path)).orientation
+    except JmtError:
+        return None
 
 
 Process = Callable[[Path, list[Entry], dict[str, str], Callable[[int], None]], dict[str, dict]]

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Mapping
 
 import numpy as np
 import typer
@@ -44,15 +44,32 @@ from pipeline.tasks import Task, tasks_of
 SPLITS = ("validation", "test")
 
 
+def anything_present(present: Mapping[str, Any]) -> Any:
+    """Where at least one stream is present: a bool (n,) array from `{stream: (n,) masks}`, or a
+    bool from `{stream: bool}` (one frame). The one rule of "knowing nothing": a frame with no
+    stream present has no input at all, so its outputs are left blank (predict's CSV cells, null
+    in live's JSON, no point or highlighted class in the overlay), never a confident-looking value."""
+    values = [np.asarray(m, bool) for m in present.values()]
+    if not values:
+        return False
+    return np.logical_or.reduce(values) if values[0].ndim else bool(any(values))
+
+
 def write_predictions(path: Path, tasks: dict[str, Task], outputs: dict[str, np.ndarray], times: np.ndarray,
-                      labels: dict[str, np.ndarray] | None = None, extra: dict[str, list[str]] | None = None) -> None:
+                      labels: dict[str, np.ndarray] | None = None, extra: dict[str, list[str]] | None = None,
+                      known: np.ndarray | None = None) -> None:
     """One per-frame CSV: frame, time (the frame's own timestamp from the cache), `extra`
-    columns, then every task's columns (its outputs, and its labels when given)."""
+    columns, then every task's columns (its outputs, and its labels when given). `known`: (n,)
+    bool, the frames with any stream present (`anything_present`); the others' output cells are
+    left empty."""
     path.parent.mkdir(parents=True, exist_ok=True)
     columns: dict[str, list[str]] = {"frame": [str(i) for i in range(len(times))],
                                      "time": [f"{t:.3f}" for t in times], **(extra or {})}
     for name, task in tasks.items():
-        columns.update(task.table(outputs[name], None if labels is None else labels[name]))
+        table = task.table(outputs[name], None if labels is None else labels[name])
+        if known is not None:
+            table = {col: [v if k else "" for v, k in zip(vals, known)] for col, vals in table.items()}
+        columns.update(table)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(list(columns))
@@ -184,10 +201,10 @@ def _print(result: dict) -> None:
 
 def command(
     params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint [default: params train.out].")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default: params train.out).")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only print the last evaluation's metrics.")] = False,
     protocol: Annotated[str | None, typer.Option(
-        help="offline | causal [default: evaluate.protocol]. Another than the params' writes "
+        help="offline | causal (default: evaluate.protocol). Another than the params' writes "
              "<metrics>-<protocol>.json and <out>-<protocol>/.")] = None,
 ) -> None:
     """Evaluate a checkpoint with the official protocol, every task it predicts (stage 2)."""

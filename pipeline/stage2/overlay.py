@@ -21,13 +21,13 @@ ffmpeg encodes H.264 from raw RGB on a pipe at the input's frame rate, one outpu
 decoded frame (`-vsync passthrough`), and muxes the input's first audio track as AAC when it
 has one. A variable-frame-rate input comes out at its average rate (a raw pipe carries no
 timestamps), so its frames keep their order and count but may move by part of a frame; the
-largest shift is returned and warned about beyond half a frame.
+largest shift is returned and noted on the console beyond half a frame. Outputs that are NaN (a
+frame where no stream is present: predict blanks them) draw no point and highlight no class.
 """
 from __future__ import annotations
 
 import subprocess
 import tempfile
-import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -37,7 +37,7 @@ import ffmpeg
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from pipeline.console import progress
+from pipeline.console import console, progress
 from pipeline.errors import InputError, JmtError
 from pipeline.media import iter_frames, probe_video, require_ffmpeg
 from pipeline.tasks.au import AUS
@@ -291,9 +291,10 @@ def write_overlay(video: Path, out: Path, *, times: np.ndarray, outputs: dict[st
     n_rate = float(Fraction(rate))
     t0 = float(times[0]) if len(times) and np.isfinite(times[0]) else 0.0
     max_shift = float(np.abs(times - (t0 + np.arange(len(times)) / n_rate)).max()) if len(times) else 0.0
-    if max_shift > 0.5 / n_rate:
-        warnings.warn(f"{video}: variable frame rate: the overlay is at its average rate ({rate} fps), "
-                      f"frames up to {max_shift:.3f} s off their input times")
+    if max_shift > 0.5 / n_rate:   # a line of its own, not a Python warning with a source location
+        console.print(f"[yellow]note[/] {video}: variable frame rate: the overlay is at its average rate "
+                      f"({rate} fps), frames up to {max_shift:.3f} s off their input times", highlight=False,
+                      soft_wrap=True)
     audio = info.audio_codec is not None
     args = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}", "-framerate", rate,

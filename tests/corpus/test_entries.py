@@ -174,11 +174,11 @@ def test_manifest_adapter(tmp_path):
     csv.write_text("video,annotation,split,name,side\n../v1.mp4,../a.txt,Train,,\n"
                    "../v1.mp4,,test,v1_right,right\n../missing.mp4,../b.txt,validation,,\n")
     corpus = manifest(csv)
-    assert [(e.name, e.split("va"), e.side) for e in corpus.entries] == [("a", "train", None),
+    assert [(e.name, e.split("va"), e.side) for e in corpus.entries] == [("v1", "train", None),
                                                                           ("v1_right", "test", "right")]
     assert corpus.entries[0].labels == {"va": Label("train", tmp_path / "csv/../a.txt")}
     assert corpus.entries[1].labels == {"va": Label("test", None)}
-    assert corpus.problems[0]["entry"] == "b" and corpus.problems[0]["error"] == "video file not found"
+    assert corpus.problems[0]["entry"] == "missing" and corpus.problems[0]["error"] == "video file not found"
 
 
 def test_manifest_with_expr_and_au_columns(tmp_path):
@@ -194,10 +194,37 @@ def test_manifest_with_expr_and_au_columns(tmp_path):
     assert e["one"].labels == {"va": Label("train", tmp_path / "va/1.txt"),
                                "expr": Label("validation", tmp_path / "expr/1.txt")}
     assert e["two"].labels == {"au": Label("train", tmp_path / "au/2.txt")}
-    assert e["3"].labels == {"expr": Label("test", tmp_path / "expr/3.txt"), "au": Label("test", None)}  # named after its file
+    assert e["v3"].labels == {"expr": Label("test", tmp_path / "expr/3.txt"), "au": Label("test", None)}  # named after its video
     only = tmp_path / "expr_only.csv"
     only.write_text("video,expr_annotation,expr_split\nv1.mp4,e.txt,train\n")
-    assert [(x.name, x.split("expr"), x.split("va")) for x in manifest(only).entries] == [("e", "train", None)]
+    assert [(x.name, x.split("expr"), x.split("va")) for x in manifest(only).entries] == [("v1", "train", None)]
+
+
+def test_a_manifest_entry_is_named_after_its_video(tmp_path):
+    """Without a `name`, an entry is its video's stem (not its annotation file's, whatever that
+    is called), with `_left`/`_right` for a side: the `side` column's, else the one its
+    annotation files carry (Aff-Wild2's two-person rule, `<video>_left.txt`)."""
+    for v in ("clip.mp4", "duo.mp4", "pair.mp4", "solo.mp4"):
+        (tmp_path / v).write_bytes(b"x")
+    csv = tmp_path / "m.csv"
+    csv.write_text("video,annotation,split,side,expr_annotation,expr_split\n"
+                   "clip.mp4,ann/person_3.txt,train,,ann/expr_3.txt,validation\n"   # annotation names of its own
+                   "duo.mp4,ann/duo_left.txt,train,,,\n"                            # sides from the file names
+                   "duo.mp4,,,,ann/duo_right.txt,validation\n"
+                   "pair.mp4,ann/a.txt,train,left,,\n"                              # sides from the column
+                   "pair.mp4,ann/b.txt,train,right,,\n"
+                   "solo.mp4,,test,,,\n")
+    e = {x.name: x for x in manifest(csv).entries}
+    assert {n: x.side for n, x in e.items()} == {"clip": None, "duo_left": "left", "duo_right": "right",
+                                                   "pair_left": "left", "pair_right": "right", "solo": None}
+    assert e["clip"].labels == {"va": Label("train", tmp_path / "ann/person_3.txt"),
+                                "expr": Label("validation", tmp_path / "ann/expr_3.txt")}
+    assert e["duo_left"].video == e["duo_right"].video == tmp_path / "duo.mp4"
+    assert e["duo_right"].labels == {"expr": Label("validation", tmp_path / "ann/duo_right.txt")}
+    assert e["solo"].labels == {"va": Label("test", None)}
+    named = tmp_path / "named.csv"                                        # a name column still wins
+    named.write_text("video,annotation,split,name\nclip.mp4,ann/x.txt,train,mine\nduo.mp4,ann/duo_left.txt,train,\n")
+    assert [(x.name, x.side) for x in manifest(named).entries] == [("mine", None), ("duo_left", "left")]
 
 
 @pytest.mark.parametrize(
@@ -212,7 +239,10 @@ def test_manifest_with_expr_and_au_columns(tmp_path):
       "line 2: au_split 'dev' is not one of train, validation, test"),
      ("video,annotation,split\nv.mp4,a.txt,\n", "line 2: split '' is not one of"),   # a file needs a split
      ("video,annotation,split,name,side\nv.mp4,,test,x,up\n", "line 2: side 'up'"),
-     ("video,annotation,split\nv.mp4,a.txt,train\nv.mp4,a.txt,test\n", "entry names must be unique; repeated: a"),
+     ("video,annotation,split\nv.mp4,a.txt,train\nv.mp4,b.txt,test\n",
+      r"entry names must be unique; repeated: v \(give those rows a name or a side column\)"),
+     ("video,annotation,split,expr_annotation,expr_split\nv.mp4,v_left.txt,train,v_right.txt,train\n",
+      "line 2: annotation files name both sides of v.mp4; give the row a side"),
      ("video,annotation,split,name\nv.mp4,,test,ok\nv.mp4,,test,../../evil\n",
       r"line 3: entry name '../../evil' cannot be a cache file name: it starts with '.'"),
      ("video,annotation,split,name\nv.mp4,,test,sub/dir\n", r"line 2: entry name 'sub/dir' .* holds '/'"),

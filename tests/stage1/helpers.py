@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -109,3 +111,33 @@ def assert_same(a, b):
                 assert data_a[k] == data_b[k], (name, k)
             else:
                 np.testing.assert_array_equal(data_a[k], data_b[k], err_msg=f"{name}/{k}")
+
+
+# How to turn the stored pixels so that the display matrix of `phone_copy` shows them upright:
+# ffmpeg 5.1 writes the tag rotate=R as a display matrix turning the picture R degrees
+# counter-clockwise, so the pixels are stored turned R degrees clockwise.
+_STORE_TURNED = {0: [], 90: ["transpose=clock"], 180: ["hflip", "vflip"], 270: ["transpose=cclock"]}
+
+
+def phone_copy(src: Path, dst: Path, rotate: int, *, mirror: bool = False) -> Path:
+    """`src` re-encoded the way a phone stores a clip: the pixels turned `rotate` degrees
+    clockwise (and mirrored first with `mirror`), plus a display matrix (the mp4's track
+    header) that shows them upright again. Any player, and jmt, should show `src`'s picture."""
+    filters = (["hflip"] if mirror else []) + _STORE_TURNED[rotate]
+    stored = dst.with_name(f".stored-{dst.name}")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-noautorotate", "-i", str(src),
+                    *(["-vf", ",".join(filters)] if filters else []), "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-c:a", "copy", str(stored)], check=True)
+    # the tag is written as a display matrix only when the stream is copied, not encoded
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(stored), "-c", "copy",
+                    "-metadata:s:v:0", f"rotate={rotate}", str(dst)], check=True)
+    stored.unlink()
+    if mirror:   # no ffmpeg option writes a flip: negate the matrix's first column in the tkhd box
+        data = bytearray(dst.read_bytes())
+        i = data.index(b"tkhd")
+        at = i + (56 if data[i + 4] == 1 else 44)   # version 1 has 64-bit times
+        m = list(struct.unpack(">9i", data[at:at + 36]))
+        m[0], m[3], m[6] = -m[0], -m[3], -m[6]
+        data[at:at + 36] = struct.pack(">9i", *m)
+        dst.write_bytes(bytes(data))
+    return dst

@@ -69,10 +69,16 @@ def test_every_bad_input_is_skipped_with_a_reason_and_good_work_is_kept(bad_corp
     why = reasons(faces)
     assert faces.cached == ["good"] and good_file.stat().st_mtime_ns == stamp  # nothing lost
     assert "zero.mp4: ffprobe cannot read it" in why["zero"]
-    assert "truncated.mp4" in why["truncated"]
     assert "audioonly.mp4: no video stream" in why["audioonly"]
-    assert set(why) == {"zero", "truncated", "audioonly"}       # a bad annotation is no concern of faces
-    assert set(faces.done) == {"silent", "faceless", "words", "headless"}
+    assert set(why) == {"zero", "audioonly"}       # a bad annotation is no concern of faces
+    # a truncated file keeps every frame that decoded, and the report, the stats and the cache say so
+    assert set(faces.done) == {"truncated", "silent", "faceless", "words", "headless"}
+    damaged = [w["warning"] for w in faces.warnings if w["entry"] == "truncated"]
+    assert len(damaged) == 1 and "truncated.mp4: damaged (truncated or corrupt)" in damaged[0], faces.warnings
+    assert faces.done["truncated"]["damaged"] == damaged[0]
+    with h5py.File(cache.entry_path(params.path(params.faces.out), "truncated")) as f:
+        assert f.attrs["damaged"] == damaged[0] and 0 < f.attrs["n_frames"] < 20
+    assert not any("damaged" in w["warning"] for w in faces.warnings if w["entry"] != "truncated")
     assert any("faceless: no face found" in w["warning"] for w in faces.warnings)
     with h5py.File(cache.entry_path(params.path(params.faces.out), "faceless")) as f:
         assert not f["found"][...].any() and f.attrs["n_frames"] == n
@@ -81,13 +87,18 @@ def test_every_bad_input_is_skipped_with_a_reason_and_good_work_is_kept(bad_corp
 
     labels = run_labels(params)
     why = reasons(labels)
-    assert why["words"].endswith("words.txt: line 3: could not convert string to float: 'high' (got 'high,low')")
-    assert "headless.txt: line 1: expected header 'valence,arousal'" in why["headless"]
-    for name in ("zero", "truncated", "audioonly"):                  # no faces file: nothing to align to
+    for name in ("zero", "audioonly"):                  # no faces file: nothing to align to
         assert "missing; run `jmt faces` first" in why[name]
-    assert set(labels.done) == {"good", "silent", "faceless"}
+    assert set(why) == {"zero", "audioonly"}
+    # a bad annotation file drops its task (here the entry's only one): the entry is written unlabelled
+    dropped = {name: labels.done[name]["dropped"][0]["error"] for name in ("words", "headless", "truncated")}
+    assert dropped["words"].endswith("words.txt: line 3: could not convert string to float: 'high' (got 'high,low')")
+    assert "headless.txt: line 1: expected header 'valence,arousal'" in dropped["headless"]
+    assert "truncated.txt: 20 label rows for" in dropped["truncated"]   # the frames that decoded are fewer
+    assert set(labels.done) == {"good", "silent", "faceless", "words", "headless", "truncated"}
     report = json.loads((params.path(params.labels.out) / "report.json").read_text())
     assert {s["entry"]: s["error"] for s in report["skipped"]} == why
+    assert {n: d["dropped"][0]["error"] for n, d in report["done"].items() if "dropped" in d} == dropped
 
     audio = run_audio(params)
     assert "silent" in audio.done and any("no audio stream" in w["warning"] for w in audio.warnings)
@@ -104,7 +115,7 @@ def test_every_bad_input_is_skipped_with_a_reason_and_good_work_is_kept(bad_corp
                                    "warning": "silent.mp4: no audio stream; its audio is masked for every frame"}]
 
     embed = run_embed(params)
-    assert set(embed.done) == {"good", "silent", "faceless", "words", "headless"}
+    assert set(embed.done) == {"good", "truncated", "silent", "faceless", "words", "headless"}
     assert "missing; run `jmt faces` first" in reasons(embed)["zero"]
     with h5py.File(cache.entry_path(params.path(params.embed.out), "silent")) as f:
         assert not f[cache.stream_key("audio", "mask")][...].any() and f[cache.stream_key("visual", "mask")][...].all()
@@ -134,7 +145,7 @@ def test_label_count_far_off_is_an_error_naming_the_file(bad_corpus, tmp_path):
     params = params_at(tmp_path / "w", corpus)
     assert list(run_faces(params).done) == ["good"]
     result = run_labels(params)
-    assert f"good.txt: {n + 40} label rows for {n} video frames" in reasons(result)["good"]
+    assert f"good.txt: {n + 40} label rows for {n} video frames" in result.done["good"]["dropped"][0]["error"]
 
 
 def test_missing_annotation_file_in_a_manifest(bad_corpus, tmp_path):
@@ -142,6 +153,6 @@ def test_missing_annotation_file_in_a_manifest(bad_corpus, tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text(f"video,annotation,split\n{root}/videos/batch1/good.mp4,{tmp_path}/gone.txt,train\n")
     params = params_at(tmp_path / "w", root, corpus={"layout": "manifest", "manifest": str(csv)})
-    assert list(run_faces(params).done) == ["gone"]          # named after its annotation file
+    assert list(run_faces(params).done) == ["good"]          # named after its video
     result = run_labels(params)
-    assert "gone.txt: annotation file not found" in reasons(result)["gone"]
+    assert "gone.txt: annotation file not found" in result.done["good"]["dropped"][0]["error"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline import cache
+from pipeline.cache_tools import verify
 from pipeline.errors import InputError
 from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
@@ -130,40 +131,64 @@ def test_per_task_labels_splits_and_alignment(tiny_cache, corpus, tmp_path):
     assert list(labels) == ["va"] and [t["task"] for t in attrs["tasks"]] == ["va"]
 
 
-def test_rows_too_far_from_the_frames_are_a_recorded_skip_naming_the_file(tiny_cache, corpus, tmp_path):
+def dropped_of(folder, name):
+    """The `dropped` attribute of an entry's labels file ([] when it has none)."""
+    return read(folder, name)[0].get("dropped", [])
+
+
+def test_rows_too_far_from_the_frames_drop_that_task_alone_naming_the_file(tiny_cache, corpus, tmp_path):
     bad = corpus / ANN / "EXPR_Recognition_Challenge/Train_Set/demo_02.txt"
     write_labels(bad, 60 + 6, value=3, task="expr")                     # tolerance 5
     params = params_at(tmp_path / "w", corpus, faces=shared_faces(tiny_cache))
     result = run_labels(params)
-    assert [s["entry"] for s in result.skipped] == ["demo_02"]
-    assert f"{bad}: 66 label rows for 60 video frames (difference +6 exceeds the tolerance of 5)" in \
-        result.skipped[0]["error"]
-    assert not cache.entry_path(params.path(params.labels.out), "demo_02").exists()
-    report = json.loads((params.path(params.labels.out) / "report.json").read_text())
-    assert [s["entry"] for s in report["skipped"]] == ["demo_02"] and "demo_02" not in report["done"]
+    error = f"{bad}: 66 label rows for 60 video frames (difference +6 exceeds the tolerance of 5)"
+    assert result.skipped == [] and sorted(result.done) == sorted(FRAMES)
+    folder = params.path(params.labels.out)
+    attrs, labels = read(folder, "demo_02")                             # va and au kept, expr dropped
+    assert sorted(labels) == ["au", "va"] and [t["task"] for t in attrs["tasks"]] == ["au", "va"]
+    assert attrs["dropped"] == [{"task": "expr", "split": "train", "file": str(bad), "error": error}]
+    report = json.loads((folder / "report.json").read_text())
+    assert report["skipped"] == [] and report["done"]["demo_02"]["dropped"] == attrs["dropped"]
+    assert "expr" not in report["done"]["demo_02"] and report["done"]["demo_02"]["va"]["valid_frames"] > 0
+    assert report["warnings"] == [{"entry": "demo_02",
+                                   "warning": f"demo_02: labels of task expr dropped: {error}"}]
     # with a larger tolerance it is aligned (a change of the stage's config: every entry redone)
     wider = params_at(tmp_path / "w", corpus, faces=shared_faces(tiny_cache), corpus={"label_tolerance": 6})
     again = run_labels(wider)
-    assert sorted(again.done) == sorted(FRAMES) and again.skipped == []
+    assert sorted(again.done) == sorted(FRAMES) and again.skipped == [] and again.warnings == []
     tasks = {t["task"]: t for t in read(wider.path(wider.labels.out), "demo_02")[0]["tasks"]}
     assert tasks["expr"]["rows_minus_frames"] == 6 and tasks["expr"]["valid_frames"] == 60
+    assert dropped_of(wider.path(wider.labels.out), "demo_02") == []
 
 
-def test_a_bad_file_of_one_person_skips_only_that_video_and_writes_nothing_of_it(tiny_cache, corpus, tmp_path):
-    """A video is one unit (as in faces and audio): a bad annotation of its right person skips
-    both its entries, and neither is written (the report says skipped, the cache agrees)."""
+def test_a_bad_file_of_one_person_drops_that_task_of_that_person_alone(tiny_cache, corpus, tmp_path):
+    """A bad annotation file costs its own task of its own entry, nothing else: the other person
+    of the video keeps every label; an entry whose every file is bad is written with no task
+    (unlabelled, as an entry no task lists). `on_error: fail` stops at the first bad file."""
     bad = corpus / ANN / "AU_Detection_Challenge/Validation_Set/demo_00_right.txt"
     bad.parent.mkdir(parents=True)
     bad.write_text("AU1,AU2\n0,1\n")
     params = params_at(tmp_path / "w", corpus, faces=shared_faces(tiny_cache))
     result = run_labels(params)
-    why = {s["entry"]: s["error"] for s in result.skipped}
-    assert set(why) == {"demo_00_left", "demo_00_right"}
-    assert all(e.startswith(f"{bad}: line 1: expected header 'AU1,AU2,AU4,") for e in why.values())
-    assert sorted(result.done) == ["demo_01", "demo_02"]
-    assert cache.entries(params.path(params.labels.out)) == ["demo_01", "demo_02"]
+    assert result.skipped == [] and sorted(result.done) == sorted(FRAMES)
+    folder = params.path(params.labels.out)
+    attrs, labels = read(folder, "demo_00_right")
+    assert list(labels) == ["va"] and [t["task"] for t in attrs["tasks"]] == ["va"]
+    (drop,) = attrs["dropped"]
+    assert (drop["task"], drop["split"], drop["file"]) == ("au", "validation", str(bad))
+    assert drop["error"].startswith(f"{bad}: line 1: expected header 'AU1,AU2,AU4,")
+    assert sorted(read(folder, "demo_00_left")[1]) == ["au", "expr", "va"] and dropped_of(folder, "demo_00_left") == []
+
+    va = corpus / ANN / "VA_Estimation_Challenge/Train_Set/demo_00_right.txt"
+    va.write_text("valence,arousal\n0.1,oops\n")
+    again = run_labels(params)
+    assert list(again.done) == ["demo_00_right"] and again.skipped == []
+    attrs, labels = read(folder, "demo_00_right")
+    assert labels == {} and attrs["tasks"] == [] and [d["task"] for d in attrs["dropped"]] == ["au", "va"]
+    assert verify(folder) == []                                          # a readable, well-formed file
     with pytest.raises(InputError, match="demo_00_left: .*demo_00_right.txt: line 1"):
-        run_labels(params.updated(labels={"on_error": "fail"}))
+        run_labels(params.updated(labels={"on_error": "fail", "out": str(tmp_path / "fail")}))
+    assert not (tmp_path / "fail").exists() or cache.entries(tmp_path / "fail") == []
 
 
 def test_missing_faces_cache_is_a_recorded_skip(tiny_corpus, tmp_path):
@@ -216,3 +241,56 @@ def test_editing_labels_reruns_the_labels_stage_alone(stage1_copy, corpus):
             result = run(p)
             assert result.done == {} and sorted(result.cached) == sorted(FRAMES), stage
         assert stamps(folders[stage]) == before[stage], f"{stage} files were rewritten"
+
+
+def test_an_au_file_36_rows_short_drops_au_alone_and_stage_2_reads_the_entry_as_unlabelled_for_au(
+        stage1_copy, corpus):
+    """The reported case: an AU file 36 rows short (tolerance 5) made `jmt labels` skip the whole
+    entry, losing its valid VA and EXPR labels. Now only its AU is dropped (report and warning
+    name the entry, task and file; every later run's report repeats it while the file is
+    unchanged), and stage 2 treats the entry as one AU does not list, not as an error."""
+    from pipeline.corpus.entries import load_corpus
+    from pipeline.stage2.data import check_complete, load_entries, split_entries
+
+    params = stage1_copy()
+    folder = params.path(params.labels.out)
+    run_labels(params)
+    good = read(folder, "demo_00_left")
+    au = corpus / ANN / "AU_Detection_Challenge/Train_Set/demo_00_left.txt"
+    units = np.zeros((60 - 36, 12))
+    AU.write_annotation(au, units)
+    error = f"{au}: 24 label rows for 60 video frames (difference -36 exceeds the tolerance of 5)"
+    record = [{"task": "au", "split": "train", "file": str(au), "error": error}]
+
+    result = run_labels(params)
+    assert list(result.done) == ["demo_00_left"] and result.skipped == []
+    assert result.done["demo_00_left"]["dropped"] == record and "au" not in result.done["demo_00_left"]
+    assert any(w["warning"] == f"demo_00_left: labels of task au dropped: {error}"
+               for w in result.warnings)
+    attrs, labels = read(folder, "demo_00_left")
+    assert sorted(labels) == ["expr", "va"] and attrs["dropped"] == record
+    assert [t for t in attrs["tasks"]] == [t for t in good[0]["tasks"] if t["task"] != "au"]
+    for task in ("va", "expr"):                                      # exactly what a good file gave
+        np.testing.assert_array_equal(labels[task], good[1][task])
+
+    again = run_labels(params)                                        # cached: the report still says so
+    assert again.done == {} and sorted(again.cached) == sorted(FRAMES)
+    assert again.warnings == [{"entry": "demo_00_left",
+                               "warning": f"demo_00_left: labels of task au dropped (cached: the file is unchanged): {error}"}]
+    assert json.loads((folder / "report.json").read_text())["warnings"] == again.warnings
+
+    tasks = ["va", "expr", "au"]
+    entries = load_entries(params.path(params.embed.out), folder, tasks)
+    check_complete(entries, load_corpus(params), tasks)             # no error: the entry is there
+    left = next(e for e in entries if e.name == "demo_00_left")
+    assert left.splits == {"va": "train", "expr": "validation"}     # in no AU split
+    x = left.read(0, left.n)
+    assert not x["valid/au"].any() and (x["labels/au"] == AU.invalid).all() and x["valid/va"].any()
+    splits = split_entries(entries, ["va", "au"])
+    assert "demo_00_left" in [e.name for e in splits.train]        # trains va; au has no frame of it
+    assert all(e.name != "demo_00_left" for entries in splits.validation.values() for e in entries)
+
+    AU.write_annotation(au, np.zeros((60, 12)))                       # fixed: rebuilt with its AU
+    fixed = run_labels(params)
+    assert list(fixed.done) == ["demo_00_left"] and fixed.warnings == []
+    assert "au" in read(folder, "demo_00_left")[1] and dropped_of(folder, "demo_00_left") == []

@@ -195,16 +195,16 @@ def _override(cfg: CompareParams, heads: str | None, seeds: str | None, source: 
 
 def command(
     params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS,
-    heads: Annotated[str | None, typer.Option(help="Comma-separated heads [default: compare.heads]; "
+    heads: Annotated[str | None, typer.Option(help="Comma-separated heads (default: compare.heads); "
                                                    "only:<stream>, only:* for every stream.")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds [default: compare.seeds].")] = None,
-    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks [default: train.tasks], e.g. va.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: compare.seeds).")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: train.tasks), e.g. va.")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only print the last comparison's table.")] = False,
     engine: Annotated[str | None, typer.Option(
-        help="local | ray [default: run.engine]; `ray` with run.address null starts Ray on this "
+        help="local | ray (default: run.engine); `ray` with run.address null starts Ray on this "
              "machine. The numbers do not depend on it (each run uses run.compare.cpus threads).")] = None,
     protocol: Annotated[str | None, typer.Option(
-        help="offline | causal [default: compare.protocol]: how each run predicts validation and test. "
+        help="offline | causal (default: compare.protocol): how each run predicts validation and test. "
              "Another than the params' uses <runs>-<protocol>, <metrics>-<protocol>.json, "
              "<table>-<protocol>.md.")] = None,
 ) -> None:
