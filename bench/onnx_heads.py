@@ -2,10 +2,17 @@
 onnxruntime int8 on the predict path (one thread, windows of the checkpoint's length, 32 a
 batch, real features of the demo cache), the files' sizes, and what int8 costs on the
 validation split's metric (valence-arousal CCC, scored as `jmt evaluate` scores it:
-protocol.predict_split, then score, raw and post-processed). Numbers -> JSON + stdout.
+protocol.predict_split, then score, raw and post-processed), and the int8 error `jmt export
+--int8` measures on the cache's features (export.int8_error: max |torch - int8| on the activated
+outputs, where it occurs, against the bound; exported with force=True so a head above the bound
+is measured too). Numbers -> JSON + stdout.
 
     python bench/onnx_heads.py --out docs/bench/onnx_heads.json
     python bench/onnx_heads.py --heads jmt concat --repeats 3 --out /tmp/onnx_heads.json   # quicker
+    python bench/onnx_heads.py --int8-only --runs RUNS --heads jmt concat --out /tmp/int8.json  # the int8 error only
+
+`--int8-only` exports each checkpoint and reports only its int8 error, measured on the cache the
+checkpoint was trained on (its params' embed.out): no timing, no validation scoring, any tasks.
 
 Checkpoints: `<runs>/<head>-seed0/model.pt` (`make compare-va`: runs/compare/, `only:<s>` in a
 folder `only_<s>`), scored on the cache params.yaml points at (checked to be the one they were
@@ -35,7 +42,7 @@ from common import REPO, write_json  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.stage2 import checkpoints  # noqa: E402
 from pipeline.stage2.data import load_splits, preload, read_window, window_starts  # noqa: E402
-from pipeline.stage2.export import OnnxModel, export_checkpoint  # noqa: E402
+from pipeline.stage2.export import INT8_BOUND, OnnxModel, export_checkpoint  # noqa: E402
 from pipeline.stage2.protocol import labels_of, predict_split, score, task_outputs  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402
 
@@ -96,8 +103,12 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml", help="whose caches are scored")
     ap.add_argument("--heads", nargs="+", default=HEADS)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--int8-only", action="store_true", help="only the int8 error of each head's export")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.int8_only:
+        int8_only(args)
+        return
     params = load_params(args.params)
     import onnxruntime
 
@@ -116,7 +127,8 @@ def main() -> None:
             val = sorted({e.name: e for t in names for e in splits.validation[t]}.values(), key=lambda e: e.name)
             preload(val, params.train.preload_max_mb)
             t0 = time.perf_counter()
-            r = export_checkpoint(ckpt_path, Path(tmp) / f"{name.replace(':', '_')}.onnx", int8=True)
+            r = export_checkpoint(ckpt_path, Path(tmp) / f"{name.replace(':', '_')}.onnx", int8=True,
+                                  cache=params.path(params.embed.out), force=True)   # measured whatever it is
             export_s = time.perf_counter() - t0
             runtimes = {"torch": model, "onnx_fp32": OnnxModel(r.onnx, threads=1),
                         "onnx_int8": OnnxModel(r.int8, threads=1)}
@@ -128,7 +140,8 @@ def main() -> None:
                          "size_mb": {"checkpoint": round(ckpt_path.stat().st_size / 1e6, 2),
                                      "onnx_fp32": round(r.onnx.stat().st_size / 1e6, 2),
                                      "onnx_int8": round(r.int8.stat().st_size / 1e6, 2)},
-                         "export_parity_max_abs": {"fp32": max(r.parity.values()), "int8": max(r.int8_parity.values())},
+                         "export_parity_max_abs": {"fp32": max(r.parity.values())},
+                         "int8_error": json.loads(r.int8_error.to_meta()),
                          "ms_per_1000_frames": {}, "validation": {}}
             with torch.no_grad():
                 ref = model(streams, masks)
@@ -145,6 +158,36 @@ def main() -> None:
     results["load_average_at_end"] = list(os.getloadavg())
     write_json(args.out, results)
     print(table(results))
+
+
+def int8_only(args: argparse.Namespace) -> None:
+    """`--int8-only`: each head's export and its int8 error on its own cache -> JSON + a table."""
+    import onnxruntime
+
+    results: dict = {"bound": INT8_BOUND, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+                     "heads": {}}
+    with tempfile.TemporaryDirectory(prefix="jmt-onnx-int8-") as tmp:
+        for name in args.heads:
+            ckpt_path = args.runs / f"{name.replace(':', '_')}-seed0" / "model.pt"
+            r = export_checkpoint(ckpt_path, Path(tmp) / f"{name.replace(':', '_')}.onnx", int8=True, force=True)
+            results["heads"][name] = {"checkpoint": str(ckpt_path), "int8_error": json.loads(r.int8_error.to_meta())}
+            print(name, json.dumps(results["heads"][name]["int8_error"]), flush=True)
+    write_json(args.out, results)
+    print(int8_table(results))
+
+
+def int8_table(results: dict) -> str:
+    """The markdown table of docs/onnx.md: the int8 error per head, per task, against the bound."""
+    heads = results["heads"]
+    tasks = list(next(iter(heads.values()))["int8_error"]["per_task"]) if heads else []
+    lines = [f"| head | max (activated) | at | {' | '.join(tasks)} | raw outputs | within {results['bound']:g} |",
+             "| --- | --- | --- | " + "--- | " * len(tasks) + "--- | --- |"]
+    for name, r in heads.items():
+        e = r["int8_error"]
+        per = " | ".join(f"{e['per_task'][t]:.4f}" for t in tasks)
+        lines.append(f"| `{name}` | {e['max_abs']:.4f} | {e['task']} `{e['output']}` | {per} | "
+                     f"{e['raw_max_abs']:.4f} | {'yes' if e['max_abs'] <= e['bound'] else '**no**'} |")
+    return "\n".join(lines)
 
 
 def table(results: dict) -> str:

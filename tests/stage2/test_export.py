@@ -1,7 +1,8 @@
 """ONNX export of the fusion heads, run in onnxruntime (no stand-in): every registered head on the
 tiny demo cache's real features, all three tasks at once, the same numbers as torch within 1e-4 at
 the traced window and at other windows and batch sizes, with absent frames; recurrent temporal
-encoders; the metadata; int8 quantisation (a Linear shared by two attentions included); `jmt
+encoders; the metadata; int8 quantisation (a Linear shared by two attentions included), its error
+measured on the cache's features and a graph above the bound refused unless `--force`; `jmt
 export` through the CLI; `jmt predict --runtime onnx` against the torch CSV."""
 
 import csv
@@ -18,11 +19,14 @@ from pipeline.cli import app
 from pipeline.errors import JmtError
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.data import load_entries, predict_entry, read_window, stream_widths
-from pipeline.stage2.export import (OnnxModel, export_head, gemm_to_matmul, input_names, load_model,
-                                    quantize_int8)
+from pipeline.stage2.export import (INT8_BOUND, OnnxModel, export_checkpoint, export_head, gemm_to_matmul,
+                                    input_names, load_model, quantize_int8)
 from pipeline.stage2.heads import HEADS, build_head
 from pipeline.stage2.predict import predict_video
+from pipeline.stage2.train import train_model
 from pipeline.tasks import TASKS
+
+from .multitask import params_for, synthetic_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/stage2/conftest.py
 
@@ -144,6 +148,8 @@ def test_cli_export_then_predict_with_onnxruntime(trained, tiny_corpus, tiny_cac
     assert result.exit_code == 0, result.output
     text = "".join(result.output.split())   # the console wraps lines, even inside a path
     assert "exportint8" in text and "model.int8.onnx" in text
+    assert f"bound{INT8_BOUND:g}" in text and "framesofthecache'sfeatures" in text
+    assert json.loads(OnnxModel(tmp_path / "model.int8.onnx").meta["int8_error"])["max_abs"] <= INT8_BOUND
     m = OnnxModel(out)
     c = checkpoints.read(ckpt)
     assert m.meta["head"] == "jmt" and int(m.meta["window"]) == c["params"]["train"]["window"]
@@ -190,3 +196,64 @@ def test_predict_refuses_a_graph_of_another_checkpoint(trained, tmp_path):
     result = CliRunner().invoke(app, ["predict", "x.mp4", "--checkpoint", str(ckpt), "--runtime", "onnx",
                                       "--onnx", str(tmp_path / "missing.onnx")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def int8_meta(path) -> dict:
+    return json.loads(OnnxModel(path).meta["int8_error"])
+
+
+def test_cli_int8_is_refused_above_the_bound_unless_forced(every_task, tmp_path):
+    """The three-task checkpoint (concat: va, expr, au on the tiny cache's real features): within
+    the default bound it is written with the measured error in its metadata and in the success
+    line; with the bound lowered below its error it is refused (one line naming the error, the
+    bound, the task and output, and --force) and nothing is written; --force writes it with a
+    warning and `forced` in its metadata."""
+    out = tmp_path / "model.onnx"
+    int8 = tmp_path / "model.int8.onnx"
+    base = ["export", "--checkpoint", str(every_task), "--out", str(out), "--int8"]
+    ok = CliRunner().invoke(app, base)
+    assert ok.exit_code == 0, ok.output
+    meta = int8_meta(int8)
+    assert 1e-6 < meta["max_abs"] <= INT8_BOUND and meta["bound"] == INT8_BOUND and not meta["forced"]
+    assert set(meta["per_task"]) == {"va", "expr", "au"} and meta["max_abs"] == max(meta["per_task"].values())
+    assert meta["output"] in TASKS.get(meta["task"]).outputs and meta["frames"] > 0 and meta["raw_max_abs"] > 0
+    assert meta["on"].startswith("activated") and "/" not in json.dumps(meta)    # no local path in the graph
+    text = "".join(ok.output.split())
+    assert f"max|torch-int8|{meta['max_abs']:.2e}at{meta['task']}`{meta['output']}`,bound0.05" in text
+    assert "warning" not in text
+    int8.unlink()
+
+    bound = meta["max_abs"] / 2     # below what this graph measures: refused
+    refused = CliRunner().invoke(app, [*base, "--int8-bound", str(bound)])
+    assert refused.exit_code == 2, refused.output
+    line = " ".join(refused.output.split())
+    assert line.startswith("error:") and "not written" in line and f"the bound {bound:g}" in line, line
+    assert f"{meta['max_abs']:.3g} at {meta['task']} `{meta['output']}`" in line and "`--force` writes it" in line
+    assert not int8.exists() and out.is_file()     # the fp32 graph, checked, is kept
+
+    forced = CliRunner().invoke(app, [*base, "--int8-bound", str(bound), "--force"])
+    assert forced.exit_code == 0, forced.output
+    meta_forced = int8_meta(int8)
+    assert meta_forced["forced"] and meta_forced["bound"] == bound and meta_forced["max_abs"] == meta["max_abs"]
+    text = " ".join(forced.output.split())
+    assert "warning:" in text and "--force" in text and f"{meta['max_abs']:.3g}" in text
+
+    assert CliRunner().invoke(app, [*base, "--cache", str(tmp_path / "none")]).exit_code == 2
+    wrong = CliRunner().invoke(app, ["export", "--checkpoint", str(every_task), "--out", str(out), "--force"])
+    assert wrong.exit_code == 2 and "--int8 only" in wrong.output
+
+
+def test_int8_above_the_default_bound_is_refused(tmp_path):
+    """A real case: `only:visual` trained on va, expr and au (tests/stage2/multitask.py's synthetic
+    cache, d_model 8) quantises badly: max |torch - int8| 0.095 on va's arousal (measured), above
+    INT8_BOUND. export_checkpoint refuses it; force=True writes it and records the error."""
+    root = synthetic_cache(tmp_path / "cache")
+    params = params_for(root, model={"fusion": "only:visual", "d_model": 8})
+    train_model(params, quiet=True)
+    ckpt, out = params.path(params.train.out), tmp_path / "head.onnx"
+    with pytest.raises(JmtError, match=r"not written: max \|torch - int8\| .* is above the bound 0.05; `--force`"):
+        export_checkpoint(ckpt, out, int8=True)
+    assert out.is_file() and not (tmp_path / "head.int8.onnx").exists()
+    r = export_checkpoint(ckpt, out, int8=True, force=True)
+    assert r.int8_error.max_abs > 1.5 * INT8_BOUND and r.int8_error.forced
+    assert int8_meta(r.int8) == json.loads(r.int8_error.to_meta())
