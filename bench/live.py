@@ -3,6 +3,7 @@ sizes, and the metric cost of causal mode per head. Numbers -> JSON + stdout.
 
     python bench/live.py --out docs/bench/live.json
     python bench/live.py --parts causal --out /tmp/c.json
+    python bench/live.py --parts live --only 320x240_15fps --load 1 --out docs/bench/live.json
 
 1. live: `jmt live VIDEO` at the video's own frame rate (`-re`, frames dropped when behind), the
    repository's checkpoint (models/model.pt: jmt on the demo's fer_xception + logmel_stats
@@ -10,7 +11,11 @@ sizes, and the metric cost of causal mode per head. Numbers -> JSON + stdout.
    640x480 and resampled to 30 fps; per-frame latency (decoder -> JSON line) p50/p95/p99 and
    the dropped frames, each run in a fresh process, with the checkpoint's faces.detect_every (2:
    the face held every other frame), with MTCNN on every frame, and with the head's ONNX export
-   in onnxruntime (`--runtime onnx`);
+   in onnxruntime (`--runtime onnx`); `--only` picks some of the six runs, `--live-threads` runs
+   each with `jmt live --threads N` (default: jmt's own, one), `--load N` runs N busy processes
+   beside them (a Python busy loop each, one core's worth; stopped at the end) and records them:
+   a machine whose cores are taken by something else (issue 25). A run is keyed by its name,
+   `_load<N>` and `_threads<N>` when given; the file's other live runs are kept;
 2. causal: every committed comparison run (runs/compare/<head>-seed<k>/model.pt) scored on the
    demo's validation and test splits with the offline protocol and with the causal one (the same
    models, the same frames): CCC mean per head, mean over seeds, and the difference.
@@ -19,7 +24,10 @@ sizes, and the metric cost of causal mode per head. Numbers -> JSON + stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +50,29 @@ from pipeline.stage2.protocol import labels_of, score, task_outputs  # noqa: E40
 from pipeline.tasks import tasks_of  # noqa: E402
 
 VIDEO = "data/demo/videos/batch1/demo_17.mp4"   # a validation video of the demo (10 s, 15 fps)
+CONFIGS = ("320x240_15fps", "320x240_15fps_detect_every_1", "320x240_15fps_onnx",
+           "640x480_30fps", "640x480_30fps_detect_every_1", "640x480_30fps_onnx")
+BUSY = "while True: pass"   # one core's worth of work, as another program on the machine would be
+
+
+@contextlib.contextmanager
+def busy_cores(n: int):
+    """n busy-loop processes beside the block; yields a dict filled at the end with what they
+    did: {"busy_processes", "what", "wall_s", "busy_cpu_s"} (their CPU time, from wait4)."""
+    record = {"busy_processes": n, "what": f"{n} x python -c {BUSY!r}" if n else "none"}
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(n)]
+    t0 = time.time()
+    try:
+        yield record
+    finally:
+        cpu = 0.0
+        for p in procs:
+            p.send_signal(signal.SIGKILL)
+            _, _, usage = os.wait4(p.pid, 0)
+            p.returncode = -signal.SIGKILL   # reaped here: Popen must not wait for it again
+            cpu += usage.ru_utime + usage.ru_stime
+        record["wall_s"] = round(time.time() - t0, 1)
+        record["busy_cpu_s"] = round(cpu, 1)
 
 
 def live_run(video: Path, checkpoint: Path, work: Path, name: str, extra: list[str]) -> dict:
@@ -57,27 +88,39 @@ def live_run(video: Path, checkpoint: Path, work: Path, name: str, extra: list[s
     return result
 
 
-def part_live(checkpoint: Path) -> dict:
+def part_live(checkpoint: Path, video: Path, only: list[str], load: int, threads: list[int] | None) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         big = work / "640x480_30fps.mp4"
-        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(REPO / VIDEO), "-vf", "scale=640:480,fps=30",
-                        "-c:v", "libx264", "-crf", "20", "-c:a", "copy", str(big)], check=True)
+        if any(name.startswith("640x480") for name in only):
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(video), "-vf", "scale=640:480,fps=30",
+                            "-c:v", "libx264", "-crf", "20", "-c:a", "copy", str(big)], check=True)
         graph = work / "model.onnx"
-        export_checkpoint(checkpoint, graph)
+        if any(name.endswith("_onnx") for name in only):
+            export_checkpoint(checkpoint, graph)
         onnx = ["--runtime", "onnx", "--onnx", str(graph)]
-        for name, video, extra in (("320x240_15fps", REPO / VIDEO, []),
-                                   ("320x240_15fps_detect_every_1", REPO / VIDEO, ["--detect-every", "1"]),
-                                   ("320x240_15fps_onnx", REPO / VIDEO, onnx),
-                                   ("640x480_30fps", big, []),
-                                   ("640x480_30fps_detect_every_1", big, ["--detect-every", "1"]),
-                                   ("640x480_30fps_onnx", big, onnx)):
-            r = live_run(video, checkpoint, work, name, extra)
-            out[name] = r
-            print(f"live {name}: {r['processed']} processed, {r['dropped']} dropped of {r['frames']}; latency ms "
-                  f"p50 {r['latency_ms']['p50']}, p95 {r['latency_ms']['p95']}, p99 {r['latency_ms']['p99']}",
-                  flush=True)
+        runs = {"320x240_15fps": (video, []),
+                "320x240_15fps_detect_every_1": (video, ["--detect-every", "1"]),
+                "320x240_15fps_onnx": (video, onnx),
+                "640x480_30fps": (big, []),
+                "640x480_30fps_detect_every_1": (big, ["--detect-every", "1"]),
+                "640x480_30fps_onnx": (big, onnx)}
+        with busy_cores(load) as beside:
+            for name in only:
+                for n in threads or [None]:
+                    key = name + (f"_load{load}" if load else "") + (f"_threads{n}" if n else "")
+                    r = live_run(runs[name][0], checkpoint, work, key,
+                                 runs[name][1] + (["--threads", str(n)] if n else []))
+                    r["busy_processes_beside"] = load
+                    out[key] = r
+                    print(f"live {key}: {r['processed']} processed, {r['dropped']} dropped of {r['frames']}; "
+                          f"latency ms p50 {r['latency_ms']['p50']}, p95 {r['latency_ms']['p95']}, "
+                          f"p99 {r['latency_ms']['p99']}; threads {r.get('threads')}", flush=True)
+        if load:
+            print(f"load: {beside}", flush=True)
+            for r in out.values():
+                r["load"] = beside
     return out
 
 
@@ -129,11 +172,18 @@ def main() -> None:
     ap.add_argument("--checkpoint", type=Path, default=REPO / "models/model.pt")
     ap.add_argument("--runs", type=Path, default=REPO / "runs/compare")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the causal part")
+    ap.add_argument("--video", type=Path, default=REPO / VIDEO, help="the live part's video (320x240, 15 fps)")
+    ap.add_argument("--only", nargs="+", default=list(CONFIGS), choices=CONFIGS, help="the live runs to do")
+    ap.add_argument("--load", type=int, default=0, metavar="N",
+                    help="N busy processes (one core each) beside the live runs, stopped at the end")
+    ap.add_argument("--live-threads", type=int, nargs="+", default=None, metavar="N",
+                    help="run each live run with `jmt live --threads N` for each N [default: jmt's own]")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     result: dict = {"machine": "this 2-core CPU", "torch_threads_causal": args.threads}
     if "live" in args.parts:
-        result["live"] = part_live(args.checkpoint)
+        old = json.loads(args.out.read_text()).get("live", {}) if args.out.is_file() else {}
+        result["live"] = {**old, **part_live(args.checkpoint, args.video, args.only, args.load, args.live_threads)}
     if "causal" in args.parts:
         torch.set_num_threads(args.threads)
         result["causal"] = part_causal(args.runs)

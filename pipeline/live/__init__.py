@@ -12,12 +12,24 @@ its last output). One JSON line per frame goes to stdout or `--out`, flushed as 
 
 `present` is each stream's mask (a face found; audio inside the track and voiced), the task
 outputs are activated (va clipped to [-1, 1] as `tasks.va.clip` says; softmax; sigmoid), and
-`latency_ms` runs from the frame leaving the decoder to its line. A frame dropped because the
-machine fell behind gets `{"frame": i, "time": t, "dropped": true}` and enters the model's window
-as a frame where no stream is present; the summary (stderr, and `--summary FILE`) counts them.
+`latency_ms` runs from the frame leaving the decoder to its line. A frame with no stream present
+(no face, no voiced audio: evaluate.anything_present) has no input at all: its task fields are
+null (`"va": null, "expr": null`), never a confident-looking value; it still enters the model's
+window. A frame dropped because the machine fell behind gets `{"frame": i, "time": t,
+"dropped": true}` and enters the model's window as a frame where no stream is present; the
+summary (stderr, and `--summary FILE`) counts them.
+
+Threads: PyTorch (stage 1 and the torch head) and onnxruntime (`--runtime onnx`) get `threads`
+intra-op threads, one by default: the stages run one after the other on this thread, and OpenMP
+threads that spin-wait against a core busy with anything else (ffmpeg, another program) cost far
+more than they gain (docs/live.md). The summary records the counts used.
+
 Ctrl-C (or SIGTERM), the end of the source, or a source that dies all end the run the same
 way: every frame already decoded is processed, its line written, the summary printed; a dying
-source is also an error (exit code 2) naming what ffmpeg said. A second Ctrl-C stops at once.
+source is also an error (exit code 2) naming what ffmpeg said. A source that decodes with errors
+(a truncated or corrupt file: ffmpeg goes on past them) is damaged: every line is written, a
+warning in media.damaged_message's wording goes to stderr and the summary (`damaged`), and the
+exit code is errors.DAMAGED_EXIT (3). A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
@@ -36,11 +48,13 @@ import torch
 import typer
 
 from pipeline.console import console
-from pipeline.errors import InputError, JmtError
+from pipeline.engine import torch_threads
+from pipeline.errors import DAMAGED_EXIT, InputError, JmtError
 from pipeline.live.features import LiveStage1
 from pipeline.live.source import Dropped, Frame, Source, describe
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import last_outputs
+from pipeline.stage2.evaluate import anything_present
 from pipeline.stage2.export import fold_parametrizations, load_model
 from pipeline.tasks import tasks_of
 
@@ -84,9 +98,13 @@ class CausalModel:
 
 
 def frame_line(frame: Frame, out, outputs: dict[str, np.ndarray], tasks: dict, latency_ms: float) -> dict:
-    """One frame's JSON object (module docstring)."""
+    """One frame's JSON object (module docstring): a frame with no stream present gets null outputs."""
     line: dict = {"frame": frame.index, "time": round(frame.time, 6), "present": out.masks, "box": out.box}
+    known = anything_present(out.masks)
     for name, task in tasks.items():
+        if not known:
+            line[name] = None
+            continue
         values = outputs[name]
         if name == "va" and getattr(task.options, "clip", False):
             values = np.clip(values, -1, 1)
@@ -97,16 +115,31 @@ def frame_line(frame: Frame, out, outputs: dict[str, np.ndarray], tasks: dict, l
 
 def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True, size: tuple[int, int] | None = None,
              fps: float | None = None, max_queue: int = 4, no_audio: bool = False,
-             detect_every: int | None = None, runtime: str = "torch", onnx: Path | None = None) -> dict:
+             detect_every: int | None = None, runtime: str = "torch", onnx: Path | None = None,
+             threads: int = 1) -> dict:
     """Runs a source to its end (or Ctrl-C / SIGTERM); writes the JSON lines to `out`; returns the summary.
     `detect_every`: MTCNN on every n-th frame (default: the checkpoint's faces.detect_every);
     `runtime` onnx: the head's graph from `jmt export` (`onnx`, default beside the checkpoint) in
-    onnxruntime; stage 1 stays PyTorch."""
+    onnxruntime; stage 1 stays PyTorch. `threads`: intra-op threads of PyTorch and onnxruntime
+    for the run (torch's own count restored after)."""
+    if threads < 1:
+        raise InputError(f"--threads {threads}: at least 1")
+    with torch_threads(threads):   # before the model loads: OnnxModel takes torch's count
+        return _run_live(spec, checkpoint, out, realtime=realtime, size=size, fps=fps, max_queue=max_queue,
+                         no_audio=no_audio, detect_every=detect_every, runtime=runtime, onnx=onnx)
+
+
+def _run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool, size: tuple[int, int] | None,
+              fps: float | None, max_queue: int, no_audio: bool, detect_every: int | None, runtime: str,
+              onnx: Path | None) -> dict:
     ckpt = checkpoints.read(Path(checkpoint))   # read, never executed
     params = checkpoints.params_of(ckpt)   # stage 1 as the model was trained
     if detect_every is not None:
         params = params.updated(faces={"detect_every": detect_every})
     model = load_model(ckpt, Path(checkpoint), runtime, onnx, spinning=False)   # stage 1 needs the cores between calls
+    session = getattr(model, "session", None)   # onnxruntime's
+    used_threads = {"torch": torch.get_num_threads(),
+                    "onnxruntime": session.get_session_options().intra_op_num_threads if session else None}
     if runtime == "torch":   # the TCN's weight_norm folded into plain weights once, not at every frame
         model = fold_parametrizations(model)
     widths = dict(ckpt["head"]["kwargs"]["streams"])
@@ -122,6 +155,7 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
     source = Source(info, sample_rate=params.audio.sample_rate, realtime=realtime, max_queue=max_queue,
                     stdin=sys.stdin.buffer if spec == "-" else None)
     latencies: list[float] = []
+    audio_waits: list[float] = []   # s each frame waited for its audio
     counts = {"frames": 0, "processed": 0, "dropped": 0}
     ended, failure = "end of source", None
     pending: Frame | None = None   # frame t waits for the next frame's time (its audio span ends there)
@@ -131,8 +165,10 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
         out.flush()
 
     def process(frame: Frame, stop: float, final: bool) -> None:
+        t0 = time.perf_counter()
         raw, base, done = source.audio_until(stage1.audio.needed(frame.time, stop), timeout=30.0 if final else 2.0) \
             if source.info.has_audio is not False else (np.zeros(0, np.float32), 0, True)
+        audio_waits.append(time.perf_counter() - t0)
         result = stage1.frame(frame.rgb, frame.time, stop, stage1.audio.track(raw, base, done))
         source.release_audio(stage1.audio.release_before(frame.time))   # older audio is never read again
         outputs = causal.push(result.features, result.masks)
@@ -186,14 +222,21 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
         source.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    damaged = None if failure else source.damaged()
     lat = np.asarray(latencies) if latencies else np.zeros(1)
-    summary = {"source": spec, "ended": "source died" if failure else ended, "error": failure, **counts,
+    waits = np.asarray(audio_waits) if audio_waits else np.zeros(1)
+    summary = {"source": spec, "ended": "source died" if failure else ended, "error": failure, "damaged": damaged,
+               **counts,
                "latency_ms": {"p50": round(float(np.percentile(lat, 50)), 2),
                               "p95": round(float(np.percentile(lat, 95)), 2),
                               "p99": round(float(np.percentile(lat, 99)), 2),
                               "max": round(float(lat.max()), 2)},
-               "fps": source.info.fps, "size": [source.info.width, source.info.height], "realtime": realtime,
-               "detect_every": params.faces.detect_every, "runtime": runtime}
+               "audio_wait_ms": {"total": round(float(waits.sum()) * 1000, 2),
+                                 "max": round(float(waits.max()) * 1000, 2)},
+               "fps": source.info.fps, "size": [source.info.width, source.info.height],
+               "orientation": info.orientation.describe() if info.kind == "file" else None,
+               "realtime": realtime, "detect_every": params.faces.detect_every, "runtime": runtime,
+               "threads": used_threads}
     return summary
 
 
@@ -221,6 +264,9 @@ def command(
     fps: Annotated[float | None, typer.Option(help="Frame rate of a pipe or camera (default: 25).")] = None,
     queue: Annotated[int, typer.Option(min=1, help="Frames that may wait before the oldest is dropped (a "
                                                    "decoder flushes its last few frames at once).")] = 4,
+    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads of PyTorch (stage 1, the torch head) "
+                                                     "and onnxruntime (--runtime onnx): one per stage by default; "
+                                                     "more spin against a busy core (docs/live.md).")] = 1,
     no_audio: Annotated[bool, typer.Option("--no-audio", help="The source has no audio track (a pipe or URL "
                                                               "whose audio is unknown).")] = False,
     detect_every: Annotated[int | None, typer.Option(min=1, help="Detect faces on every n-th frame, the last "
@@ -231,11 +277,14 @@ def command(
     onnx: Annotated[Path | None, typer.Option(help="The ONNX file for --runtime onnx (default: the "
                                                    "checkpoint's path with .onnx).")] = None,
 ) -> None:
-    """Predict every task of a checkpoint live, frame by frame in causal mode (JSON lines)."""
+    """Predict every task of a checkpoint live, frame by frame in causal mode (JSON lines). Frames with no
+    stream present get null outputs. Exit code 2: the source died; 3: it decoded with errors (truncated
+    or corrupt), every line written."""
     stream = open(out, "w", buffering=1) if out else sys.stdout
     try:
         result = run_live(source, checkpoint, stream, realtime=realtime, size=_size(size), fps=fps,
-                          max_queue=queue, no_audio=no_audio, detect_every=detect_every, runtime=runtime, onnx=onnx)
+                          max_queue=queue, no_audio=no_audio, detect_every=detect_every, runtime=runtime, onnx=onnx,
+                          threads=threads)
     finally:
         if out:
             stream.close()
@@ -247,3 +296,6 @@ def command(
                   f"{lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms", highlight=False)
     if result["error"]:
         raise JmtError(f"{result['error']} after {result['frames']} frames; every line up to it was written")
+    if result["damaged"]:
+        console.print(f"[yellow]warning[/] {result['damaged']}", highlight=False, soft_wrap=True)
+        raise typer.Exit(DAMAGED_EXIT)

@@ -1,7 +1,7 @@
 """`jmt live` on the tiny demo videos: frame by frame it computes what the offline pipeline
 computes with the same stage-1 settings, then the causal protocol (to 1e-5); pipes work; frames
 are dropped and counted when the consumer falls behind; a killed source and Ctrl-C end with every
-line written."""
+line written. Rotated, damaged and blank inputs, threads and warnings: test_live_inputs.py."""
 
 import json
 import os
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.live import run_live
 from pipeline.live.source import Source, describe
 from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
@@ -22,24 +21,13 @@ from pipeline.stage1.faces import run_faces
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import predict_entry_causal
 from pipeline.stage2.data import load_entries, mask_key
+from pipeline.stage2.evaluate import anything_present
 from pipeline.stage2.predict import _stage1_params
 from pipeline.tasks import tasks_of
 
+from .conftest import live_lines, outputs_of
+
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-# stage 1 done the way live does it: every frame detected, one frame per batch, no gap filling
-LIVE_LIKE = {"faces": {"detect_every": 1, "batch_size": 1}, "embed": {"batch_size": 1}, "audio": {"fill_gaps_s": 0.0}}
-
-
-@pytest.fixture(scope="module")
-def live_ckpt(trained, tmp_path_factory):
-    """The trained checkpoint with LIVE_LIKE stage-1 params."""
-    ckpt = torch.load(trained.path(trained.train.out), weights_only=True)
-    for section, values in LIVE_LIKE.items():
-        ckpt["params"][section] = {**ckpt["params"][section], **values}
-    path = tmp_path_factory.mktemp("live") / "model.pt"
-    torch.save(ckpt, path)
-    return path
 
 
 def offline_causal(ckpt_path, video, work):
@@ -56,16 +44,6 @@ def offline_causal(ckpt_path, video, work):
     return {t: tasks[t].activate(raw[t]) for t in tasks}, masks
 
 
-def live_lines(ckpt_path, source, out_path, **kw):
-    with open(out_path, "w") as out:
-        summary = run_live(str(source), ckpt_path, out, **kw)
-    return [json.loads(line) for line in out_path.read_text().splitlines()], summary
-
-
-def outputs_of(lines, task="va"):
-    return np.array([list(line[task].values()) for line in lines], np.float32)
-
-
 @pytest.mark.parametrize("video", ["batch1/demo_00.mp4", "batch2/demo_02.mp4"])
 def test_live_equals_the_offline_causal_prediction(live_ckpt, tiny_corpus, tmp_path, video):
     path = tiny_corpus / "videos" / video
@@ -77,7 +55,9 @@ def test_live_equals_the_offline_causal_prediction(live_ckpt, tiny_corpus, tmp_p
         assert [line["present"][s] for line in lines] == m.tolist()
     assert masks["visual"].any() and masks["audio"].any()
     assert not masks["visual"].all() or not masks["audio"].all()   # some frame lacks a stream
-    np.testing.assert_allclose(outputs_of(lines), np.clip(want["va"], -1, 1), atol=1e-5, rtol=0)
+    known = anything_present(masks)   # the others' outputs are null
+    assert [line["va"] is not None for line in lines] == known.tolist()
+    np.testing.assert_allclose(outputs_of(lines)[known], np.clip(want["va"], -1, 1)[known], atol=1e-5, rtol=0)
 
 
 def test_a_pipe_gives_the_same_lines_as_the_file(live_ckpt, tiny_corpus, tmp_path):
@@ -171,8 +151,10 @@ def test_live_with_the_onnx_head_gives_the_torch_lines(live_ckpt, tiny_corpus, t
     path = tiny_corpus / "videos/batch1/demo_00.mp4"
     torch_lines, _ = live_lines(live_ckpt, path, tmp_path / "torch.jsonl", realtime=False)
     onnx_lines, summary = live_lines(live_ckpt, path, tmp_path / "onnx.jsonl", realtime=False, runtime="onnx",
-                                     onnx=graph)
+                                     onnx=graph, threads=2)
     assert summary["runtime"] == "onnx" and summary["processed"] == len(torch_lines)
+    assert summary["threads"] == {"torch": 2, "onnxruntime": 2}   # --threads reaches onnxruntime's session
+    assert torch.get_num_threads() == 1                           # and the caller's count is back
     np.testing.assert_allclose(outputs_of(onnx_lines), outputs_of(torch_lines), atol=1e-4, rtol=0)
 
 
