@@ -305,12 +305,14 @@ def iter_frames(path: Path, width: int, height: int, *, batch: int = 32,
         proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=errfile)
         try:
             while True:
-                buf = proc.stdout.read(frame_bytes * batch)
-                n = len(buf) // frame_bytes
+                # read into a fresh array: writable, as torch wants the numpy arrays it wraps
+                out = np.empty((batch, height, width, 3), np.uint8)
+                got = proc.stdout.readinto(memoryview(out).cast("B"))   # loops until full or EOF
+                n = got // frame_bytes
                 if n:
                     decoded += n
-                    yield np.frombuffer(buf[: n * frame_bytes], np.uint8).reshape(n, height, width, 3)
-                if len(buf) < frame_bytes * batch:
+                    yield out[:n]
+                if got < frame_bytes * batch:
                     break
         finally:
             proc.stdout.close()
