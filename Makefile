@@ -34,7 +34,7 @@ $(STAMP): $(REQS)
 
 # The demo on all three tasks (demo corpus -> stage 1 -> the default model -> the comparison of the
 # fusion heads trained on valence-arousal, expression and action units together -> report), then
-# cache checks, README's results section from metrics/compare-tasks.json, and the tables.
+# cache checks, the results page (docs/results.md) and README's headline from metrics/compare-tasks.json, and the tables.
 # The comparison (24 training runs, most of the time) runs on a Ray instance started on this
 # machine, one run per core: the same numbers as the local engine (each run uses
 # run.compare.cpus threads in both; tests/stage2/test_compare_ray.py), about half the time on
@@ -72,7 +72,7 @@ three-streams: setup
 
 # The JMT authors' two streams (params-tsav.yaml: R(2+1)D-18 on face clips, ResNet-18 on log-mel),
 # offline: weight files of their names in their published layouts, with RANDOM values (real files
-# go in the same place: README, "The JMT authors' streams"), then embed, train and evaluate.
+# go in the same place: docs/pipeline.md, "The JMT authors' streams"), then embed, train and evaluate.
 tsav: setup
 	dvc repro faces audio labels
 	test -f data/weights/vision_TSAV_Sub4_544k.pt || $(BIN)/python scripts/make_tsav_checkpoints.py --out data/weights
