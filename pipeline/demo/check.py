@@ -110,7 +110,7 @@ def check_corpus(root: Path, prob: float = 0.9) -> dict:
         w, h = v["width"], v["height"]
         found = {p["side"]: [] for p in v["persons"]}
         n_decoded = 0
-        for batch in iter_frames(root / v["video"], w, h, batch=16):
+        for batch in iter_frames(root / v["video"], w, h, batch=16, orientation=info.orientation):
             boxes, probs = mtcnn.detect(list(batch))
             for b, pr in zip(boxes, probs):
                 centres = [] if b is None else [

@@ -310,7 +310,7 @@ def write_overlay(video: Path, out: Path, *, times: np.ndarray, outputs: dict[st
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stderr=errfile)
         task = bar.add_task(f"overlay {video.name}", total=len(times) or None)
         try:
-            for batch in iter_frames(video, w, h):   # (b, h, w, 3)
+            for batch in iter_frames(video, w, h, orientation=info.orientation):   # (b, h, w, 3): probed once
                 for frame in batch:
                     proc.stdin.write(memoryview(draw(frame, n)))   # C-contiguous: no copy
                     n += 1
