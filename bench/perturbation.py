@@ -10,17 +10,25 @@ a finding. This script makes such a change on purpose and checks every verdict:
    file and table, and runs the whole comparison on it (every run is retrained; this takes a
    full comparison's time);
 3. compares the significance verdicts with the original comparison's `compare.metrics`: every
-   interval's verdict (pipeline/stage2/verdicts.py: above / below the reference, includes 0,
-   or within rerun noise, each with its rerun margin) for both splits, every key (each task's
-   metric and, with several tasks, their sum `score`) and both interval kinds, overall and on
-   every availability subset of each task; whether each interval is used in the findings (the
-   video bootstrap is not below compare.min_videos_bootstrap); and, descriptive only, the
-   ranking of the heads per split and key and the winner of every subset.
+   interval's verdict (pipeline/stage2/verdicts.py: `better` / `worse` than the reference when
+   its Holm-adjusted p-value of "within the rerun margin" is below 1 - confidence, over its
+   family; else `within rerun noise` when a bound lies within the margin; else `no difference
+   shown`; `indicative` for a bootstrap over too few videos) for both splits, every key (each
+   task's metric and, with several tasks, their sum `score`) and both interval kinds, overall and
+   on every availability subset of each task; whether each interval is used in the findings (not
+   `indicative`); and, descriptive only, the ranking of the heads per split and key and the
+   winner of every subset.
 
-The check holds when no verdict the findings use is contradicted: the same on both sides, or
-`within noise` (not stated) on one of them. A rule without a margin cannot promise more: any
-threshold has intervals that end next to it. It also reports what the plain rule (excludes 0 or
-not, no margin) would have changed.
+Each interval row gets a status (bench/common.py, `verdict_status`): `same`; `withheld`, within
+rerun noise (or indicative) on one side: nothing stated there, nothing contradicted; `weakened`,
+better or worse on one side and no difference shown on the other: a difference shown on one
+machine and not shown on the other, its interval wider there or its p no longer low enough after
+Holm's correction (which moves with every other p of the family): absence of evidence, counted
+apart from contradictions; `contradicted`, better on one side and worse on the other, or a verdict
+on one side only (n/a on the other). The check holds when no verdict the findings use is
+contradicted. A rule without a margin cannot promise more: any threshold has intervals that end
+next to it. It also reports what the rule without a margin (k = 0, Holm's correction kept) would
+have changed.
 
 Prints a table and writes --out (docs/bench/perturbation.json).
 
@@ -48,7 +56,7 @@ from pipeline.stage2.compare.aggregate import SCORE
 from pipeline.stage2.verdicts import STATED, annotate, paired_blocks
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
-from common import REPO, verdict_status  # noqa: E402
+from common import REPO, STATUSES, verdict_status  # noqa: E402
 
 # params keys holding paths: made absolute (the params file moves to --work); and each stream's
 # `embed.streams.<name>.checkpoint`
@@ -127,13 +135,17 @@ def verdicts(result: dict, k: float | None = None) -> dict[str, dict]:
     """Every verdict the findings can draw from a compare.json, flat. Keys
     `<split>/<key>/<subset>/<head>/<seeds|videos>` (key: a task or `score`, the sum of the
     tasks' metrics; subset `all` = every valid frame, else an availability subset of the task)
-    for each head but the reference: {"verdict" (pipeline.stage2.verdicts: above, below,
-    includes 0, within noise; n/a when not scored), "used" (the findings may cite it: not an
-    indicative bootstrap), "low", "high", "margin", "kind": "interval"}. And, descriptive (no
-    interval behind them, never a significance verdict): `<split>/<key>/ranking` (heads by the
-    key's main metric) and `<split>/<task>/<subset>/best`. k: the rerun margin in sds (None:
-    the one the result was annotated with, else 2)."""
-    if k is not None or "rerun_margin" not in result:
+    for each head but the reference: {"verdict" (pipeline.stage2.verdicts: better, worse, no
+    difference shown, within rerun noise, indicative; n/a when not scored), "used" (the findings
+    may cite it: not an indicative bootstrap), "low", "high", "margin", "kind": "interval"}. And,
+    descriptive (no interval behind them, never a significance verdict): `<split>/<key>/ranking`
+    (heads by the key's main metric) and `<split>/<task>/<subset>/best`.
+
+    k: the rerun margin in sds. None, or the one the result was annotated with: its own verdicts.
+    Another k, or a result without Holm's families (annotated before the correction, or never):
+    annotated again (k None: 2); a compare.json keeps no bootstrap draws, so its bootstrap
+    intervals then take the unadjusted rule (their bounds against the margin, in no family)."""
+    if "families" not in result or (k is not None and k != result.get("rerun_margin")):
         result = annotate(copy.deepcopy(result), 2.0 if k is None else k)
     res, ref = result["results"], result["reference"]
     out: dict[str, dict] = {}
@@ -170,9 +182,10 @@ def verdicts(result: dict, k: float | None = None) -> dict[str, dict]:
 
 
 def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) -> dict:
-    """The verdicts of two comparisons side by side: one row per key (either side), its status,
-    and counts. The check holds when no interval verdict the findings use is contradicted.
-    `plain` counts what the plain rule (no margin: excludes 0 or not) would have changed."""
+    """The verdicts of two comparisons side by side: one row per key (either side), its status
+    (`verdict_status`), and counts of the interval rows the findings use per status, `weakened`
+    apart from `contradicted`. The check holds when none is contradicted. `plain_rule_changed`
+    counts the verdicts the rule without a margin (k = 0) would have changed."""
     a, b = verdicts(original, k), verdicts(perturbed, k)
     missing = {"verdict": "missing", "used": False, "kind": "interval"}
     rows = []
@@ -189,8 +202,7 @@ def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) ->
     pa, pb = verdicts(original, 0), verdicts(perturbed, 0)
     count = lambda status: sum(r["status"] == status for r in intervals)  # noqa: E731
     summary = {
-        "interval_verdicts": len(intervals), "same": count("same"), "withheld": count("withheld"),
-        "contradicted": count("contradicted"),
+        "interval_verdicts": len(intervals), **{status: count(status) for status in STATUSES},
         "stated_original": sum(r["original"] in STATED for r in intervals),
         "stated_perturbed": sum(r["perturbed"] in STATED for r in intervals),
         "stated_both_same": sum(r["status"] == "same" and r["original"] in STATED for r in intervals),
@@ -200,8 +212,8 @@ def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) ->
         "rankings_same": all(r["status"] == "same" for r in rows if r["key"].endswith("/ranking")),
     }
     summary["holds"] = summary["contradicted"] == 0
-    return {"summary": summary, "contradicted": [r["key"] for r in intervals if r["status"] == "contradicted"],
-            "withheld": [r["key"] for r in intervals if r["status"] == "withheld"], "rows": rows}
+    return {"summary": summary, **{status: [r["key"] for r in intervals if r["status"] == status]
+                                   for status in STATUSES if status != "same"}, "rows": rows}
 
 
 def score_shift(original: dict, perturbed: dict) -> dict[str, float]:
@@ -227,10 +239,11 @@ def print_table(diff: dict) -> None:
               f"{'yes' if r['used'] else 'no':>4}  {r['status'].upper() if r['status'] != 'same' else 'same'}")
     s = diff["summary"]
     print(f"\n{s['interval_verdicts']} interval verdicts the findings use: {s['same']} the same, {s['withheld']} "
-          f"withheld on one side (within rerun noise there), {s['contradicted']} contradicted -> the check "
+          f"withheld on one side (within rerun noise or indicative there), {s['weakened']} weakened (a "
+          f"difference shown on one side, not shown on the other), {s['contradicted']} contradicted -> the check "
           f"{'HOLDS' if s['holds'] else 'FAILS'}. Stated on both sides and the same: {s['stated_both_same']} "
-          f"(stated: {s['stated_original']} original, {s['stated_perturbed']} perturbed). The plain rule "
-          f"(no margin) would have changed {s['plain_rule_changed']}. Rankings the same: {s['rankings_same']}; "
+          f"(stated: {s['stated_original']} original, {s['stated_perturbed']} perturbed). The rule without a "
+          f"margin would have changed {s['plain_rule_changed']}. Rankings the same: {s['rankings_same']}; "
           f"descriptive rows changed: {', '.join(s['descriptive_changed']) or 'none'}.")
 
 
@@ -259,7 +272,7 @@ def main() -> None:
     args = ap.parse_args()
     from pipeline.config import load_params
     from pipeline.stage2.compare import run_compare
-    from pipeline.stage2.compare.runs import _PIPELINE, TRAINING_CODE, files_fingerprint, shared_params
+    from pipeline.stage2.compare.runs import code_fingerprint, shared_params
 
     base = load_params(args.params)
     k = base.compare.rerun_margin if args.margin is None else args.margin
@@ -279,7 +292,7 @@ def main() -> None:
         # the only difference allowed between the two comparisons is the perturbation
         now = {"cache": cache.fingerprint(base.path(base.embed.out)),
                "labels": cache.fingerprint(base.path(base.labels.out)),
-               "code": files_fingerprint(TRAINING_CODE, _PIPELINE)}
+               "code": {h: code_fingerprint(h, base.train.tasks) for h in original["heads"]}}
         what = {"cache": "embeddings cache", "labels": "labels cache", "code": "stage-2 training code"}
         stale = [what[key] for key in now if original["fingerprints"].get(key) != now[key]]
         if json.loads(json.dumps(shared_params(base))) != original["params"]:

@@ -13,13 +13,18 @@ as well as the current one (`val_va_ccc_mean`, `scores[split][condition]["va"][m
 With `--metrics A B` (the two compare.json) it also reports, per head and split, how far the
 paired difference from the reference (valence-arousal CCC mean, t over seeds) moved against
 the rerun margin, and whether any interval verdict (t over seeds, bootstrap over videos; all
-frames) changed: `same`, `withheld` (within rerun noise on one side) or `contradicted`.
+frames) changed (bench/common.py, `verdict_status`): `same`, `withheld` (within rerun noise or
+indicative on one side), `weakened` (better or worse on one side, no difference shown on the
+other) or `contradicted` (better against worse, or a verdict on one side only). Verdicts in the
+words of jmt before Holm's correction (above, below, includes 0, within noise) are read as
+better, worse, no difference shown, within rerun noise.
 
 With `--rows CHECK.json SIDE NEW.json` it checks the interval verdicts one side of a
 `bench/perturbation.py` check recorded (SIDE: `original` or `perturbed`; its rows name
 `split/subset/head/interval` in the old code's subsets `all`, `both`, `no_face`, `no_audio`)
-against a comparison the current code wrote: how the refactor was checked against the old code's
-comparison on this machine, whose own compare.json was not kept, only that check's rows.
+against a comparison the current code wrote, with the same statuses: how the refactor was
+checked against the old code's comparison on this machine, whose own compare.json was not kept,
+only that check's rows.
 
     .venv/bin/python bench/same_runs.py --rows docs/bench/committed_vs_this_machine.json perturbed \
         NEW/metrics/compare.json --out docs/bench/refactor_verdicts.json
@@ -35,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
-from common import verdict_status, write_json  # noqa: E402
+from common import STATUSES, verdict_status, write_json  # noqa: E402
 
 # the unimodal references' names before the refactor -> now (their folders: only_<stream>)
 RENAMED = {"audio_only": "only:audio", "visual_only": "only:visual"}
@@ -96,7 +101,7 @@ def _paired(result: dict, head: str, split: str) -> dict:
 
 def compare_verdicts(a: dict, b: dict) -> dict:
     """Per head and split: the shift of the paired difference and each interval's verdicts."""
-    rows, counts = [], {"same": 0, "withheld": 0, "contradicted": 0}
+    rows, counts = [], dict.fromkeys(STATUSES, 0)
     for head in a["heads"]:
         if head == a["reference"]:
             continue
@@ -120,8 +125,9 @@ OLD_SUBSETS = {"both": "all_streams", "no_face": "no_visual", "no_audio": "no_au
 
 def verdicts_vs_rows(check: dict, side: str, new: dict) -> dict:
     """The interval verdicts of one side of a perturbation check's rows against a current
-    comparison (va): same, withheld (within rerun noise on one side) or contradicted."""
-    rows, counts = [], {"same": 0, "withheld": 0, "contradicted": 0}
+    comparison (va), each with its status (`verdict_status`: same, weakened, withheld or
+    contradicted) and the count of each."""
+    rows, counts = [], dict.fromkeys(STATUSES, 0)
     for row in check["rows"]:
         if row["kind"] != "interval":
             continue
@@ -136,6 +142,10 @@ def verdicts_vs_rows(check: dict, side: str, new: dict) -> dict:
         counts[kind] += 1
         rows.append({"key": row["key"], "old": old, "new": verdict, "status": kind})
     return {"rows": rows, **counts}
+
+
+def _counts(verdicts: dict) -> str:
+    return "interval verdicts: " + ", ".join(f"{verdicts[status]} {status}" for status in STATUSES)
 
 
 def main() -> None:
@@ -154,8 +164,7 @@ def main() -> None:
         for r in verdicts["rows"]:
             if r["status"] != "same":
                 print(f"{r['key']}: {r['old']} -> {r['new']} ({r['status']})")
-        print(f"interval verdicts: {verdicts['same']} same, {verdicts['withheld']} withheld, "
-              f"{verdicts['contradicted']} contradicted")
+        print(_counts(verdicts))
         if args.out:
             write_json(args.out, {"check": args.rows[0], "side": args.rows[1], "new": args.rows[2], **verdicts})
         return
@@ -176,8 +185,7 @@ def main() -> None:
             print(f"{r['head']:12s} {r['split']:10s} difference {r['difference'][0]:+.4f} -> {r['difference'][1]:+.4f} "
                   f"(shift {r['shift']:+.4f}, margins ±{r['margin'][0]:.4f} / ±{r['margin'][1]:.4f}); "
                   f"t: {' -> '.join(r['seeds'][:2])}; bootstrap: {' -> '.join(r['videos'][:2])}")
-        print(f"interval verdicts: {verdicts['same']} same, {verdicts['withheld']} withheld, "
-              f"{verdicts['contradicted']} contradicted")
+        print(_counts(verdicts))
         summary["verdicts"] = verdicts
     if args.out:
         write_json(args.out, summary)

@@ -3,13 +3,17 @@
 params.yaml has one section per stage. Unknown keys, wrong types and bad values fail
 before any work starts, with a message naming the file and the key
 (e.g. ``params.yaml: demo.fps: Input should be greater than 0``).
-Paths inside params are relative to the params file's folder, so one checkout can
-serve several corpora, each with its own params file.
+Paths inside params (the fields typed `PathStr`) are relative to the folder of the params file
+that sets them, so one checkout can serve several corpora, each with its own params file, and a
+variant in another folder may start from a `base:` file whose paths stay its own.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -26,6 +30,18 @@ DEFAULT_PARAMS = Path("params.yaml")
 PosInt = Annotated[int, Field(ge=1)]
 PosFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
+
+
+class _Path:
+    """The mark of a params field that holds a path (`PathStr`): relative to the folder of the
+    params file that sets it (`load_params` rewrites a `base:` file's from its folder)."""
+
+    def __repr__(self) -> str:
+        return "PATH"
+
+
+PATH = _Path()
+PathStr = Annotated[str, PATH]
 # A stream's name: a key of embed.streams, a dataset name in the cache, a module key in the heads
 # and part of condition names (`no_<stream>`): lower case, digits and underscores.
 StreamName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
@@ -62,7 +78,7 @@ class DemoSize(Section):
 class DemoParams(Section):
     """`jmt demo`: the synthetic Aff-Wild2-layout corpus."""
 
-    out: str = "data/demo"
+    out: PathStr = "data/demo"
     seed: int = 0
     fps: PosFloat = 15.0
     odd_fps: PosFloat | None = Field(
@@ -79,9 +95,9 @@ class DemoParams(Section):
 class CorpusParams(Section):
     """Which corpus stage 1 reads, and how."""
 
-    root: str = "data/demo"
+    root: PathStr = "data/demo"
     layout: Literal["affwild2", "manifest"] = "affwild2"
-    manifest: str | None = Field(default=None, description="CSV (layout: manifest)")
+    manifest: PathStr | None = Field(default=None, description="CSV (layout: manifest)")
     label_tolerance: Annotated[int, Field(ge=0)] = 5   # jmt labels: rows may differ from frames by this many
 
     @model_validator(mode="after")
@@ -97,9 +113,9 @@ OnError = Literal["skip", "fail"]
 class FacesParams(Section):
     """`jmt faces`: detection, tracking and alignment of the annotated person's face."""
 
-    out: str = "data/cache/faces"
+    out: PathStr = "data/cache/faces"
     source: Literal["mtcnn", "cropped_aligned"] = "mtcnn"
-    cropped_aligned: str | None = Field(default=None, description="<dir>/<entry>/%05d.jpg")
+    cropped_aligned: PathStr | None = Field(default=None, description="<dir>/<entry>/%05d.jpg")
     crop_size: Annotated[int, Field(ge=32, le=512)] = 112
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 92
     min_prob: Annotated[float, Field(gt=0, lt=1)] = 0.9
@@ -121,7 +137,7 @@ class FacesParams(Section):
 class AudioParams(Section):
     """`jmt audio`: log-mel spectrograms and each video frame's audio window."""
 
-    out: str = "data/cache/audio"
+    out: PathStr = "data/cache/audio"
     sample_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
     n_mels: Annotated[int, Field(ge=8, le=256)] = 64
     win_ms: PosFloat = 20.0
@@ -144,7 +160,7 @@ class BackboneParams(Section):
 
     name: str
     pretrained: bool = Field(default=False, description="download from the hub (online only)")
-    checkpoint: str | None = Field(default=None, description="local weights file")
+    checkpoint: PathStr | None = Field(default=None, description="local weights file")
     allow_random: bool = Field(default=False, description="random weights (loud warning)")
     layer: Annotated[int, Field(ge=1)] | None = Field(
         default=None, description="which transformer layer's output to pool (SSL audio backbones; "
@@ -172,7 +188,7 @@ class BackboneParams(Section):
 class LabelsParams(Section):
     """`jmt labels`: every entry's annotations, per task, aligned to its frames."""
 
-    out: str = "data/cache/labels"
+    out: PathStr = "data/cache/labels"
     on_error: OnError = "skip"
 
 
@@ -180,7 +196,7 @@ class EmbedParams(Section):
     """`jmt embed`: one frozen backbone per stream over the cached faces and audio. The streams'
     order is kept: stage 2 takes it from the cache (JMT's authors' order: visual, audio)."""
 
-    out: str = "data/cache/embeddings"
+    out: PathStr = "data/cache/embeddings"
     streams: dict[StreamName, BackboneParams] = Field(min_length=1)
     batch_size: PosInt = 128
     device: str = "auto"
@@ -208,8 +224,8 @@ TaskName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 class TrainParams(Section):
     """`jmt train`: optimisation on the cached embeddings."""
 
-    out: str = "models/model.pt"
-    live_dir: str = "dvclive/train"
+    out: PathStr = "models/model.pt"
+    live_dir: PathStr = "dvclive/train"
     tasks: list[TaskName] = Field(default_factory=lambda: ["va"], min_length=1)   # pipeline/tasks
     task_weights: dict[TaskName, PosFloat] = Field(default_factory=dict)          # loss weights (default 1)
     seed: int = 0
@@ -253,8 +269,8 @@ class TrainParams(Section):
 class EvaluateParams(Section):
     """`jmt evaluate`: the official protocol (each task's post-processing: `tasks`), prediction files."""
 
-    metrics: str = "metrics/eval.json"
-    out: str = "reports/eval"
+    metrics: PathStr = "metrics/eval.json"
+    out: PathStr = "reports/eval"
     # offline: overlapping windows, averaged; causal: frame t from the window ending at t
     # (pipeline/stage2/causal.py)
     protocol: Literal["offline", "causal"] = "offline"
@@ -290,9 +306,9 @@ class CompareParams(Section):
                              min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     reference: str = "jmt"          # every other head is compared with this one, paired by seed
-    runs: str = "runs/compare"      # one folder per (head, seed): checkpoint, predictions, run.json
-    metrics: str = "metrics/compare.json"
-    table: str = "reports/compare.md"
+    runs: PathStr = "runs/compare"      # one folder per (head, seed): checkpoint, predictions, run.json
+    metrics: PathStr = "metrics/compare.json"
+    table: PathStr = "reports/compare.md"
     confidence: Annotated[float, Field(gt=0, lt=1)] = 0.95
     bootstrap: Annotated[int, Field(ge=100)] = 2000   # resamples of the videos
     # below this many videos the bootstrap is shown as indicative, never used in verdicts
@@ -318,7 +334,7 @@ class CompareParams(Section):
 class ReportParams(Section):
     """`jmt report`: figures and reports/index.md from the comparison."""
 
-    out: str = "reports"            # index.md here, PNGs in <out>/figures/
+    out: PathStr = "reports"            # index.md here, PNGs in <out>/figures/
     videos: PosInt = 3              # validation videos drawn as curves
     dpi: Annotated[int, Field(ge=50, le=600)] = 110
 
@@ -379,9 +395,10 @@ class Params(Section):
         return self._root
 
     def path(self, relative: str | Path) -> Path:
-        """Resolves a params path (relative to the params file's folder)."""
+        """Resolves a params path (relative to the params file's folder), `..` taken out: a path a
+        `base:` file in another folder set (`../jmt/data/cache`) names its folder as the base does."""
         p = Path(relative).expanduser()
-        return p if p.is_absolute() else self._root / p
+        return p if p.is_absolute() else Path(os.path.normpath(self._root / p))
 
     def updated(self, **sections: dict[str, Any]) -> Params:
         """A copy with some keys of some sections replaced, validated as a params file is, with
@@ -422,13 +439,56 @@ def parse_params(data: Any, *, source: str = "params", root: Path | None = None)
     return params
 
 
-def _read_yaml(path: Path) -> Any:
+def _read_yaml(path: Path, named_by: Path | None = None) -> Any:
     if not path.is_file():
-        raise ParamsError(f"{path}: params file not found (pass --params PATH)")
+        where = (f"named by `base:` in {named_by}" if named_by is not None else
+                 "run jmt in the folder that holds it, or pass --params PATH")
+        raise ParamsError(f"{path}: params file not found (looked for {path.absolute()}; {where})")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+
+
+def _path_keys(tp: Any, at: tuple[str, ...] = (), marks: tuple = ()) -> list[tuple[str, ...]]:
+    """Where the schema `tp` holds paths: the key of every field typed `PathStr`, `*` standing
+    for any key of a mapping (`embed.streams.*.checkpoint`)."""
+    if any(m is PATH for m in marks):
+        return [at]
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Annotated:
+        return _path_keys(args[0], at, args[1:])
+    if origin in (typing.Union, types.UnionType):
+        return [key for arg in args for key in _path_keys(arg, at)]
+    if origin is dict:
+        return _path_keys(args[1], (*at, "*"))
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return [key for name, field in tp.model_fields.items()
+                for key in _path_keys(field.annotation, (*at, name), tuple(field.metadata))]
+    return []
+
+
+PATH_KEYS = _path_keys(Params)  # ("corpus", "root"), ("embed", "streams", "*", "checkpoint"), ...
+
+
+def _rebased(data: dict, folder: Path, root: Path) -> dict:
+    """A params file's mapping with its relative paths (PATH_KEYS) rewritten from its own folder
+    to `root`'s, so they name the same files when `root`'s file takes it as its `base:`; absolute
+    paths and `~` stay as written, and a file in `root` itself is returned as it is."""
+    folder, root = folder.resolve(), root.resolve()
+    if folder == root:
+        return data
+    data = copy.deepcopy(data)
+    for key in PATH_KEYS:
+        nodes = [data]
+        for part in key[:-1]:
+            nodes = [child for node in nodes if isinstance(node, dict)
+                     for child in (node.values() if part == "*" else [node.get(part)])]
+        for node in nodes:
+            value = node.get(key[-1]) if isinstance(node, dict) else None
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                node[key[-1]] = os.path.relpath(folder / value, root)
+    return data
 
 
 WHOLE = {("embed", "streams"), ("train", "task_weights")}  # taken whole from the file that gives them
@@ -450,7 +510,12 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
 
     A file may start from another: `base: params.yaml` (relative to this file's folder) takes
     that file's sections and lays this file's keys over them, so a variant (other tasks, a third
-    stream) states only what differs. Paths in both are relative to THIS file's folder."""
+    stream) states only what differs; the base may have a base of its own. Every relative path
+    (a `PathStr` field) is taken from the folder of the file that writes it: a base in another
+    folder (`base: ../jmt/params.yaml`) has its paths rewritten relative to this file's folder
+    (`data/cache/embeddings` -> `../jmt/data/cache/embeddings`), while the keys this file sets
+    are relative to its own, as are the defaults of keys no file sets. A base in the same folder
+    changes no path."""
     path = Path(path)
     data, current, seen = _read_yaml(path), path, [path.resolve()]
     while isinstance(data, dict) and "base" in data:
@@ -458,9 +523,10 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         if base.resolve() in seen:
             raise ParamsError(f"{current}: base: {data['base']} makes a loop ({' -> '.join(map(str, seen))})")
         seen.append(base.resolve())
-        parent = _read_yaml(base)
+        parent = _read_yaml(base, named_by=current)
         if not isinstance(parent, dict):
             raise ParamsError(f"{base}: expected a mapping of sections (the base of {current})")
-        data = _merge({k: v for k, v in parent.items()}, {k: v for k, v in data.items() if k != "base"})
+        parent = _rebased(parent, base.parent, path.parent)
+        data = _merge(parent, {k: v for k, v in data.items() if k != "base"})
         current = base
     return parse_params(data, source=str(path), root=path.parent)

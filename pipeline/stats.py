@@ -1,26 +1,29 @@
 """Paired comparisons of two heads, for `jmt compare`: per-seed differences with a Student t
-interval (over seeds), and a bootstrap over videos of the metric difference on one split (any
-task's metric, or the sum of several: `Part`)."""
+interval (over seeds), a bootstrap over videos of the metric difference on one split (any task's
+metric, or the sum of several: `Part`), each video's own metric, the standardised effect d_z with
+its exact interval, the p-value of "the difference lies within +-margin" for either interval, and
+Holm's step-down adjustment of a family of p-values."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
-
+from scipy import optimize, stats
 
 
 @dataclass(frozen=True)
 class Interval:
-    """A difference (candidate - reference) with its confidence interval."""
+    """A difference (candidate - reference) with its confidence interval; `draws`, for a
+    bootstrap, its finite resampled statistics (not part of equality)."""
 
     mean: float
     low: float
     high: float
     n: int
     method: str
+    draws: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def excludes_zero(self) -> bool:
@@ -49,6 +52,96 @@ class Part:
     labels: dict[str, tuple[np.ndarray, np.ndarray]]
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment, in the order given: with p sorted ascending,
+    p_holm_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)) (m = the family's size). Rejecting where
+    p_holm < alpha keeps the chance of any false rejection in the family below alpha, whatever
+    the dependence between the tests (Holm 1979)."""
+    p = np.asarray(p_values, np.float64)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = stepped
+    return [float(x) for x in out]
+
+
+def p_beyond_margin_t(low: float, high: float, n: int, margin: float, confidence: float) -> float:
+    """p-value of "the difference lies within +-margin" from a paired t interval [low, high] over
+    n values at `confidence`: t = (|centre| - margin) / se, p = min(1, 2 sf_{n-1}(t)), se read
+    off the interval's half-width (half / t_{(1+c)/2, n-1}). So p < 1 - confidence exactly when
+    low > margin or high < -margin. A zero-width interval: 0 if it lies beyond the margin, else 1."""
+    centre, half = (low + high) / 2, (high - low) / 2
+    if half <= 0:
+        return 0.0 if abs(centre) > margin else 1.0
+    se = half / stats.t.ppf((1 + confidence) / 2, n - 1)
+    return float(min(1.0, 2 * stats.t.sf((abs(centre) - margin) / se, n - 1)))
+
+
+def _level_below(sorted_draws: np.ndarray, value: float) -> float:
+    """The largest level a at which np.quantile(draws, a) (linear interpolation) is <= value: the
+    quantile function inverted, so np.quantile(draws, a') > value exactly when a' > this."""
+    x, n = sorted_draws, len(sorted_draws)
+    if value < x[0]:
+        return 0.0
+    if value >= x[-1] or n == 1:
+        return 1.0
+    i = int(np.searchsorted(x, value, side="right")) - 1     # x[i] <= value < x[i + 1]
+    return float((i + (value - x[i]) / (x[i + 1] - x[i])) / (n - 1))
+
+
+def p_beyond_margin_draws(draws: np.ndarray, margin: float) -> float:
+    """p-value of "the difference lies within +-margin" from a percentile bootstrap's draws: twice
+    the smaller tail level at which a percentile bound reaches the margin (about
+    2 min(frac(draws <= margin), frac(draws >= -margin)); exactly the inverse of np.quantile), so
+    p < 1 - confidence exactly when the percentile interval at that confidence clears the margin."""
+    x = np.sort(np.asarray(draws, np.float64))
+    return float(min(1.0, 2 * _level_below(x, margin), 2 * _level_below(np.sort(-x), margin)))
+
+
+def paired_effect(differences: Sequence[float], confidence: float = 0.95) -> Interval | None:
+    """Cohen's d_z = mean(d) / sd(d) (sd with n - 1) of paired differences, with its exact
+    interval from the noncentral t: t_obs = d_z sqrt(n) follows nct(n - 1, delta sqrt(n)); the
+    bounds are the noncentralities with sf(t_obs; ncp_L) = (1 - c) / 2 and
+    cdf(t_obs; ncp_U) = (1 - c) / 2, divided by sqrt(n). None with fewer than 2 differences or
+    no spread (d_z undefined)."""
+    d = np.asarray(differences, np.float64)
+    n = len(d)
+    if n < 2 or not d.std(ddof=1) > 0:
+        return None
+    dz = float(d.mean() / d.std(ddof=1))
+    t_obs, tail = dz * np.sqrt(n), (1 - confidence) / 2
+    low = _root(lambda ncp: stats.nct.sf(t_obs, n - 1, ncp) - tail, t_obs)       # increasing in ncp
+    high = _root(lambda ncp: tail - stats.nct.cdf(t_obs, n - 1, ncp), t_obs)     # increasing in ncp
+    return Interval(dz, low / np.sqrt(n), high / np.sqrt(n), n, "d_z, noncentral t")
+
+
+def _root(f, start: float) -> float:
+    """The root of an increasing f, bracketed by stepping out from `start` (a noncentrality can be
+    far from t_obs with one degree of freedom)."""
+    step = 1.0 + abs(start)
+    low, high = start - step, start + step
+    while f(low) > 0:
+        low -= step
+        step *= 2
+    while f(high) < 0:
+        high += step
+        step *= 2
+    return float(optimize.brentq(f, low, high, xtol=1e-12))
+
+
+def video_metrics(task, preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
+                  names: list[str]) -> np.ndarray:
+    """Each video's own metric: the task's main metric on that video's valid frames, (videos,);
+    NaN where undefined (a video the task does not label, constant labels and predictions)."""
+    labelled = [n for n in names if n in labels]
+    out = np.full(len(names), np.nan)
+    if labelled:
+        values = task.from_sums(_video_sums(task, preds, labels, labelled))
+        out[[names.index(n) for n in labelled]] = values
+    return out
+
+
 def _video_sums(task, preds: dict[str, np.ndarray], labels: dict[str, tuple[np.ndarray, np.ndarray]],
                 names: list[str]) -> np.ndarray:
     """The task's metric statistics per video over its valid frames: (videos, *S); zeros for a
@@ -75,7 +168,7 @@ def bootstrap_videos(parts: Sequence[Part], *, n_boot: int = 2000, confidence: f
     as the official metric does) and keeps the mean over seeds of the differences: paired by video
     and by seed. The estimate is that statistic on the videos as they are. A draw whose metric is
     undefined (constant labels, no video of a task) is skipped. Exact and fast: per-video sums
-    (`Task.sums`), not frames."""
+    (`Task.sums`), not frames. The finite draws ride along as `draws` (for `p_beyond_margin_draws`)."""
     if not parts or any(len(p.preds_a) != len(p.preds_b) or not p.preds_a for p in parts):
         raise ValueError("need the same number (>= 1) of seeds for both heads")
     names = sorted({n for p in parts for n in p.labels})
@@ -103,4 +196,4 @@ def bootstrap_videos(parts: Sequence[Part], *, n_boot: int = 2000, confidence: f
     if not len(diffs):
         raise ValueError(f"no bootstrap resample of the {len(names)} videos has a defined metric")
     low, high = np.quantile(diffs, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return Interval(observed, float(low), float(high), len(names), "bootstrap over videos")
+    return Interval(observed, float(low), float(high), len(names), "bootstrap over videos", diffs)

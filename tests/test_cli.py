@@ -67,9 +67,14 @@ def test_typo_in_params_fails_before_any_work(tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_missing_params_file(tmp_path):
+def test_missing_params_file(tmp_path, monkeypatch):
     result = runner.invoke(app, ["demo", "--params", str(tmp_path / "none.yaml")])
     assert result.exit_code == 2 and "params file not found" in result.output
+    monkeypatch.chdir(tmp_path)   # outside the repository: the file looked for, and how to name one
+    result = runner.invoke(app, ["compare", "--show"])
+    assert result.exit_code == 2
+    assert f"params.yaml: params file not found (looked for {tmp_path / 'params.yaml'}; " in result.output
+    assert "pass --params PATH" in result.output
 
 
 def test_demo_writes_where_params_say(tmp_path):

@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from pipeline.config import load_params, parse_params
+from pipeline.config import PATH_KEYS, load_params, parse_params
 from pipeline.errors import ParamsError
 from pipeline.tasks import TASKS
 
@@ -105,9 +105,19 @@ def test_malformed_files(tmp_path, text, expected):
     assert str(info.value).startswith(str(path))
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(ParamsError, match="params file not found"):
-        load_params(tmp_path / "nope.yaml")
+def test_missing_file(tmp_path, monkeypatch):
+    """Run outside the folder of params.yaml, every command says which file it looked for and how
+    to name another; a missing `base:` names the file that names it."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError) as info:
+        load_params()
+    assert str(info.value) == (f"params.yaml: params file not found (looked for {tmp_path / 'params.yaml'}; "
+                               "run jmt in the folder that holds it, or pass --params PATH)")
+    variant = write(tmp_path, {"base": "gone.yaml"}, name="v.yaml")
+    with pytest.raises(ParamsError) as info:
+        load_params(variant)
+    assert str(info.value) == (f"{tmp_path / 'gone.yaml'}: params file not found (looked for "
+                               f"{tmp_path / 'gone.yaml'}; named by `base:` in {variant})")
 
 
 def test_params_are_frozen(repo_params):
@@ -161,7 +171,7 @@ PATTERN = "String should match pattern '^[a-z][a-z0-9_]{0,31}$'"
         (lambda d: d["embed"]["streams"]["audio"].pop("name"), "embed.streams.audio.name: Field required"),
         (lambda d: d["embed"].update(visual={"name": "fer_xception"}), "embed.visual: unknown key"),  # the old layout
         (lambda d: d["train"].update(tasks=["va", "vad"]),
-         "train.tasks: Value error, unknown task 'vad'; known: au, expr, va (got ['va', 'vad'])"),
+         f"train.tasks: Value error, unknown task 'vad'; known: {', '.join(TASKS.names())} (got ['va', 'vad'])"),
         (lambda d: d["train"].update(tasks=["VA"]), "train.tasks.0: String should match pattern"),
         (lambda d: d["train"].update(tasks=[]), "train.tasks: List should have at least 1 item"),
         (lambda d: d["train"].update(tasks=["va", "expr", "va"]), "train: Value error, tasks has duplicates"),
@@ -239,6 +249,55 @@ def test_a_variant_lays_its_keys_over_its_base(tmp_path, raw):
     bad = write(sub, {"base": "../params.yaml", "train": {"tasks": ["vad"]}}, name="bad.yaml")
     with pytest.raises(ParamsError, match=f"{bad}: train.tasks: Value error, unknown task 'vad'"):
         load_params(bad)
+
+
+def test_the_schema_marks_every_path_once():
+    assert {("corpus", "root"), ("corpus", "manifest"), ("embed", "out"), ("embed", "streams", "*", "checkpoint"),
+            ("train", "live_dir"), ("compare", "runs"), ("report", "out")} <= set(PATH_KEYS)
+    assert ("model", "fusion") not in PATH_KEYS and ("run", "address") not in PATH_KEYS
+
+
+def test_a_base_in_another_folder_keeps_its_paths(tmp_path, raw):
+    """Each relative path is taken from the folder of the file that writes it: the base's paths
+    from the base's folder, the variant's own keys from the variant's; absolute paths stay."""
+    (jmt := tmp_path / "jmt").mkdir()
+    (other := tmp_path / "other").mkdir()
+    raw["embed"]["streams"]["visual"]["checkpoint"] = "weights/visual.pt"
+    raw["compare"] = {"runs": "/abs/runs", "table": "~/compare.md"}
+    write(jmt, raw)
+    params = load_params(write(other, {"base": "../jmt/params.yaml", "train": {"out": "models/mine.pt"}}))
+    assert params.root == other.resolve()
+    assert params.embed.out == "../jmt/data/cache/embeddings"
+    assert params.path(params.embed.out) == jmt.resolve() / "data/cache/embeddings"   # inside the base's folder
+    assert params.path(params.corpus.root) == jmt.resolve() / "data/demo"
+    assert params.path(params.embed.streams["visual"].checkpoint) == jmt.resolve() / "weights/visual.pt"
+    assert params.path(params.train.out) == other.resolve() / "models/mine.pt"      # the variant's own key
+    assert params.path(params.train.live_dir) == jmt.resolve() / "dvclive/train"
+    assert (params.compare.runs, params.compare.table) == ("/abs/runs", "~/compare.md")
+
+
+def test_a_chain_of_bases_in_three_folders(tmp_path, raw):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c" / "deep"
+    for folder in (a, b, c):
+        folder.mkdir(parents=True)
+    write(a, raw)
+    write(b, {"base": "../a/params.yaml", "labels": {"out": "labels"}, "evaluate": {"out": "eval"}})
+    params = load_params(write(c, {"base": "../../b/params.yaml", "evaluate": {"metrics": "m.json"}}))
+    where = {key: params.path(value) for key, value in (
+        ("embed", params.embed.out), ("labels", params.labels.out), ("eval", params.evaluate.out),
+        ("metrics", params.evaluate.metrics))}
+    assert where == {"embed": a.resolve() / "data/cache/embeddings", "labels": b.resolve() / "labels",
+                     "eval": b.resolve() / "eval", "metrics": c.resolve() / "m.json"}
+    middle = load_params(b / "params.yaml")
+    assert (middle.labels.out, middle.embed.out) == ("labels", "../a/data/cache/embeddings")
+
+
+def test_a_base_in_the_same_folder_changes_no_path(tmp_path, raw):
+    write(tmp_path, raw)
+    variant = load_params(write(tmp_path, {"base": "params.yaml", "train": {"out": "models/v.pt"}}, name="v.yaml"))
+    plain = load_params(tmp_path / "params.yaml")
+    assert variant.model_dump() == plain.updated(train={"out": "models/v.pt"}).model_dump()
+    assert variant.embed.out == "data/cache/embeddings" and variant.root == plain.root
 
 
 def test_the_repositorys_variants_load():

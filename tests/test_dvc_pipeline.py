@@ -53,6 +53,20 @@ def test_every_code_dependency_exists():
                 assert (REPO / dep).exists(), f"{name}: dependency {dep} does not exist"
 
 
+@pytest.mark.parametrize("name", ["compare", "compare_tasks"])
+def test_a_comparison_stage_depends_on_the_code_of_every_run_it_can_make(name):
+    """Every file a run's key fingerprints (found from the imports, any head, any task) is inside
+    one of the stage's code deps: an edit that retrains runs also makes DVC rerun the stage."""
+    from pipeline.stage2.compare.runs import code_files
+    from pipeline.stage2.heads import HEADS
+    from pipeline.tasks import TASKS
+
+    deps = [REPO / d for d in STAGES[name]["deps"] if d.startswith("pipeline")]
+    for head in HEADS.names():
+        for path in code_files(head, TASKS.names()):
+            assert any(path == d or path.is_relative_to(d) for d in deps), (name, head, path)
+
+
 def test_annotations_reach_the_labels_stage_alone():
     """Editing an annotation (or the label tolerance) reruns `labels` and what reads its cache,
     never faces, audio or embed: those read the videos, and params keys that are theirs."""

@@ -1,10 +1,15 @@
 """pipeline.stats: the paired t interval by hand; the bootstrap over videos (`Part`s: one task's
-metric, or the sum of several tasks' metrics) against resampling the frames themselves."""
+metric, or the sum of several tasks' metrics) against resampling the frames themselves; Holm's
+adjustment by hand; the p-values of "within +-margin" against the intervals they stand for; d_z
+by hand and its interval against scipy's noncentral t; each video's own metric against scoring
+its frames."""
 
 import numpy as np
 import pytest
+from scipy import stats
 
-from pipeline.stats import Part, bootstrap_videos, paired_t
+from pipeline.stats import (Part, bootstrap_videos, holm, p_beyond_margin_draws, p_beyond_margin_t, paired_effect,
+                            paired_t, video_metrics)
 from pipeline.tasks import TASKS
 
 VA, EXPR, AU = (TASKS.get(n)() for n in ("va", "expr", "au"))
@@ -147,3 +152,83 @@ def test_no_defined_draw_is_an_error():
     preds = {"v0": np.zeros((5, 2), np.float32)}
     with pytest.raises(ValueError, match="no bootstrap resample of the 1 videos has a defined metric"):
         bootstrap_videos(_va([preds], [preds], labels), n_boot=20)
+
+
+def test_bootstrap_exposes_its_finite_draws():
+    labels, rng = _videos()
+    good = {k: y + rng.normal(0, 0.05, y.shape) for k, (y, _) in labels.items()}
+    bad = {k: y + rng.normal(0, 0.5, y.shape) for k, (y, _) in labels.items()}
+    iv = bootstrap_videos(_va([good], [bad], labels), n_boot=300, seed=1)
+    assert iv.draws.shape == (300,) and np.isfinite(iv.draws).all()
+    assert (iv.low, iv.high) == tuple(np.quantile(iv.draws, [0.025, 0.975]))
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-12)
+    assert holm([0.2]) == [0.2] and holm([]) == []
+    assert holm([0.5, 0.6, 0.01]) == pytest.approx([1.0, 1.0, 0.03])    # capped at 1
+
+
+def test_p_of_a_t_interval_by_hand_and_exactly_the_margin_rule():
+    # [0.005159, 0.054841] (test_paired_t_hand_worked), margin 0.01: t = 0.02 / (0.01 / sqrt 3) = 3.4641
+    p = p_beyond_margin_t(0.005159, 0.054841, 3, 0.01, 0.95)
+    assert p == pytest.approx(2 * stats.t.sf(3.4641016, 2), rel=1e-4)
+    assert p_beyond_margin_t(0.02, 0.02, 3, 0.01, 0.95) == 0.0               # no spread, beyond the margin
+    assert p_beyond_margin_t(0.0, 0.0, 3, 0.01, 0.95) == 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n, c = int(rng.integers(2, 9)), float(rng.choice([0.8, 0.9, 0.95, 0.99]))
+        iv = paired_t(rng.normal(rng.normal(0, 0.03), 0.02, n), c)
+        m = float(rng.uniform(0, 0.03))
+        assert (p_beyond_margin_t(iv.low, iv.high, n, m, c) < 1 - c) == (iv.low > m or iv.high < -m)
+
+
+def test_p_of_bootstrap_draws_is_exactly_the_percentile_rule():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        draws = rng.normal(rng.normal(0, 0.03), 0.02, int(rng.integers(5, 400)))
+        if rng.random() < 0.3:
+            draws = np.round(draws, 2)                                      # ties
+        c, m = float(rng.choice([0.8, 0.9, 0.95, 0.99])), float(rng.uniform(0, 0.03))
+        low, high = np.quantile(draws, [(1 - c) / 2, (1 + c) / 2])
+        p = p_beyond_margin_draws(draws, m)
+        assert (p < 1 - c) == (low > m or high < -m)
+        # within one draw of the plain tail fractions
+        plain = min(1, 2 * np.mean(draws <= m), 2 * np.mean(draws >= -m))
+        assert abs(p - plain) <= 2 / (len(draws) - 1) + 1e-12
+    assert p_beyond_margin_draws(np.full(10, 0.05), 0.01) == 0.0        # every draw beyond the margin
+    assert p_beyond_margin_draws(np.full(10, 0.005), 0.01) == 1.0
+
+
+def test_effect_size_by_hand_and_its_interval_against_the_noncentral_t():
+    # differences 0.02, 0.04, 0.03: mean 0.03, sd 0.01 -> d_z = 3; t_obs = 3 sqrt(3)
+    e = paired_effect([0.02, 0.04, 0.03], 0.95)
+    assert e.mean == pytest.approx(3.0) and e.n == 3 and e.low < 3 < e.high
+    t_obs = 3 * np.sqrt(3)
+    assert stats.nct.sf(t_obs, 2, e.low * np.sqrt(3)) == pytest.approx(0.025, abs=1e-9)
+    assert stats.nct.cdf(t_obs, 2, e.high * np.sqrt(3)) == pytest.approx(0.025, abs=1e-9)
+    # two differences (one degree of freedom) and a negative effect: the same equations
+    e = paired_effect([-0.05, -0.01], 0.9)
+    t_obs = e.mean * np.sqrt(2)
+    assert e.mean == pytest.approx(-0.03 / np.std([-0.05, -0.01], ddof=1))
+    assert stats.nct.sf(t_obs, 1, e.low * np.sqrt(2)) == pytest.approx(0.05, abs=1e-9)
+    assert stats.nct.cdf(t_obs, 1, e.high * np.sqrt(2)) == pytest.approx(0.05, abs=1e-9)
+    # many differences: close to the large-sample interval d +- z sqrt(1/n + d^2/(2n))
+    d = np.random.default_rng(2).normal(0.5, 1, 400)
+    e = paired_effect(d, 0.95)
+    se = np.sqrt(1 / 400 + e.mean ** 2 / 800)
+    assert e.low == pytest.approx(e.mean - 1.96 * se, abs=0.01)
+    assert e.high == pytest.approx(e.mean + 1.96 * se, abs=0.01)
+    assert paired_effect([0.1], 0.95) is None and paired_effect([0.02, 0.02, 0.02], 0.95) is None
+
+
+def test_each_video_metric_is_the_task_on_its_valid_frames():
+    labels, rng = _videos(n=4, frames=30, seed=5)
+    labels["v1"][1][:10] = False
+    pred = {k: y + rng.normal(0, 0.3, y.shape) for k, (y, _) in labels.items()}
+    got = video_metrics(VA, pred, labels, ["v0", "v1", "v2", "v3", "absent"])
+    for i, n in enumerate(["v0", "v1", "v2", "v3"]):
+        y, valid = labels[n]
+        assert got[i] == pytest.approx(VA.score(pred[n][valid], y[valid])["ccc_mean"], abs=1e-9)
+    assert np.isnan(got[4])                                              # not labelled for the task

@@ -15,8 +15,10 @@ compare` uses).
 Writes per-video predictions (CSV: every task's outputs and labels), the challenge's submission
 files for the test split (`submission/<task>/<entry>.txt`: `image_location,valence,arousal`;
 `image_location,Neutral,...,Other` with the class index; `image_location,AU1,...,AU26` with 0/1)
-and `metrics/eval.json` (top level: `score`, the validation sum of the tasks' metrics, and each
-task's validation post-processed metrics under its name).
+and `metrics/eval.json`: per split (`validation`, `test`), `score` (the sum of the tasks' main
+metrics) and per task its raw, post-processed and availability blocks with the post-processed
+metrics also beside them, so each column `dvc exp show` makes names its split
+(`validation.score`, `validation.va.ccc_mean`, `test.va.ccc_mean`).
 """
 
 from __future__ import annotations
@@ -164,10 +166,13 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
     for t in names:
         if getattr(tasks[t].options, "tune_thresholds", False) and result["validation"].get(t):
             _tune(tasks[t], result, post_all, splits)
-    val = result["validation"]
-    scored = [t for t in names if val.get(t)]
-    result["score"] = sum(val[t]["post"][tasks[t].metric] for t in scored)
-    result.update({t: {k: val[t]["post"][k] for k in tasks[t].metrics} for t in scored})
+    for split in SPLITS:  # the headline, named by its split (`dvc exp show`: validation.score, test.va.ccc_mean)
+        block = result[split]
+        if block:
+            scored = [t for t in names if block.get(t)]
+            for t in scored:
+                block[t].update({k: block[t]["post"][k] for k in tasks[t].metrics})
+            block["score"] = sum(block[t]["post"][tasks[t].metric] for t in scored)
     if write:
         path = params.path(params.evaluate.metrics)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,8 +200,10 @@ def _print(result: dict) -> None:
                                   + f"  ({s['frames']} frames, {s['videos']} videos)", highlight=False)
                 else:
                     console.print(f"{'':>10}  {what}: not scored, {s['why']}", highlight=False)
-    if len(tasks) > 1 and "score" in result:
-        console.print(f"{'':>10} score (sum of the tasks' validation metrics): {result['score']:.4f}", highlight=False)
+    for split in SPLITS:
+        block = result.get(split) or {}
+        if len(tasks) > 1 and "score" in block:
+            console.print(f"{split:>10} score (sum of the tasks' metrics): {block['score']:.4f}", highlight=False)
 
 
 def command(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.stage2 import compare
-from pipeline.stage2.compare import runs as compare_runs
+from pipeline.stage2.compare import execute as compare_execute
 
 from .test_compare import tiny_params
 
@@ -39,7 +39,7 @@ def params_for(tiny_cache, folder, **compare_update):
 def run(params) -> dict:
     """run_compare, each run's `stopped` recorded as train.py returned it."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compare_runs, "train_model", _recording(compare_runs.train_model))
+        mp.setattr(compare_execute, "train_model", _recording(compare_execute.train_model))
         return compare.run_compare(params)
 
 

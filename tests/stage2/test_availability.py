@@ -21,6 +21,7 @@ from pipeline.stage2.compare import load_predictions, markdown
 from pipeline.stage2.data import Entry, load_entries, predict_entry
 from pipeline.stage2.evaluate import evaluate_model
 from pipeline.stage2.protocol import MIN_SUBSET_FRAMES, availability_of, labels_of, score_subsets
+from pipeline.stage2.verdicts import VERDICTS, annotate, paired_blocks
 from pipeline.stats import Part, bootstrap_videos
 from pipeline.tasks import TASKS, build_task
 
@@ -248,8 +249,9 @@ def test_findings_name_each_subset_winner_and_cite_the_bootstrap_only_with_enoug
     assert text == markdown(result)
     assert "- Validation, va CCC mean, bootstrap over videos: not used (1 video, fewer than " \
            "compare.min_videos_bootstrap = 8" in text
-    marked = re.compile(r"\] (\* |~ )?†")  # a table cell marked indicative
-    assert not re.search(r"bootstrap over videos: above", text) and marked.search(text)
+    marked = re.compile(r"\] †")  # a table cell marked indicative: no verdict mark
+    assert not re.search(r"bootstrap over videos: better", text) and marked.search(text)
+    assert all(vs["videos"]["verdict"] == "indicative" for *_, vs in paired_blocks(result))
     res = result["results"]
     for split in ("validation", "test"):
         for subset, what in result["subsets"].items():
@@ -262,17 +264,22 @@ def test_findings_name_each_subset_winner_and_cite_the_bootstrap_only_with_enoug
             best = max(("concat", "only:audio"),
                        key=lambda h: res[h]["availability"][split]["va"][subset]["ccc_mean"]["mean"])
             assert f"highest CCC mean `{best}`" in line and "over seeds (" in line and "over videos" not in line
-    # with enough videos (flag cleared by hand) the same result cites the bootstrap too
+    # with enough videos (flag cleared by hand, annotated again) the same result cites the bootstrap too
     enough = copy.deepcopy(result)
     for r in enough["results"].values():
         for vs in [*(v for by in r.get("vs_reference", {}).values() for v in by.values()),
                    *(row["vs_reference"] for by in r["availability"].values() for subs in by.values()
                      for row in subs.values() if "vs_reference" in row)]:
             vs["videos"]["indicative"] = False
+    annotate(enough, 2.0)
     text = markdown(enough)
-    assert "- Validation, va CCC mean, bootstrap over videos: above `concat`:" in text and not marked.search(text)
-    assert re.search(r"- Validation, va, every stream present .* over seeds \(((in|ex)cludes 0|within rerun noise)"
-                     r"[^)]*\); .* over videos", text)
+    assert "- Validation, va CCC mean, bootstrap over videos: better than `concat`:" in text and not marked.search(text)
+    assert re.search(r"- Validation, va, every stream present .* over seeds \((better|worse|no difference shown|within "
+                     r"rerun noise)[^)]*\); .* over videos", text)
+    # read back without the bootstrap's draws: unadjusted bootstrap verdicts, and the tables say so
+    for *_, vs in paired_blocks(enough):
+        assert vs["videos"]["p_holm"] is None and vs["videos"]["verdict"] in VERDICTS
+    assert "the intervals over videos are not Holm-adjusted: annotated again without their draws" in text
 
 
 def test_unscored_subsets_and_the_availability_figure(small, tiny_cache, tmp_path):

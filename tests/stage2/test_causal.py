@@ -108,7 +108,7 @@ def test_evaluate_protocol_causal_writes_beside_the_offline_metrics(trained, tmp
     causal = evaluate_model(trained.updated(evaluate={"protocol": "causal"}), write=False)
     assert offline["protocol"] == "offline" and causal["protocol"] == "causal"
     assert causal["validation"]["va"]["post"]["frames"] == offline["validation"]["va"]["post"]["frames"]
-    assert causal["va"]["ccc_mean"] != offline["va"]["ccc_mean"]
+    assert causal["validation"]["va"]["ccc_mean"] != offline["validation"]["va"]["ccc_mean"]
     # the command line: another protocol than the params' goes to its own files
     params_file = tmp_path / "params.yaml"
     import yaml
@@ -119,13 +119,13 @@ def test_evaluate_protocol_causal_writes_beside_the_offline_metrics(trained, tmp
     evaluate_command(params=params_file, checkpoint=trained.path(trained.train.out), show=False, protocol="causal")
     written = json.loads((tmp_path / "eval-causal.json").read_text())
     assert written["protocol"] == "causal" and not (tmp_path / "eval.json").exists()
-    assert written["va"] == pytest.approx(causal["va"])
+    assert written["validation"]["va"]["post"] == pytest.approx(causal["validation"]["va"]["post"])
     assert (tmp_path / "eval-causal" / "predictions" / "validation").is_dir()
     assert load_params(params_file).evaluate.protocol == "offline"
 
 
 def test_compare_protocol_causal_trains_the_same_models_and_scores_them_causally(compared, tmp_path):
-    from pipeline.stage2.compare import run_compare
+    from pipeline.stage2.compare import run_compare, run_folder
 
     params, offline = compared
     paths = protocol_paths({"runs": str(tmp_path / "runs"), "metrics": str(tmp_path / "compare.json"),
@@ -133,11 +133,11 @@ def test_compare_protocol_causal_trains_the_same_models_and_scores_them_causally
     causal = run_compare(params.updated(compare={"heads": ["jmt", "concat"], "seeds": [0], "protocol": "causal",
                                                  **paths}))
     assert causal["protocol"] == "causal" and "protocol" not in offline
-    assert causal["fingerprints"]["code"] == offline["fingerprints"]["code"]
+    assert causal["fingerprints"]["code"] == {h: offline["fingerprints"]["code"][h] for h in ("jmt", "concat")}
     assert causal["timing"]["trained"] == 2   # its own runs: the offline ones' keys differ
-    run_dir = tmp_path / "runs-causal" / "jmt-seed0"
+    run_dir = run_folder(params.updated(compare={"runs": str(tmp_path / "runs-causal")}), causal, "jmt", 0)
     ours = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
-    theirs = torch.load(params.path(params.compare.runs) / "jmt-seed0" / "model.pt", weights_only=True)["state_dict"]
+    theirs = torch.load(run_folder(params, offline, "jmt", 0) / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)       # the same training
     by_seed = {r["head"]: r for r in causal["runs"] if r["seed"] == 0}
     ref = {r["head"]: r for r in offline["runs"] if r["seed"] == 0}

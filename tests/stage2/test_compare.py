@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from pipeline import cache
 from pipeline.cli import app
 from pipeline.errors import JmtError, ParamsError
-from pipeline.stage2.compare import folder_name, load_predictions, markdown, run_compare
-from pipeline.stage2.compare.runs import run_key
+from pipeline.stage2.compare import comparison_fingerprints, load_predictions, markdown, run_compare, run_folder
+from pipeline.stage2.compare.runs import folder_name, run_key
 from pipeline.stage2.heads import head_names
 from pipeline.stats import paired_t
 from pipeline.tasks import TASKS
@@ -101,7 +101,9 @@ def test_every_head_and_seed_is_trained_and_summarised(compared):
     assert stored["subsets"] == SUBSETS
     for head in HEADS:
         runs = runs_of(result, head)
-        assert [(r["seed"], r["folder"]) for r in runs] == [(s, folder_name(head, s)) for s in (0, 1)]
+        assert [(r["seed"], r["folder"]) for r in runs] == [(s, folder_name(head, s, r["key"])) for s, r in zip((0, 1), runs)]
+        for r in runs:
+            assert json.loads((params.path(params.compare.runs) / r["folder"] / "run.json").read_text())["key"] == r["key"]
         for split in ("validation", "test"):
             assert set(result["results"][head][split]) == {"va"}     # one task: no multi-task score
             for condition in CONDITIONS:
@@ -112,9 +114,8 @@ def test_every_head_and_seed_is_trained_and_summarised(compared):
                     assert s["mean"] == pytest.approx(np.mean(values), abs=1e-5)
                     assert s["std"] == pytest.approx(np.std(values, ddof=1), abs=1e-5)
         assert result["results"][head]["parameters"] > 0 and result["results"][head]["mflops_per_frame"] > 0
-    assert folder_name("only:audio", 1) == "only_audio-seed1"
-    assert sorted(p.name for p in params.path(params.compare.runs).iterdir()) == sorted(
-        folder_name(h, s) for h in HEADS for s in (0, 1))
+    assert folder_name("only:audio", 1, "0123456789abcdef" * 4) == "only_audio-seed1-0123456789ab"
+    assert sorted(p.name for p in params.path(params.compare.runs).iterdir()) == sorted(r["folder"] for r in result["runs"])
 
 
 def test_paired_differences_are_per_seed_and_use_the_t_interval(compared):
@@ -140,7 +141,7 @@ def test_stored_predictions_rescore_to_the_reported_numbers(compared):
     video of the split concatenated), give the numbers the comparison reports."""
     params, result = compared
     for head in ("concat", "only:audio"):
-        preds = load_predictions(params.path(params.compare.runs) / folder_name(head, 1))
+        preds = load_predictions(run_folder(params, result, head, 1))
         assert set(preds) == {(s, c) for s in ("validation", "test") for c in CONDITIONS}
         run = next(r for r in runs_of(result, head) if r["seed"] == 1)
         for (split, condition), p in preds.items():
@@ -156,16 +157,15 @@ def test_each_seed_is_its_own_run(compared):
     """Seeds 0 and 1 train different models (initialisation, batch order): different losses,
     weights and predictions, so the std over seeds and the t interval are not zero."""
     params, result = compared
-    runs = params.path(params.compare.runs)
     for head in HEADS:
-        info = [json.loads((runs / folder_name(head, s) / "run.json").read_text()) for s in (0, 1)]
+        info = [json.loads((run_folder(params, result, head, s) / "run.json").read_text()) for s in (0, 1)]
         assert [h["train_loss"] for h in info[0]["history"]] != [h["train_loss"] for h in info[1]["history"]], head
-        ckpts = [torch.load(runs / folder_name(head, s) / "model.pt", weights_only=True) for s in (0, 1)]
+        ckpts = [torch.load(run_folder(params, result, head, s) / "model.pt", weights_only=True) for s in (0, 1)]
         assert [c["params"]["train"]["seed"] for c in ckpts] == [0, 1]
         assert [c["head"]["name"] for c in ckpts] == [head, head]
         assert any(not torch.equal(ckpts[0]["state_dict"][k], ckpts[1]["state_dict"][k])
                    for k in ckpts[0]["state_dict"]), head
-        p0, p1 = (load_predictions(runs / folder_name(head, s))["validation", "full"] for s in (0, 1))
+        p0, p1 = (load_predictions(run_folder(params, result, head, s))["validation", "full"] for s in (0, 1))
         assert any(np.abs(p0[n]["va"] - p1[n]["va"]).max() > 1e-4 for n in p0), head
         assert result["results"][head]["validation"]["va"]["full"]["ccc_mean"]["std"] > 0, head
     for head in ("concat", "only:audio"):
@@ -195,9 +195,9 @@ def test_markdown_tables_name_every_head_and_the_reference(compared):
     assert f"- Highest validation va CCC mean: `{best}`" in text
     for split, name in (("validation", "Validation"), ("test", "Test")):
         below = [h for h in ("concat", "only:audio")
-                 if result["results"][h]["vs_reference"][split]["va"]["seeds"]["verdict"] == "below"]
+                 if result["results"][h]["vs_reference"][split]["va"]["seeds"]["verdict"] == "worse"]
         line = next(x for x in text.splitlines() if x.startswith(f"- {name}, va CCC mean, t over seeds"))
-        assert all(f"`{h}`" in line.split("below:")[1].split(";")[0] for h in below)
+        assert all(f"`{h}`" in line.split("worse:")[1].split(";")[0] for h in below)
     header, rows = table_after(text, "**Valence-arousal (CCC)**")
     assert header[1:] == [f"{s} {k}" for s in ("val", "test") for k in ("valence", "arousal", "mean")]
     for head in HEADS:
@@ -226,8 +226,10 @@ def test_second_run_reuses_everything(compared, tmp_path):
 
 def test_run_key_changes_with_what_decides_the_numbers_only(compared):
     params, result = compared
-    fp = result["fingerprints"]
+    fp = comparison_fingerprints(params)
+    assert fp == {k: v for k, v in result["fingerprints"].items() if k != "code"}
     key = run_key(params, "concat", 0, fp)
+    assert key == next(r["key"] for r in result["runs"] if (r["head"], r["seed"]) == ("concat", 0))
     assert run_key(params, "concat", 0, dict(fp)) == key
     same = [params.updated(train={"out": "elsewhere.pt", "live_dir": "elsewhere", "preload_max_mb": 1.0}),
             params.updated(compare={"heads": ["concat"], "reference": "concat", "runs": "elsewhere"})]
@@ -243,31 +245,62 @@ def test_run_key_changes_with_what_decides_the_numbers_only(compared):
 
 
 def test_changed_params_or_broken_runs_are_recomputed(tiny_cache, tmp_path, compared):
-    params, _ = compared
+    params, first = compared
     runs = tmp_path / "runs"
     shutil.copytree(params.path(params.compare.runs), runs)
     subset = compare_params(tiny_cache, tmp_path).updated(compare={"heads": ["jmt", "concat"]})
-    (runs / "concat-seed0" / "run.json").write_text("{ truncated")      # a damaged run
+    folder = {(r["head"], r["seed"]): r["folder"] for r in first["runs"]}
+    (runs / folder["concat", 0] / "run.json").write_text("{ truncated")      # a damaged run
     # an interrupted run: no finished folder, a temporary one holding what the kill left
-    shutil.rmtree(runs / "concat-seed1")
-    (runs / ".concat-seed1.tmp").mkdir()
-    (runs / ".concat-seed1.tmp" / "model.pt").write_bytes(b"half a checkpoint")
-    (runs / ".concat-seed1.tmp" / "left-by-the-kill.txt").write_text("stale")
+    shutil.rmtree(runs / folder["concat", 1])
+    tmp = runs / f".{folder['concat', 1]}.tmp"
+    tmp.mkdir()
+    (tmp / "model.pt").write_bytes(b"half a checkpoint")
+    (tmp / "left-by-the-kill.txt").write_text("stale")
     result = run_compare(subset)
     assert result["timing"]["trained"] == 2 and result["timing"]["reused"] == 2
-    assert not (runs / ".concat-seed1.tmp").exists() and not (runs / "concat-seed1/left-by-the-kill.txt").exists()
-    redone = json.loads((runs / "concat-seed1/run.json").read_text())
+    assert [r["folder"] for r in result["runs"]] == [folder[h, s] for h in ("jmt", "concat") for s in (0, 1)]
+    assert not tmp.exists() and not (runs / folder["concat", 1] / "left-by-the-kill.txt").exists()
+    redone = json.loads((runs / folder["concat", 1] / "run.json").read_text())
     assert redone["seed"] == 1
-    assert torch.load(runs / "concat-seed1/model.pt", weights_only=True)["head"]["name"] == "concat"
-    assert sorted(p.name for p in runs.iterdir()) == sorted(folder_name(h, s) for h in HEADS for s in (0, 1))
+    assert torch.load(runs / folder["concat", 1] / "model.pt", weights_only=True)["head"]["name"] == "concat"
+    assert sorted(p.name for p in runs.iterdir()) == sorted(folder.values())
     changed = compare_params(tiny_cache, tmp_path, epochs=2).updated(compare={"heads": ["jmt"], "seeds": [0]})
     result = run_compare(changed)
     assert result["timing"]["trained"] == 1 and result["runs"][0]["epochs"] == 2
+    assert result["runs"][0]["folder"] != folder["jmt", 0]       # a folder of its own, beside the other
     assert result["results"]["jmt"]["validation"]["va"]["full"]["ccc_mean"]["std"] is None
     options = compare_params(tiny_cache, tmp_path).updated(compare={"heads": ["jmt"], "seeds": [0]},
                                                            tasks={"va.clip": False})
     assert run_compare(options)["timing"]["trained"] == 1     # a task option is part of the run key
+    assert len(list(runs.iterdir())) == 6 + 2                 # every configuration kept its runs
 
+
+def test_a_param_flipped_and_back_retrains_nothing_the_second_time(tiny_cache, tmp_path, compared):
+    """Runs are keyed by content: lr 0.0005 trains its own runs beside the first ones; going back
+    to the first lr reuses the first runs (nothing trained), then 0.0005 again reuses its own."""
+    params, first = compared
+    runs = tmp_path / "runs"
+    shutil.copytree(params.path(params.compare.runs), runs)
+    base = compare_params(tiny_cache, tmp_path).updated(compare={"heads": ["jmt", "concat"], "seeds": [0]})
+    lr = base.updated(train={"lr": 0.0005})
+    steps = [run_compare(p)["timing"] for p in (lr, base, lr)]
+    assert [(t["trained"], t["reused"]) for t in steps] == [(2, 0), (0, 2), (0, 2)]
+    assert len(list(runs.iterdir())) == 6 + 2
+
+
+def test_adding_a_head_or_a_seed_trains_only_the_new_runs(tiny_cache, tmp_path, compared):
+    params, first = compared
+    runs = tmp_path / "runs"
+    shutil.copytree(params.path(params.compare.runs), runs)
+    grown = compare_params(tiny_cache, tmp_path).updated(compare={"heads": [*HEADS, "late"]})
+    result = run_compare(grown)
+    assert (result["timing"]["trained"], result["timing"]["reused"]) == (2, 6)
+    assert [r["head"] for r in result["runs"] if not r["reused"]] == ["late", "late"]
+    more = compare_params(tiny_cache, tmp_path).updated(compare={"heads": ["jmt", "late"], "seeds": [0, 1, 2]})
+    result = run_compare(more)
+    assert [(r["head"], r["seed"]) for r in result["runs"] if not r["reused"]] == [("jmt", 2), ("late", 2)]
+    assert {r["key"] for r in first["runs"]} <= {json.loads((p / "run.json").read_text())["key"] for p in runs.iterdir()}
 
 def test_unknown_heads_fail_before_training(tiny_cache, tmp_path):
     params = compare_params(tiny_cache, tmp_path)
@@ -452,7 +485,7 @@ def test_multi_task_tables_per_task_and_for_the_score(tasks_run):
             assert cells[0].startswith(f"{vs['seeds']['mean']:+.3f} [{vs['seeds']['low']:+.3f}, ")
             assert cells[1].startswith(f"{vs['videos']['mean']:+.3f} [") and cells[1].endswith("†")
         assert f"**Robustness, {words[key]}**" in text
-        assert f"- Validation, {words[key]}, t over seeds: above `jmt`: " in text
+        assert f"- Validation, {words[key]}, t over seeds: better than `jmt`: " in text
     for task in ("va", "expr", "au"):
         assert f"**By stream availability, {task}, validation**" in text
     order = sorted(result["heads"], key=lambda h: -res[h]["validation"]["score"]["full"]["score"]["mean"])
@@ -472,7 +505,7 @@ def test_entries_in_two_tasks_splits_are_left_out_of_training_and_said_so(tasks_
     # in va's training split, but also in expr's validation split)
     trained_on = [n for n, splits in PLAN.items() if set(splits.values()) == {"train"}]
     assert trained_on == ["t0", "t1", "t2"]
-    ckpt = torch.load(params.path(params.compare.runs) / "concat-seed0/model.pt", weights_only=True)
+    ckpt = torch.load(run_folder(params, result, "concat", 0) / "model.pt", weights_only=True)
     for stream in ("visual", "audio"):
         x = np.concatenate([cached(params, n, f"streams/{stream}/features")[cached(params, n, f"streams/{stream}/mask")]
                             for n in trained_on]).astype(np.float64)
@@ -499,7 +532,7 @@ def test_three_streams_give_three_references_and_a_condition_per_stream(tmp_path
     assert result["conditions"] == ["full", *(f"no_{s}" for s in streams)]
     assert result["subsets"] == {"all_streams": "every stream present", **{f"no_{s}": f"no {s}" for s in streams}}
     assert sorted(p.name for p in params.path(params.compare.runs).iterdir()) == sorted(
-        folder_name(h, 0) for h in result["heads"])
+        r["folder"] for r in result["runs"])
     for stream in streams:
         (run,) = runs_of(result, f"only:{stream}")
         for other in streams:

@@ -78,7 +78,7 @@ def test_runs_made_on_ray_are_reused_locally(compared, ray_cluster, tmp_path):
     finally:
         engine.shutdown()
     assert first["timing"]["trained"] == 1
-    assert (tmp_path / "runs/only_audio-seed0/run.json").is_file()
+    assert (tmp_path / "runs" / first["runs"][0]["folder"] / "run.json").is_file()
     again = run_compare(params.updated(run={"engine": "local", "address": None, "max_retries": 3}))
     assert again["timing"]["reused"] == 1 and again["timing"]["trained"] == 0
 

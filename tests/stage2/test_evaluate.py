@@ -20,7 +20,7 @@ from pipeline import cache
 from pipeline.cli import app
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.compare import folder_name
+from pipeline.stage2.compare import run_folder
 from pipeline.stage2.data import load_entries, predict_entry
 from pipeline.stage2.evaluate import evaluate_model
 from pipeline.stage2.protocol import score
@@ -152,11 +152,13 @@ def test_evaluate_writes_eval_json_per_task(trained):
     for split in ("validation", "test"):
         block = stored[split]["va"]
         assert stored[split]["entries"] == block["entries"] == 1
-        assert set(block) == {"raw", "post", "availability", "entries"} and set(block["availability"]) == SUBSETS
+        assert set(block) == {"raw", "post", "availability", "entries", *VA} and set(block["availability"]) == SUBSETS
         assert block["raw"]["frames"] == block["post"]["frames"] > 0 and "pcc_valence" in block["raw"]
-    post = stored["validation"]["va"]["post"]
-    assert stored["va"] == {k: post[k] for k in VA} and stored["score"] == post["ccc_mean"]
-    assert post["ccc_mean"] == pytest.approx((post["ccc_valence"] + post["ccc_arousal"]) / 2)
+        # the headline beside the blocks, named by its split: validation.va.ccc_mean, test.score
+        post = block["post"]
+        assert {k: block[k] for k in VA} == {k: post[k] for k in VA} and stored[split]["score"] == post["ccc_mean"]
+        assert post["ccc_mean"] == pytest.approx((post["ccc_valence"] + post["ccc_arousal"]) / 2)
+    assert not {"score", "va"} & set(stored)   # no column without its split
 
 
 def test_evaluate_writes_the_va_submission_and_per_video_csvs(trained):
@@ -274,8 +276,8 @@ def test_a_checkpoint_from_other_backbone_weights_is_refused(trained, tmp_path):
 
 def test_a_checkpoint_of_another_cache_is_refused(trained, tmp_path_factory):
     """A real model trained on the synthetic caches (streams `test`, 6-d and 4-d) against the demo cache."""
-    params, _ = compared_tasks(tmp_path_factory)
-    other = params.path(params.compare.runs) / folder_name("concat", 0) / "model.pt"
+    params, result = compared_tasks(tmp_path_factory)
+    other = run_folder(params, result, "concat", 0) / "model.pt"
     with pytest.raises(JmtError, match=r"trained on the streams visual \(test, 6-d\), audio \(test, 4-d\) but"):
         evaluate_model(trained, checkpoint=other, write=False)
 
@@ -305,10 +307,10 @@ def test_cli_evaluate_show_and_heads(trained):
 @pytest.fixture(scope="module")
 def tasks_eval(tmp_path_factory):
     """(params, checkpoint, result) of evaluating the multi-task concat run, written to its own folder."""
-    params, _ = compared_tasks(tmp_path_factory)
+    params, compared = compared_tasks(tmp_path_factory)
     out = tmp_path_factory.mktemp("tasks_eval")
+    ckpt = run_folder(params, compared, "concat", 0) / "model.pt"
     params = params.updated(evaluate={"metrics": str(out / "eval.json"), "out": str(out / "eval")})
-    ckpt = params.path(params.compare.runs) / folder_name("concat", 0) / "model.pt"
     return params, ckpt, evaluate_model(params, checkpoint=ckpt)
 
 
@@ -317,7 +319,7 @@ def _members(split, task):
 
 
 def test_multi_task_eval_json_scores_each_task_on_its_own_split(tasks_eval):
-    params, _, result = tasks_eval
+    params, ckpt, result = tasks_eval
     assert json.loads(params.path(params.evaluate.metrics).read_text()) == json.loads(json.dumps(result))
     assert result["tasks"] == ["va", "expr", "au"] and result["head"] == "concat"
     assert set(result["postprocess"]) == {"va", "expr", "au"}
@@ -332,16 +334,18 @@ def test_multi_task_eval_json_scores_each_task_on_its_own_split(tasks_eval):
             assert set(TASKS.get(t).metrics) <= set(block["post"])
             if t != "va":   # expr and au have no post-processing
                 assert block["post"] == block["raw"]
+    for split in ("validation", "test"):
+        block = result[split]
+        assert block["score"] == pytest.approx(block["va"]["post"]["ccc_mean"] + block["expr"]["post"]["f1"]
+                                               + block["au"]["post"]["f1"], abs=1e-12)
+        for t in result["tasks"]:
+            metrics = TASKS.get(t).metrics
+            assert {k: block[t][k] for k in metrics} == {k: block[t]["post"][k] for k in metrics}
     val = result["validation"]
-    assert result["score"] == pytest.approx(val["va"]["post"]["ccc_mean"] + val["expr"]["post"]["f1"]
-                                            + val["au"]["post"]["f1"], abs=1e-12)
-    assert result["va"] == {k: val["va"]["post"][k] for k in VA}
-    assert result["expr"] == {k: val["expr"]["post"][k] for k in ("f1", "accuracy")}
-    assert result["au"] == {"f1": val["au"]["post"]["f1"]}
     assert {f"f1_{a}" for a in AUS} <= set(val["au"]["post"])          # per-AU F1 in the split's block
     # `mixed` and `mixed2` (validation for some tasks, training for others): scored for their
     # validation tasks only, never trained on
-    run = json.loads((params.path(params.compare.runs) / folder_name("concat", 0) / "run.json").read_text())
+    run = json.loads((ckpt.parent / "run.json").read_text())
     assert run["left_out"] == LEFT_OUT
 
 
@@ -439,8 +443,9 @@ def test_au_tuned_thresholds_are_reported_beside_f1_never_in_place_of_it(tasks_e
     for split in ("validation", "test"):
         post = tuned[split]["au"]["post"]
         assert {k: v for k, v in post.items() if k != "f1_tuned"} == pytest.approx(plain[split]["au"]["post"], abs=1e-6)
-    assert tuned["au"] == pytest.approx(plain["au"], abs=1e-6)                 # f1 at 0.5 counts
-    assert tuned["score"] == pytest.approx(plain["score"], abs=1e-6)
+    for split in ("validation", "test"):                                        # f1 at 0.5 counts
+        assert tuned[split]["au"]["f1"] == pytest.approx(plain[split]["au"]["f1"], abs=1e-6)
+        assert tuned[split]["score"] == pytest.approx(plain[split]["score"], abs=1e-6)
     assert tuned["validation"]["au"]["thresholds_note"] == "tuned on this split: optimistic here"
     # by hand: per AU, the grid threshold with the best validation F1 (the first of equals),
     # then F1 at those thresholds on validation and, as they are, on test

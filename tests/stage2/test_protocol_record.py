@@ -75,14 +75,15 @@ def test_a_stored_run_without_the_record_is_trained_again(small, tiny_cache, tmp
 
     params, first = small
     shutil.copytree(params.path(params.compare.runs), tmp_path / "runs")
-    info = json.loads((tmp_path / "runs/concat-seed1/run.json").read_text())
+    folder = next(r["folder"] for r in first["runs"] if (r["head"], r["seed"]) == ("concat", 1))
+    info = json.loads((tmp_path / "runs" / folder / "run.json").read_text())
     del info["stopped"]                                  # written before the record existed
-    (tmp_path / "runs/concat-seed1/run.json").write_text(json.dumps(info))
+    (tmp_path / "runs" / folder / "run.json").write_text(json.dumps(info))
     again = run(params_for(tiny_cache, tmp_path))
     assert again["timing"]["trained"] == 1 and again["timing"]["reused"] == 3
-    redone = next(r for r in again["runs"] if r["folder"] == "concat-seed1")
+    redone = next(r for r in again["runs"] if r["folder"] == folder)
     assert not redone["reused"] and redone["stopped"] == "max_epochs" == STOPPED["concat", 1]
-    assert redone["validation"] == next(r for r in first["runs"] if r["folder"] == "concat-seed1")["validation"]
+    assert redone["validation"] == next(r for r in first["runs"] if r["folder"] == folder)["validation"]
 
 
 def test_with_several_tasks_early_stopping_reads_the_sum_of_their_metrics(tmp_path_factory):

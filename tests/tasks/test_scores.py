@@ -14,7 +14,7 @@ from pipeline.tasks.au import AUS, GRID
 from pipeline.tasks.expr import CLASSES
 from pipeline.tasks.va import VAOptions
 
-from .test_annotations import NAMES, labels_of
+from .test_annotations import AFFWILD2, labels_of
 
 
 def outputs_of(name: str, labels: np.ndarray, seed: int = 1) -> np.ndarray:
@@ -107,7 +107,7 @@ def test_au_is_the_mean_of_sklearns_binary_f1s_at_one_half(seed):
 
 # ---------------------------------------------------------------- sums over parts (bootstrap)
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", AFFWILD2)
 def test_video_sums_add_up_to_the_split_metric_exactly(name):
     task = TASKS.get(name)()
     y = valid_labels(name)
@@ -127,7 +127,7 @@ def test_video_sums_add_up_to_the_split_metric_exactly(name):
     assert batched[2] == pytest.approx(task.score(p[:40], y[:40])[task.metric], abs=1e-12)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", AFFWILD2)
 def test_from_sums_of_nothing_is_undefined(name):
     task = TASKS.get(name)()
     y = valid_labels(name, 20)
@@ -137,7 +137,7 @@ def test_from_sums_of_nothing_is_undefined(name):
 
 # ---------------------------------------------------------------- invalid frames in no metric
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", AFFWILD2)
 def test_invalid_frames_are_in_no_metric(name):
     """Through the protocol's scorer and the bootstrap: predictions on invalid frames (the task's
     marker) are never read, the metric is the one of the valid frames alone."""
@@ -219,7 +219,7 @@ def test_submission_rows():
     assert au.submission == AUS
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", AFFWILD2)
 def test_tables_have_one_value_per_frame_and_the_labels(name):
     task = TASKS.get(name)()
     y = labels_of(name, 7).astype(np.float32)

@@ -30,8 +30,9 @@ from pipeline.errors import InputError, ParamsError
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import PROTOCOLS, protocol_paths
 from pipeline.stage2.compare.aggregate import SCORE, corpus_facts, head_results, run_availability
-from pipeline.stage2.compare.runs import (_PIPELINE, CAUSAL_CODE, SPLITS, TRAINING_CODE, execute_run, files_fingerprint,
-                                          folder_name, load_predictions, load_run, remote_run, run_key, shared_params)
+from pipeline.stage2.compare.execute import execute_run, remote_run
+from pipeline.stage2.compare.runs import (SPLITS, code_fingerprint, folder_name, garbage, load_predictions, load_run,
+                                          planned_runs, remove, shared_params)
 from pipeline.stage2.compare.tables import markdown
 from pipeline.stage2.cost import head_cost
 from pipeline.stage2.data import load_splits, stream_widths
@@ -41,7 +42,7 @@ from pipeline.stage2.train import head_kwargs
 from pipeline.stage2.verdicts import annotate
 from pipeline.tasks import tasks_of
 
-__all__ = ["SPLITS", "load_predictions", "markdown", "run_compare", "command", "folder_name"]
+__all__ = ["SPLITS", "load_predictions", "markdown", "run_compare", "command", "folder_name", "run_folder"]
 
 
 def _said(info: dict, how: str, order: list, i: int) -> None:
@@ -49,6 +50,54 @@ def _said(info: dict, how: str, order: list, i: int) -> None:
     test = f", test {s['test']['full'][SCORE]:.4f}" if "test" in s else ""
     console.print(f"[{i}/{len(order)}] {info['head']} seed {info['seed']}: {how}, "
                   f"validation score {s['validation']['full'][SCORE]:.4f}{test}", highlight=False)
+
+
+def comparison_fingerprints(params: Params) -> dict[str, str]:
+    """What every run key of a comparison shares beyond its params: the embeddings and labels
+    caches' fingerprints (recorded content hashes, not every byte) and, when not offline, the
+    prediction protocol. The code's fingerprint is per run (`runs.run_key`)."""
+    out = {"cache": cache.fingerprint(params.path(params.embed.out)),
+           "labels": cache.fingerprint(params.path(params.labels.out))}
+    if params.compare.protocol != "offline":  # in the key only when set: offline runs keep theirs
+        out["protocol"] = params.compare.protocol
+    return out
+
+
+def run_folder(params: Params, result: dict, head: str, seed: int) -> Path:
+    """The folder of a comparison's (head, seed) run, as its compare.json names it."""
+    row = next((r for r in result["runs"] if r["head"] == head and r["seed"] == seed), None)
+    if row is None:
+        raise InputError(f"{params.path(params.compare.metrics)}: no run of {head} seed {seed}")
+    name = str(row.get("folder", ""))
+    if not name or name in (".", "..") or Path(name).name != name or "\\" in name:  # read from a file: a plain name
+        raise InputError(f"{params.path(params.compare.metrics)}: run {head} seed {seed}: folder {name!r} is not "
+                         "a folder name inside compare.runs")
+    folder = params.path(params.compare.runs) / name
+    if not (folder / "run.json").is_file():
+        raise InputError(f"{folder}: run missing; run `jmt compare` again to rebuild it")
+    return folder
+
+
+def collect_garbage(params: Params, keep: list[Params], dry_run: bool = False) -> list[tuple[Path, int]]:
+    """Removes from `params`' runs folder every run that neither `params` nor any of `keep`
+    names (their comparisons' run keys with the caches and code at hand); returns what it
+    removed (or would, with dry_run)."""
+    keys: set[str] = set()
+    for p in (params, *keep):
+        streams = [s["name"] for s in checkpoints.provenance(p.path(p.embed.out))["streams"]]
+        try:
+            heads = head_names(p.compare.heads, streams)
+        except ValueError as exc:
+            raise ParamsError(f"compare.heads: {exc}") from None
+        keys |= {r.key for r in planned_runs(p, heads, comparison_fingerprints(p))}
+    found = garbage(params.path(params.compare.runs), keys)
+    if not dry_run:
+        remove(found)
+    for folder, size in found:
+        console.print(f"{'would remove' if dry_run else 'removed'} {folder} ({size / 1e6:.1f} MB)", highlight=False)
+    console.print(f"[green]compare --gc[/]: {len(found)} run folder(s), {sum(s for _, s in found) / 1e6:.1f} MB "
+                  f"{'to free' if dry_run else 'freed'}; {len(keys)} run(s) named by the params kept", highlight=False)
+    return found
 
 
 def run_compare(params: Params) -> dict:
@@ -74,24 +123,19 @@ def run_compare(params: Params) -> dict:
     cfg = cfg.model_copy(update={"heads": heads})
     labels = {s: {t: labels_of(e, t) for t, e in by.items()} for s, by in scored.items()}
     availability = {s: {t: availability_of(e) for t, e in by.items()} for s, by in scored.items()}
-    fingerprints = {"cache": cache.fingerprint(folder),  # recorded content hashes, not every byte
-                    "labels": cache.fingerprint(params.path(params.labels.out)),
-                    "code": files_fingerprint(TRAINING_CODE, _PIPELINE)}
-    if cfg.protocol != "offline":  # in the key only when set: offline runs keep theirs
-        fingerprints["protocol"] = cfg.protocol
-        fingerprints["causal_code"] = files_fingerprint([CAUSAL_CODE], _PIPELINE)
+    fingerprints = comparison_fingerprints(params)
     runs_dir = params.path(cfg.runs)
     runs: dict[tuple[str, int], dict] = {}
-    order = [(h, s) for h in cfg.heads for s in cfg.seeds]
+    planned = planned_runs(params, heads, fingerprints)
+    folders = {(r.head, r.seed): r.folder for r in planned}
+    order = [(r.head, r.seed) for r in planned]
     todo: list[Unit] = []
-    for head, seed in order:
-        run_dir = runs_dir / folder_name(head, seed)
-        key = run_key(params, head, seed, fingerprints)
-        info = load_run(run_dir, key)
+    for r in planned:
+        info = load_run(r.folder, r.key)
         if info is None:
-            todo.append(Unit(f"{head} seed {seed}", (params, head, seed, run_dir, key)))
+            todo.append(Unit(f"{r.head} seed {r.seed}", (params, r.head, r.seed, r.folder, r.key)))
         else:
-            runs[head, seed] = {**info, "reused": True}
+            runs[r.head, r.seed] = {**info, "reused": True}
             _said(info, "reused", order, len(runs))
 
     def finished(unit: Unit, info: dict) -> None:
@@ -109,7 +153,7 @@ def run_compare(params: Params) -> dict:
                       res=params.run.compare, on_result=finished)
     preds = {}
     for head, seed in order:
-        preds[head, seed] = load_predictions(runs_dir / folder_name(head, seed))
+        preds[head, seed] = load_predictions(folders[head, seed])
         # scored here, not stored in the run: the masks are read from the cache at hand
         runs[head, seed]["availability"] = run_availability(preds[head, seed], labels, availability, tasks,
                                                             cfg.min_subset_frames)
@@ -133,9 +177,9 @@ def run_compare(params: Params) -> dict:
         # recorded when not the default, so an offline comparison's file is as before
         **({"protocol": cfg.protocol} if cfg.protocol != "offline" else {}),
         "params": shared_params(params),
-        "fingerprints": fingerprints,
+        "fingerprints": {**fingerprints, "code": {h: code_fingerprint(h, params.train.tasks) for h in cfg.heads}},
         "results": results,
-        "runs": [_run_row(h, s, runs[h, s]) for h in cfg.heads for s in cfg.seeds],
+        "runs": [_run_row(h, s, runs[h, s], folders[h, s]) for h in cfg.heads for s in cfg.seeds],
         "timing": {"seconds": round(seconds, 1), "trained": sum(not r["reused"] for r in runs.values()),
                    "reused": sum(r["reused"] for r in runs.values())},
     }
@@ -155,9 +199,10 @@ def _rounded(value):
     return round(value, 6) if isinstance(value, float) else value
 
 
-def _run_row(head: str, seed: int, run: dict) -> dict:
-    """One run as compare.json lists it: how it trained and every score, rounded."""
-    return {"head": head, "seed": seed, "folder": folder_name(head, seed), "reused": run["reused"],
+def _run_row(head: str, seed: int, run: dict, folder: Path) -> dict:
+    """One run as compare.json lists it: its folder (under compare.runs) and key, how it trained
+    and every score, rounded."""
+    return {"head": head, "seed": seed, "folder": folder.name, "key": run["key"], "reused": run["reused"],
             "seconds": run["seconds"], "epochs": run["epochs"], "best_epoch": run["best_epoch"],
             "stopped": run["stopped"], "left_out": run.get("left_out", []),
             **{split: {c: {k: ({m: _rounded(x) for m, x in v.items() if m != "frames"} if isinstance(v, dict)
@@ -200,6 +245,13 @@ def command(
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default: compare.seeds).")] = None,
     tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: train.tasks), e.g. va.")] = None,
     show: Annotated[bool, typer.Option("--show", help="Only print the last comparison's table.")] = False,
+    gc: Annotated[bool, typer.Option("--gc", help="Train nothing: remove from compare.runs every run that neither "
+                                      "these params nor a --keep file names (older configurations, older code).")
+                  ] = False,
+    keep: Annotated[list[Path] | None, typer.Option(help="With --gc: another params file whose runs stay "
+                                                         "(repeatable; for params files sharing a runs folder).")
+                    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --gc: only list what would go.")] = False,
     engine: Annotated[str | None, typer.Option(
         help="local | ray (default: run.engine); `ray` with run.address null starts Ray on this "
              "machine. The numbers do not depend on it (each run uses run.compare.cpus threads).")] = None,
@@ -215,6 +267,9 @@ def command(
         if not table.is_file():
             raise InputError(f"{table}: no comparison yet; run `jmt compare`")
         table_console().print(Markdown(table.read_text()))
+        return
+    if gc:
+        collect_garbage(p, [load_params(k) for k in keep or []], dry_run)
         return
     changes: dict = {}
     if heads or seeds:

@@ -9,8 +9,13 @@ parameters, MFLOPs per frame and CPU latency.
 Layout of a head's results (`result["results"][head]`), `key` a task or `score` (the sum of the
 tasks' metrics; its one metric is `score`):
     [split][key][condition][metric] = {mean, std, n}
-    ["vs_reference"][split][key] = {per_seed, seeds: t interval, videos: bootstrap, margin}
+    ["vs_reference"][split][key] = {per_seed, seeds: t interval, videos: bootstrap, effect, margin}
     ["availability"][split][task][subset] = {frames, videos, scored, <metric>: summary, vs_reference}
+    ["per_video"][split][task] = {videos, values, per_seed[, vs_reference: {difference, wins, losses, ties}]}
+`effect` = {seeds, videos}: d_z of the per-seed and of the per-video differences with its exact
+interval (`stats.paired_effect`; None where undefined; videos None for `score`, whose videos
+each hold a different set of tasks). The bootstrap interval carries its draws as `_draws` until
+`verdicts.annotate` has used and removed them.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ import numpy as np
 
 from pipeline.config import CompareParams
 from pipeline.stage2.protocol import restrict, score_subsets
-from pipeline.stats import Part, bootstrap_videos, paired_t
+from pipeline.stats import Part, bootstrap_videos, paired_effect, paired_t, video_metrics
 from pipeline.tasks import Task
 
 SCORE = "score"  # the sum of the tasks' metrics (one task: its metric)
+TIE = 1e-9  # a per-video difference smaller than this is a tie
 
 
 def keys_of(tasks: dict[str, Task]) -> dict[str, tuple[str, ...]]:
@@ -50,16 +56,61 @@ def _interval(iv) -> dict:
             "method": iv.method, "excludes_zero": iv.excludes_zero}
 
 
+def _effect(iv) -> dict | None:
+    return None if iv is None else {"d": round(iv.mean, 4), "low": round(iv.low, 4), "high": round(iv.high, 4),
+                                    "n": iv.n, "method": iv.method}
+
+
+def video_values(part: Part, which: str) -> np.ndarray:
+    """Each video's own metric for every seed of one head of a part (`preds_a` or `preds_b`):
+    (seeds, videos), videos sorted by name; NaN where undefined."""
+    names = sorted(part.labels)
+    return np.stack([video_metrics(part.task, x, part.labels, names) for x in getattr(part, which)])
+
+
+def video_differences(own: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Per video, the mean over seeds of own minus the mean over seeds of ref ((seeds, videos)
+    each); NaN where either is undefined on some seed."""
+    return own.mean(0) - ref.mean(0)
+
+
 def paired(own: list[float], ref: list[float], parts: list[Part], cfg: CompareParams) -> dict:
     """The paired difference own - ref of per-seed metrics: the per-seed differences, the Student
-    t interval over seeds (None with one seed) and the percentile bootstrap over the videos of
+    t interval over seeds (None with one seed), the percentile bootstrap over the videos of
     `parts` (a split's, or its videos restricted to an availability subset), marked `indicative`
-    when there are fewer than `cfg.min_videos_bootstrap` videos."""
+    when there are fewer than `cfg.min_videos_bootstrap` videos, and the effect size d_z of the
+    per-seed and (one task) per-video differences."""
     d = np.subtract(own, ref)
     seeds_iv = _interval(paired_t(d, cfg.confidence)) if len(d) > 1 else None
     iv = bootstrap_videos(parts, n_boot=cfg.bootstrap, confidence=cfg.confidence)
+    by_video = None
+    if len(parts) == 1:
+        diffs = video_differences(video_values(parts[0], "preds_a"), video_values(parts[0], "preds_b"))
+        by_video = paired_effect(diffs[np.isfinite(diffs)], cfg.confidence)
     return {"per_seed": [round(float(x), 6) for x in d], "seeds": seeds_iv,
-            "videos": {**_interval(iv), "indicative": iv.n < cfg.min_videos_bootstrap}}
+            # _draws: read and removed by verdicts.annotate (a p-value per interval), never written
+            "videos": {**_interval(iv), "indicative": iv.n < cfg.min_videos_bootstrap, "_draws": iv.draws},
+            "effect": {"seeds": _effect(paired_effect(d, cfg.confidence)), "videos": _effect(by_video)}}
+
+
+def _values(x: np.ndarray) -> list:
+    return [None if not np.isfinite(v) else round(float(v), 6) for v in x]
+
+
+def per_video(own: Part) -> dict:
+    """One head's per-video results on one split and task (`own.preds_a`: its seeds' outputs):
+    the videos (sorted), each video's metric as the mean over seeds and per seed (None where
+    undefined); with `own.preds_b` (the reference's) not empty, `vs_reference`: per video the
+    difference own - reference and the wins, losses and ties (|difference| < TIE) over the videos
+    where it is defined."""
+    values = video_values(own, "preds_a")
+    out = {"videos": sorted(own.labels), "values": _values(values.mean(0)), "per_seed": [_values(v) for v in values]}
+    if own.preds_b:
+        d = video_differences(values, video_values(own, "preds_b"))
+        defined = d[np.isfinite(d)]
+        out["vs_reference"] = {"difference": _values(d), "wins": int((defined >= TIE).sum()),
+                               "losses": int((defined <= -TIE).sum()), "ties": int((np.abs(defined) < TIE).sum())}
+    return out
 
 
 def subset_summary(rows: list[dict], metrics: tuple[str, ...]) -> dict:
@@ -104,6 +155,14 @@ def head_results(head: str, runs: dict, preds: dict, labels: dict, availability:
                                                             tasks[t].metrics)
                                         for sub in availability[split][t]}
                                     for t in labels[split]}
+    r["per_video"] = {}
+    for split in labels:
+        seeds_of = {h: [preds[h, s][split, "full"] for s in cfg.seeds] for h in (head, cfg.reference)}
+        r["per_video"][split] = {
+            t: per_video(Part(tasks[t], [{n: p[t] for n, p in x.items()} for x in seeds_of[head]],
+                              [] if head == cfg.reference else
+                              [{n: p[t] for n, p in x.items()} for x in seeds_of[cfg.reference]], labels[split][t]))
+            for t in labels[split]}
     if head == cfg.reference:
         return r
     r["vs_reference"] = {}

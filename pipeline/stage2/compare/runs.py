@@ -1,47 +1,115 @@
-"""`jmt compare`'s runs: one (head, seed) trained and evaluated in its folder, reused when its key
-matches.
+"""`jmt compare`'s run store: one folder per run, named by what decides the run's numbers.
 
-Per run, in `<compare.runs>/<head>-seed<seed>/` (`only:<stream>` -> `only_<stream>-seed<seed>`):
-the best checkpoint, every task's post-processed outputs for every validation and test entry
-under every robustness condition (`full`, and `no_<stream>`: that stream masked everywhere; the
-same trained model, nothing retrained) in `predictions.npz`, and `run.json` (scores, training
-history, timing, the entries left out of training and why, the run's key). The key hashes
-everything that decides the run's numbers: the head's params, the train params (tasks and seed
-included), the tasks' options, the embeddings and labels caches' fingerprints (content hashes
-recorded with each entry), the stage-2 training code and the torch version. A run whose folder
-holds the same key is reused, not recomputed; a run is written to a temporary folder and
-renamed when complete, so an interrupted comparison resumes.
+A run is one head trained with one seed under one configuration (`execute.py` trains and scores
+it). It lives in `<compare.runs>/<head>-seed<seed>-<key[:12]>/` (`only:<stream>` written
+`only_<stream>`); its run.json holds the whole key. The key (`run_key`) hashes everything that
+decides the run's numbers: the head's params, the train params (tasks and seed included), the
+tasks' options, the threads per run, the embeddings and labels caches' fingerprints (content
+hashes recorded with each entry), the torch version, the prediction protocol when not offline,
+and the code the run executes (`code_files`).
+
+The code is found from the imports, not listed by hand: starting at `execute.py`, every module of
+`pipeline` that a module imports (at any depth), with two rules. A registry package (the heads',
+the tasks') contributes its own `__init__` and only the members the run uses: its head's file and
+its tasks' files (with whatever those import, another head's file included), never the ones its
+`__init__` registers for other runs, so adding or editing another head leaves the run's key alone.
+And the modules in `NOT_NUMERIC` are skipped, each for the reason written there.
+
+So runs of different configurations coexist, a configuration seen before is reused whatever ran
+in between, and adding a seed, a head or a configuration trains only what is new. `jmt compare
+--gc` removes the runs that no params file names (`garbage`).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import shutil
-import time
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pipeline.config import Params
-from pipeline.device import resolve_device
-from pipeline.engine import check_storage, threads_for, torch_threads
-from pipeline.stage2 import checkpoints
-from pipeline.stage2.data import Splits, load_splits
-from pipeline.stage2.causal import predict_split
-from pipeline.stage2.protocol import conditions_of, labels_of, score, task_outputs
-from pipeline.stage2.train import train_model
-from pipeline.tasks import tasks_of
+from pipeline.engine import threads_for
+from pipeline.stage2.compare.execute import SPLITS
+from pipeline.stage2.heads import HEADS
+from pipeline.tasks import TASKS
 
-SPLITS = ("validation", "test")
+__all__ = ["SPLITS", "code_files", "code_fingerprint", "folder_name", "run_key", "load_run", "load_predictions",
+           "planned_runs", "garbage"]
+
 RUN_FIELDS = ("key", "epochs", "best_epoch", "stopped", "scores", "history")  # a run.json lacking one is redone
-# The code whose change changes a run's numbers (compare/ and the report are not in it).
-_STAGE2 = Path(__file__).resolve().parent.parent
-_PIPELINE = _STAGE2.parent
-TRAINING_CODE = sorted([*_STAGE2.glob("heads/*.py"), *(_STAGE2 / f for f in (
-    "data.py", "layers.py", "protocol.py", "train.py")), *(_PIPELINE / "tasks").glob("*.py"), _PIPELINE / "metrics.py"])
-CAUSAL_CODE = _STAGE2 / "causal.py"  # in a run's key only for compare.protocol: causal
+ENTRY = "pipeline.stage2.compare.execute"  # where a run's code starts
+# Imported by a run's code, but unable to change a number: their edits retrain nothing.
+NOT_NUMERIC = {
+    "pipeline.config": "the params loader: the values it yields are in the key themselves",
+    "pipeline.console": "printing",
+    "pipeline.errors": "exception classes and messages",
+    "pipeline.engine": "where a run executes (local or Ray); its threads per run are in the key",
+}
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder holding `pipeline/`
+
+
+def _module_file(module: str, root: Path) -> Path | None:
+    """The source file of a module under root (a package: its __init__.py), or None."""
+    p = root.joinpath(*module.split("."))
+    if (p / "__init__.py").is_file():
+        return p / "__init__.py"
+    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
+
+
+def _imports(path: Path, module: str, root: Path) -> set[str]:
+    """The `pipeline` modules a source file imports (absolute or relative; inside functions too):
+    `from P import x` counts the submodule P.x when it is one, else P itself."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.split(".")[0] == "pipeline")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != "pipeline":
+                continue
+            for a in node.names:
+                out.add(f"{base}.{a.name}" if _module_file(f"{base}.{a.name}", root) else base)
+    return out
+
+
+def _registry_member(cls: type) -> tuple[str, str]:
+    """(package, module) of a registered class: its registry's package and its own module."""
+    module = cls.__module__
+    return module.rpartition(".")[0], module
+
+
+def code_files(head: str, tasks: list[str] | tuple[str, ...], root: Path = _PACKAGE_ROOT) -> list[Path]:
+    """The source files whose code a run of `head` on `tasks` executes, in module-name order
+    (see the module docstring): found from `execute.py`'s imports under `root`."""
+    own = [_registry_member(HEADS.get(head.partition(":")[0])), *(_registry_member(TASKS.get(t)) for t in tasks)]
+    registries = {package for package, _ in own}
+    wanted = {module for _, module in own}
+    seen: set[str] = set()
+    todo = [ENTRY, *wanted]
+    while todo:
+        module = todo.pop()
+        if module in seen or module in NOT_NUMERIC:
+            continue
+        path = _module_file(module, root)
+        if path is None:
+            continue
+        seen.add(module)
+        found = _imports(path, module, root)
+        if module in registries:  # a registry importing its members: only this run's (a member's own imports count)
+            found = {m for m in found if m.rpartition(".")[0] != module or m in wanted}
+        todo.extend(found)
+    return [_module_file(m, root) for m in sorted(seen)]
 
 
 def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
@@ -53,34 +121,58 @@ def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def folder_name(head: str, seed: int) -> str:
-    """A run's folder: `<head>-seed<seed>`, `only:<stream>` written `only_<stream>`."""
-    return f"{head.replace(':', '_')}-seed{seed}"
+@cache
+def _code_fingerprint(head: str, tasks: tuple[str, ...], stamps: tuple) -> str:
+    return files_fingerprint(code_files(head, tasks), _PACKAGE_ROOT)
 
 
-def run_params(params: Params, head: str, seed: int, folder: Path) -> Params:
-    """params with model.fusion = head, train.seed = seed, outputs inside the run folder."""
-    return params.updated(model={"fusion": head},
-                          train={"seed": seed, "out": str(folder / "model.pt"), "live_dir": str(folder / "live")})
+def code_fingerprint(head: str, tasks: list[str] | tuple[str, ...]) -> str:
+    """The fingerprint of the code a run of `head` on `tasks` executes (recomputed when a file
+    of it changed: the files' sizes and modification times are part of the memo's key)."""
+    files = code_files(head, tuple(tasks))
+    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _code_fingerprint(head, tuple(tasks), stamps)
 
 
-def shared_params(params: Params) -> dict:
-    """The model/train/task params every run of a comparison shares (not the head, the seed or
-    output paths)."""
-    return {"model": params.model.model_dump(exclude={"fusion"}),
-            "train": params.train.model_dump(exclude={"seed", "out", "live_dir", "preload_max_mb"}),
-            "tasks": params.tasks.model_dump(),
-            "threads_per_run": threads_for(params.run.compare)}
+def folder_name(head: str, seed: int, key: str) -> str:
+    """A run's folder: `<head>-seed<seed>-<first 12 hex of its key>`, `only:<stream>` written
+    `only_<stream>`."""
+    return f"{head.replace(':', '_')}-seed{seed}-{key[:12]}"
 
 
 def run_key(params: Params, head: str, seed: int, fingerprints: dict[str, str]) -> str:
-    """The hash that decides whether a stored (head, seed) run can be reused."""
+    """The hash that names a (head, seed) run of `params`: `fingerprints` holds the caches'
+    (`cache`, `labels`) and anything else the comparison adds (the protocol); the code's is
+    computed here, per head and tasks."""
     train = params.train.model_dump(exclude={"out", "live_dir", "preload_max_mb"})
     what = {"model": {**params.model.model_dump(), "fusion": head}, "train": {**train, "seed": seed},
             "tasks": params.tasks.model_dump(),
             "threads": threads_for(params.run.compare),  # the last bits depend on it (CPU)
-            "torch": torch.__version__, **fingerprints}
+            "torch": torch.__version__, **fingerprints,
+            "code": code_fingerprint(head, params.train.tasks)}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A run a comparison needs: its head, seed, key and folder."""
+
+    head: str
+    seed: int
+    key: str
+    folder: Path
+
+
+def planned_runs(params: Params, heads: list[str], fingerprints: dict[str, str]) -> list[Planned]:
+    """Every (head, seed) run of the comparison `params` describes, heads first, with its key
+    and folder."""
+    runs_dir = params.path(params.compare.runs)
+    out = []
+    for head in heads:
+        for seed in params.compare.seeds:
+            key = run_key(params, head, seed, fingerprints)
+            out.append(Planned(head, seed, key, runs_dir / folder_name(head, seed, key)))
+    return out
 
 
 def load_run(folder: Path, key: str) -> dict | None:
@@ -105,57 +197,35 @@ def load_predictions(folder: Path) -> dict[tuple[str, str], dict[str, dict[str, 
     return out
 
 
-def execute_run(params: Params, head: str, seed: int, folder: Path, key: str, splits: Splits) -> dict:
-    """Trains one (head, seed), evaluates it under every condition, writes the run folder."""
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    run = run_params(params, head, seed, tmp)
-    t0 = time.time()
-    threads = threads_for(params.run.compare)
-    with torch_threads(threads):  # both engines: the same threads give the same numbers
-        info = _train_and_score(params, run, tmp, splits)
-    info.update({"head": head, "seed": seed, "key": key, "threads": threads, "seconds": round(time.time() - t0, 1)})
-    (tmp / "run.json").write_text(json.dumps(info, indent=1) + "\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
-    return info
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def _train_and_score(params: Params, run: Params, tmp: Path, splits: Splits) -> dict:
-    """Trains `run` into `tmp`, predicts every split under every condition (predictions.npz)
-    and scores each task on its own split's entries."""
-    trained = train_model(run, quiet=True)
-    model, _ = checkpoints.load(tmp / "model.pt", params.path(params.embed.out))
-    device = resolve_device(params.train.device)
-    model.to(device)
-    tasks = tasks_of(params.train.tasks, params.tasks)
-    window = params.train.window
-    scores: dict = {}
-    arrays: dict[str, np.ndarray] = {}
-    for split in SPLITS:
-        entries = splits.union(split)
-        by_task = {t: e for t, e in splits.of(split).items() if e}
-        if not entries or not by_task:
-            continue
-        scores[split] = {}
-        for condition, drop in conditions_of(model.streams).items():
-            raw = predict_split(model, entries, window, window // 2, device, tasks, drop=drop,
-                                protocol=params.compare.protocol)
-            post = {n: {t: tasks[t].postprocess(p[t]) for t in tasks} for n, p in raw.items()}
-            row = {t: score(task_outputs(post, t), labels_of(by_task[t], t), tasks[t], split) for t in by_task}
-            row["score"] = sum(row[t][tasks[t].metric] for t in by_task)
-            scores[split][condition] = row
-            arrays.update({f"{split}/{condition}/{n}/{t}": p[t] for n, p in post.items() for t in tasks})
-    np.savez_compressed(tmp / "predictions.npz", **arrays)
-    return {"epochs": len(trained.history), "best_epoch": trained.best_epoch, "stopped": trained.stopped,
-            "parameters": trained.parameters, "train_frames_per_s": round(trained.frames_per_s, 1),
-            "scores": scores, "history": trained.history, "left_out": trained.left_out,
-            "objective": trained.objective}
+def garbage(runs_dir: Path, keep: set[str]) -> list[tuple[Path, int]]:
+    """The folders of `runs_dir` that hold no run whose key is in `keep` (older runs, runs of
+    configurations no params file names any more, interrupted `.tmp` folders, folders of an
+    older layout), with their sizes in bytes. Files and unrelated names are left alone."""
+    out = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.is_dir() else []:
+        try:
+            key = json.loads((folder / "run.json").read_text()).get("key")
+        except (OSError, ValueError, AttributeError):
+            key = None
+        if key not in keep and ((folder / "run.json").is_file() or folder.name.endswith(".tmp")):
+            out.append((folder, _size(folder)))
+    return out
 
 
-def remote_run(params: Params, head: str, seed: int, folder: Path, key: str, marker: str) -> dict:
-    """One (head, seed) run as a Ray task: reads the splits from the shared caches, then trains
-    and evaluates as the local engine does."""
-    check_storage(folder.parent, marker)
-    return execute_run(params, head, seed, folder, key, load_splits(params))
+def remove(folders: list[tuple[Path, int]]) -> None:
+    """Deletes the folders `garbage` listed."""
+    for folder, _ in folders:
+        shutil.rmtree(folder)
+
+
+def shared_params(params: Params) -> dict:
+    """The model/train/task params every run of a comparison shares (not the head, the seed or
+    output paths)."""
+    return {"model": params.model.model_dump(exclude={"fusion"}),
+            "train": params.train.model_dump(exclude={"seed", "out", "live_dir", "preload_max_mb"}),
+            "tasks": params.tasks.model_dump(),
+            "threads_per_run": threads_for(params.run.compare)}

@@ -1,12 +1,17 @@
 """`jmt compare`'s markdown (compare.table, reports/index.md and README's results section): a
-paragraph on what was compared, generated findings that state only the verdicts beyond the rerun
-margin, then per measure (each task's metrics; with several tasks their sum, `score`) the accuracy
-and paired-difference tables, the availability tables per task, robustness, training protocol and cost.
+paragraph on what was compared, generated findings that state only the verdicts
+(`pipeline/stage2/verdicts.py`), then per measure (each task's metrics; with several tasks their
+sum, `score`) the accuracy, paired-difference and effect-size tables, the availability tables per
+task, robustness, training protocol, cost, and per split and task each video's metric.
 """
 
 from __future__ import annotations
 
-from pipeline.stage2.compare.aggregate import SCORE
+from scipy import stats
+
+from pipeline.stage2.compare.aggregate import SCORE, TIE
+from pipeline.stage2.verdicts import (INDICATIVE, KINDS, MARKS, MEANING, VERDICTS, family_id, paired_blocks,
+                                      seeds_needed_of)
 
 SHORT = {"validation": "val", "test": "test"}  # column labels
 TITLES = {"va": "Valence-arousal (CCC)", "expr": "Expression (macro F1 over 8 classes; accuracy)",
@@ -44,11 +49,15 @@ def _pm(s: dict, digits: int = 3, shift: float = 0) -> str:
 
 
 def _iv(iv: dict | None) -> str:
+    """An interval cell: `mean [low, high]` and its verdict's mark, or † when indicative (no verdict)."""
     if iv is None:
         return "n/a (one seed)"
-    mark = {"above": " *", "below": " *", "within noise": " ~"}.get(iv["verdict"], "")
-    mark += " †" if iv.get("indicative") else ""
-    return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}]{mark}"
+    mark = "†" if iv["verdict"] == INDICATIVE else MARKS[iv["verdict"]]
+    return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {mark}"
+
+
+def _effect(e: dict | None) -> str:
+    return "n/a" if e is None else f"{e['d']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}]"
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
@@ -109,11 +118,21 @@ def _margin(vs: dict) -> str:
 
 
 def _verdict_words(iv: dict, margin: float | None) -> str:
-    """What an interval's verdict means, in the words the findings use."""
-    beyond = "" if margin is None else f" by more than the rerun margin ±{margin:.3f}"
-    return {"above": f"excludes 0{beyond}", "below": f"excludes 0{beyond}",
-            "includes 0": "includes 0" + ("" if margin is None else f" and the whole rerun margin ±{margin:.3f}"),
-            "within noise": f"within rerun noise: a bound within ±{margin or 0:.3f} of 0, no verdict"}[iv["verdict"]]
+    """What an interval's verdict means, in the words the findings use (no parentheses: the
+    findings wrap these in some)."""
+    m = margin or 0.0
+    beyond = "" if margin is None else f" by more than the rerun margin ±{m:.3f}"
+    holm = "" if iv.get("p_holm") is None else f", Holm p {iv['p_holm']:.2g}"
+    v = iv["verdict"]
+    if v in ("better", "worse"):
+        return f"{v}: clears 0{beyond}{holm}"
+    if v == "within rerun noise":
+        return f"within rerun noise: a bound within ±{m:.3f} of 0, no verdict"
+    if iv["low"] > m or iv["high"] < -m:  # cleared the margin, not the family correction
+        p = "" if iv.get("p") is None else f", p {iv['p']:.2g}"
+        return f"no difference shown: clears 0{beyond} only before Holm's correction{p}{holm}"
+    return "no difference shown: " + ("includes 0" if margin is None
+                                      else f"reaches beyond ±{m:.3f} on both sides of 0")
 
 
 def _used(vs: dict) -> list[tuple[dict, str]]:
@@ -149,9 +168,9 @@ def _availability_findings(result: dict, split: str, task: str) -> list[str]:
         text = f"- {split.capitalize()}, {label}: highest {WORDS.get(metric, metric)} `{best}` ({_pm(rows[best][metric])})"
         if best != ref:
             text += "; " + _difference(rows[best]["vs_reference"], ref, best)
-            other, beaten = best, "above"
+            other, beaten = best, "better"
         elif len(ranked) > 1:
-            other, beaten = ranked[1], "below"
+            other, beaten = ranked[1], "worse"
             text += f", the reference; next `{other}` ({_pm(rows[other][metric])}); " + \
                 _difference(rows[other]["vs_reference"], ref, other)
         else:
@@ -159,7 +178,7 @@ def _availability_findings(result: dict, split: str, task: str) -> list[str]:
             continue
         if not any(iv["verdict"] == beaten for iv, _ in _used(rows[other]["vs_reference"])):
             beyond = "" if rows[other]["vs_reference"].get("margin") is None else " beyond the rerun margin"
-            text += f". Not a verdict: no interval puts `{other}` {beaten} `{ref}`{beyond}"
+            text += f". Not a verdict: no interval shows `{other}` {beaten} than `{ref}`{beyond}"
         lines.append(text + ".")
     return lines
 
@@ -180,6 +199,8 @@ def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
     if len(result["seeds"]) < 2:
         lines.append("- One seed: no estimate of the noise a rerun makes (no rerun margin); the verdicts below "
                      "may not survive another machine.")
+    elif len(result["seeds"]) < 3:
+        lines.append(_few_seeds(result, splits[0], rank))
     for split in splits:
         for key in measures(result):
             if key not in res[ref][split]:
@@ -194,11 +215,12 @@ def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
                                  f"than compare.min_videos_bootstrap = {result['min_videos_bootstrap']}; shown in the "
                                  "table as indicative, †).")
                     continue
-                said = {v: [h for h, iv in ivs.items() if iv and iv["verdict"] == v]
-                        for v in ("above", "below", "within noise")}
-                lines.append(f"- {split.capitalize()}, {what(result, key)}, {label}: above `{ref}`: "
-                             f"{_names(said['above'])}; below: {_names(said['below'])}; within rerun noise (no "
-                             f"verdict): {_names(said['within noise'])}; the other intervals include 0.")
+                said = {v: [h for h, iv in ivs.items() if iv and iv["verdict"] == v] for v in VERDICTS}
+                lines.append(f"- {split.capitalize()}, {what(result, key)}, {label}: better than `{ref}`: "
+                             f"{_names(said['better'])}; worse: {_names(said['worse'])}; within rerun noise (no "
+                             f"verdict): {_names(said['within rerun noise'])}; no difference shown: "
+                             f"{_names(said['no difference shown'])}"
+                             f"{_holm_over(result, key, 'all', which, ' (', ')')}.")
         for task in result["tasks"]:
             if task in res[ref]["availability"].get(split, {}):
                 lines += _availability_findings(result, split, task)
@@ -223,6 +245,44 @@ def _findings(result: dict, order: list[str], splits: list[str]) -> list[str]:
     return lines
 
 
+def _few_seeds(result: dict, split: str, key: str) -> str:
+    """With fewer than 3 seeds: why a t interval over seeds can hardly decide, and per head how
+    many seeds its observed spread would need for its observed mean difference to clear 0
+    beyond its rerun margin (`verdicts.seeds_needed`)."""
+    n, c = len(result["seeds"]), result["confidence"]
+    q = stats.t.ppf((1 + c) / 2, n - 1)
+    needed = seeds_needed_of(result, split, key)
+    each = ", ".join(f"`{h}` {_needed(k)}" for h, k in needed.items())
+    return (f"- {n} seeds: a t interval over seeds has {n - 1} degree{'s' if n > 2 else ''} of freedom (t quantile "
+            f"{q:.1f} at {c:.0%}), so it can hardly be decisive. Seeds the observed spread would need for the "
+            f"observed {split} {what(result, key)} difference to clear 0 beyond its rerun margin: {each or 'none'}.")
+
+
+def _intervals(result: dict, key: str, subset: str, kind: str) -> list[dict]:
+    """Every interval of one kind in one table: a key on all frames, or a task by availability."""
+    return [vs[kind] for split, k, sub, _, vs in paired_blocks(result)
+            if k == key and (sub == "all") == (subset == "all") and vs.get(kind)]
+
+
+def _holm_over(result: dict, key: str, subset: str, kind: str, before: str = "", after: str = "") -> str:
+    """`Holm over the N intervals ...` of one family; that its verdicts are unadjusted when the
+    bootstrap's draws were gone (a compare.json annotated again); nothing when the kind has none."""
+    over = "over seeds" if kind == "seeds" else "over videos"
+    fam = result.get("families", {}).get(family_id(key, subset, kind))
+    if fam:
+        n = fam["size"]
+        return f"{before}Holm over the {n} interval{'s' if n != 1 else ''} {over} of its table{after}"
+    if any(iv.get("p_holm") is None and iv["verdict"] != INDICATIVE for iv in _intervals(result, key, subset, kind)):
+        return f"{before}the intervals {over} are not Holm-adjusted: annotated again without their draws{after}"
+    return ""
+
+
+def _families(result: dict, key: str, subset: str) -> str:
+    """A table's caption words on its Holm families, one per interval kind."""
+    said = [_holm_over(result, key, subset, kind) for kind in KINDS]
+    return "; ".join(x.replace(" of its table", "") for x in said if x) or "no Holm family (no usable interval)"
+
+
 def _column(metric: str) -> str:
     return metric.removeprefix("ccc_")
 
@@ -239,13 +299,34 @@ def _measure_tables(result: dict, order: list[str], splits: list[str], name: dic
                     [[name[h], *(_pm(res[h][s][key]["full"][k]) for s in have for k in metrics)] for h in order])
     if len(order) < 2:
         return lines
-    pairs = [(s, w) for s in have for w in ("seeds", "videos")]
-    lines += ["", f"Paired difference from `{ref}` ({what(result, key)}, head − {ref}, {conf} intervals)", ""]
-    lines += _table([*(f"{SHORT[s]} over {w}" for s, w in pairs), *(f"{SHORT[s]} margin" for s in have)],
+    pairs = [(s, w) for s in have for w in KINDS]
+    few = 2 <= len(result["seeds"]) < 3
+    needed = {s: seeds_needed_of(result, s, key) for s in have} if few else {}
+    lines += ["", f"Paired difference from `{ref}` ({what(result, key)}, head − {ref}, {conf} intervals; "
+              f"{_families(result, key, 'all')} in this table; each margin's floor is the median spread of the "
+              "heads compared: adding a head can move it"
+              + ("; with 2 seeds a t interval can hardly be decisive, `seeds needed`: how many seeds the observed "
+                 "spread would need for the observed difference to clear 0 beyond its margin" if few else "")
+              + ")", ""]
+    lines += _table([*(f"{SHORT[s]} over {w}" for s, w in pairs), *(f"{SHORT[s]} margin" for s in have),
+                     *(f"{SHORT[s]} seeds needed" for s in needed)],
                     [[name[h], *(_iv(res[h]["vs_reference"][s][key][w]) for s, w in pairs),
-                      *(_margin(res[h]["vs_reference"][s][key]).strip() or "n/a" for s in have)]
+                      *(_margin(res[h]["vs_reference"][s][key]).strip() or "n/a" for s in have),
+                      *(_needed(needed[s].get(h)) for s in needed)]
                      for h in order if h != ref])
+    if all("effect" in res[h]["vs_reference"][s][key] for h in order if h != ref for s in have):
+        lines += ["", f"Standardised paired effect, {what(result, key)} (Cohen's d_z = mean / sd of the paired "
+                  f"differences, head − {ref}, with its exact {conf} interval from the noncentral t; over seeds: the "
+                  "per-seed differences; over videos: each video's own metric, mean over seeds, head − reference; "
+                  "n/a: fewer than 2 differences, no spread, or the score, whose videos hold different tasks)", ""]
+        lines += _table([f"{SHORT[s]} d_z over {w}" for s, w in pairs],
+                        [[name[h], *(_effect(res[h]["vs_reference"][s][key]["effect"][w]) for s, w in pairs)]
+                         for h in order if h != ref])
     return lines
+
+
+def _needed(n: int | None) -> str:
+    return "more than 100" if n is None else str(n)
 
 
 def _availability_tables(result: dict, order: list[str], splits: list[str], name: dict[str, str],
@@ -273,7 +354,7 @@ def _availability_tables(result: dict, order: list[str], splits: list[str], name
         lines += _table([f"{s.replace('_', ' ')} {_column(k)}" for s in subsets for k in metrics], cells)
     if len(order) < 2:
         return lines
-    pairs = [(s, w) for s in have for w in ("seeds", "videos")]
+    pairs = [(s, w) for s in have for w in KINDS]
     rows = []
     for h in order:
         if h == ref:
@@ -285,9 +366,59 @@ def _availability_tables(result: dict, order: list[str], splits: list[str], name
                 row.append(_iv(vs[which]) if vs else "n/a")
             rows.append(row)
     lines += ["", f"Paired difference from `{ref}` by availability ({what(result, task)} on the subset, head − "
-              f"{ref}; as above, the bootstrap resamples the videos that have frames in the subset)", ""]
+              f"{ref}; as above, the bootstrap resamples the videos that have frames in the subset; "
+              f"{_families(result, task, 'availability')} in this table)", ""]
     lines += _table(["subset", *(f"{SHORT[s]} over {w}" for s, w in pairs)], rows)
     return lines
+
+
+def _per_video_tables(result: dict, order: list[str], splits: list[str], name: dict[str, str]) -> list[str]:
+    """Per split and task: each video's metric per head (mean over seeds), the reference first,
+    ▲/▼ where a head is higher/lower than the reference on that video, and its wins and losses."""
+    res, ref = result["results"], result["reference"]
+    heads = [ref, *(h for h in order if h != ref)]
+    lines = []
+    for split in splits:
+        for task in result["tasks"]:
+            rows = {h: res[h].get("per_video", {}).get(split, {}).get(task) for h in heads}
+            if any(r is None for r in rows.values()):
+                continue
+            metric = WORDS.get(main(result, task), main(result, task))
+            lines += ["", f"**Per video, {task}, {split}** ({metric} on each video's valid frames, mean over "
+                      f"seeds; {MARKS['better']} / {MARKS['worse']}: higher / lower than `{ref}` on that video, a "
+                      "count, not a test; n/a: undefined on that video)", ""]
+            cells = []
+            for i, video in enumerate(rows[ref]["videos"]):
+                marks = [""] + [_win(rows[h]["vs_reference"]["difference"][i]) for h in heads[1:]]
+                values = [rows[h]["values"][i] for h in heads]
+                cells.append([f"`{video}`", *("n/a" if v is None else f"{v:.3f}{m}" for v, m in zip(values, marks))])
+            tally = ["—"] + [f"{r['wins']} / {r['losses']}" + (f" ({r['ties']} tied)" if r["ties"] else "")
+                             for r in (rows[h]["vs_reference"] for h in heads[1:])]
+            cells.append([f"wins / losses vs `{ref}`", *tally])
+            out = _table([name[h] for h in heads], cells)
+            lines += [out[0].replace("| head |", "| video |", 1), *out[1:]]
+    return lines
+
+
+def _win(difference: float | None) -> str:
+    """The mark of one video's difference from the reference: ▲ higher, ▼ lower, none for a tie."""
+    if difference is None or abs(difference) < TIE:
+        return ""
+    return f" {MARKS['better'] if difference > 0 else MARKS['worse']}"
+
+
+def _legend(result: dict) -> str:
+    """How to read the paired differences: the two intervals, the marks and the margin."""
+    marks = "; ".join(f"{MARKS[v]} = {v}: {MEANING[v]}" for v in VERDICTS)
+    return (f"How to read the paired differences: *over seeds*, Student t on the per-seed differences "
+            f"(n = {len(result['seeds'])} seeds); *over videos*, percentile bootstrap, {result['bootstrap']} "
+            "resamples of the split's videos, each scoring every seed of both heads on the same draw (n = videos). "
+            f"After each interval its verdict: {marks}. The rerun margin (compare.rerun_margin = "
+            f"{result['rerun_margin']:g} sd of the change a rerun of every seed makes to the mean difference, "
+            "`docs/compare.md`) is floored at the median spread of the heads compared, so adding a head can move "
+            "it. Holm's correction runs over each table's intervals of one kind (its caption says how many). "
+            f"† = indicative: fewer than {result['min_videos_bootstrap']} videos (compare.min_videos_bootstrap), "
+            "too few for the bootstrap to show video-to-video spread; no verdict, never used in the findings.")
 
 
 def markdown(result: dict) -> str:
@@ -301,15 +432,7 @@ def markdown(result: dict) -> str:
     causal = ["", "**Causal protocol**: every frame predicted from the window ending at it (frames <= t only; "
               "`pipeline/stage2/causal.py`), not from overlapping windows averaged."] \
         if result.get("protocol") == "causal" else []
-    lines = [describe(result), *causal, "", *_findings(result, order, splits), "",
-             f"How to read the paired differences: *over seeds*, Student t on the per-seed differences "
-             f"(n = {len(result['seeds'])} seeds); *over videos*, percentile bootstrap, {result['bootstrap']} "
-             "resamples of the split's videos, each scoring every seed of both heads on the same draw (n = videos). "
-             "* = excludes 0 by more than the rerun margin; ~ = a bound within the margin of 0: within the noise a "
-             f"rerun on another machine makes, no verdict (compare.rerun_margin = {result['rerun_margin']:g} sd of "
-             "the change a rerun of every seed makes to the mean difference, `docs/compare.md`). † = indicative: "
-             f"fewer than {result['min_videos_bootstrap']} videos (compare.min_videos_bootstrap), too few for the "
-             "bootstrap to show video-to-video spread; never used in the findings."]
+    lines = [describe(result), *causal, "", *_findings(result, order, splits), "", _legend(result)]
     for key in measures(result):
         lines += _measure_tables(result, order, splits, name, key)
     for task in result["tasks"]:
@@ -337,4 +460,5 @@ def markdown(result: dict) -> str:
                     [[name[h], f"{res[h]['parameters']:,}", f"{res[h]['mflops_per_frame']:.3f}",
                       f"{res[h]['cpu_ms_per_1000_frames']:.1f}", f"{res[h]['train_seconds']['mean']:.0f}"]
                      for h in order])
+    lines += _per_video_tables(result, order, splits, name)
     return "\n".join(lines) + "\n"

@@ -11,6 +11,8 @@ head). Each head's docstring states its rule for N streams as equations; `min_st
 the smallest N it takes (the cross-attention heads need a pair). Constructors take
 keyword-only arguments; `build_head` is the one place that builds a head by name (`only:<stream>`
 names a unimodal reference) and records (name, kwargs) on the module so checkpoints rebuild it.
+Every module of this package is imported (`_register_all`), so a new head is one new file
+(docs/pipeline.md, "Adding a fusion head").
 
 Two orders, both fixed: every concatenation and pairing of streams follows `self.streams` (the
 cache's order; JMT's authors' order at N = 2 is visual, audio), while per-stream modules are
@@ -122,5 +124,14 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-# Importing the modules registers the heads.
-from pipeline.stage2.heads import concat, jca, jmt, late, mt, rjca, unimodal  # noqa: E402,F401
+def _register_all() -> None:
+    """Imports every module of this package: each registers its head, so adding a head is
+    adding one file here (as pipeline/tasks does for tasks)."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_register_all()
