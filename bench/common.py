@@ -142,6 +142,20 @@ def jmt(*args: str) -> list[str]:
     return [sys.executable, "-c", "from pipeline.cli import run; run()", *args]
 
 
+def comparison_runs(params_path: Path, seeds: list[int] | None = None) -> list[tuple[str, int, Path]]:
+    """(head, seed, run folder) of every run the comparison of `params_path` lists (its
+    compare.metrics names each run's folder in the content-keyed run store), `seeds` only when
+    given. pipeline is imported here, not at the top: this module stays importable without it."""
+    from pipeline.config import load_params
+    from pipeline.report import load_comparison
+    from pipeline.stage2.compare import run_folder
+
+    params = load_params(params_path)
+    result = load_comparison(params)
+    return [(r["head"], r["seed"], run_folder(params, result, r["head"], r["seed"])) for r in result["runs"]
+            if seeds is None or r["seed"] in seeds]
+
+
 # ---- results ---------------------------------------------------------------------------------
 
 # the words of `jmt compare` before Holm's correction (docs/bench JSON written then) -> now

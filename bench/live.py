@@ -16,7 +16,7 @@ sizes, and the metric cost of causal mode per head. Numbers -> JSON + stdout.
    beside them (a Python busy loop each, one core's worth; stopped at the end) and records them:
    a machine whose cores are taken by something else (issue 25). A run is keyed by its name,
    `_load<N>` and `_threads<N>` when given; the file's other live runs are kept;
-2. causal: every committed comparison run (runs/compare/<head>-seed<k>/model.pt) scored on the
+2. causal: every run of the comparison of `--compare` (default params.yaml; its compare.json names the runs' folders) scored on the
    demo's validation and test splits with the offline protocol and with the causal one (the same
    models, the same frames): CCC mean per head, mean over seeds, and the difference.
 """
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
-from common import REPO, write_json  # noqa: E402
+from common import REPO, comparison_runs, write_json  # noqa: E402
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.device import resolve_device  # noqa: E402
@@ -124,15 +124,14 @@ def part_live(checkpoint: Path, video: Path, only: list[str], load: int, threads
     return out
 
 
-def part_causal(runs: Path) -> dict:
+def part_causal(compare: Path) -> dict:
     params = load_params(REPO / "params.yaml")
     device = resolve_device("cpu")
     splits = load_splits(params, ["va"], preload_max_mb=0)
     tasks = tasks_of(["va"], params.tasks)
     window = params.train.window
     by_head: dict = {}
-    for folder in sorted(runs.glob("*-seed*")):
-        head = folder.name.rsplit("-seed", 1)[0]
+    for head, _, folder in comparison_runs(compare):
         model, _ = checkpoints.load(folder / "model.pt", params.path(params.embed.out))
         model.to(device).eval()
         row = {}
@@ -163,14 +162,15 @@ def part_causal(runs: Path) -> dict:
                         "seconds_offline": round(float(np.mean([r[f"{split}/offline_seconds"] for r in rows])), 2),
                         "seconds_causal": round(float(np.mean([r[f"{split}/causal_seconds"] for r in rows])), 2)}
         summary[head] = {"seeds": len(rows), **s}
-    return {"runs": str(runs), "metric": "va ccc_mean (post-processed, as jmt compare)", "heads": summary}
+    return {"compare": str(compare), "metric": "va ccc_mean (post-processed, as jmt compare)", "heads": summary}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["live", "causal"], choices=["live", "causal"])
     ap.add_argument("--checkpoint", type=Path, default=REPO / "models/model.pt")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs/compare")
+    ap.add_argument("--compare", type=Path, default=REPO / "params.yaml",
+                    help="params whose comparison's runs the causal part scores")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the causal part")
     ap.add_argument("--video", type=Path, default=REPO / VIDEO, help="the live part's video (320x240, 15 fps)")
     ap.add_argument("--only", nargs="+", default=list(CONFIGS), choices=CONFIGS, help="the live runs to do")
@@ -186,7 +186,7 @@ def main() -> None:
         result["live"] = {**old, **part_live(args.checkpoint, args.video, args.only, args.load, args.live_threads)}
     if "causal" in args.parts:
         torch.set_num_threads(args.threads)
-        result["causal"] = part_causal(args.runs)
+        result["causal"] = part_causal(args.compare)
     write_json(args.out, result, merge=True)
 
 

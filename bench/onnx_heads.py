@@ -9,13 +9,13 @@ is measured too). Numbers -> JSON + stdout.
 
     python bench/onnx_heads.py --out docs/bench/onnx_heads.json
     python bench/onnx_heads.py --heads jmt concat --repeats 3 --out /tmp/onnx_heads.json   # quicker
-    python bench/onnx_heads.py --int8-only --runs RUNS --heads jmt concat --out /tmp/int8.json  # the int8 error only
+    python bench/onnx_heads.py --int8-only --compare params-tasks.yaml --heads jmt concat --out /tmp/int8.json  # the int8 error only
 
 `--int8-only` exports each checkpoint and reports only its int8 error, measured on the cache the
 checkpoint was trained on (its params' embed.out): no timing, no validation scoring, any tasks.
 
-Checkpoints: `<runs>/<head>-seed0/model.pt` (`make compare-va`: runs/compare/, `only:<s>` in a
-folder `only_<s>`), scored on the cache params.yaml points at (checked to be the one they were
+Checkpoints: each head's seed-0 run of the comparison of `--compare` (a params file, default
+params.yaml: `make compare-va`'s; its compare.json names each run's folder), scored on the cache params.yaml points at (checked to be the one they were
 trained on). The timed batch is the same 32 windows for every head and runtime: the validation
 entries' prediction windows (hop = window / 2, as predict_entry), first ones first; each runtime is
 warmed up once, then timed `--repeats` times; the median is reported.
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))      # bench/: common.py
-from common import REPO, write_json  # noqa: E402
+from common import REPO, comparison_runs, write_json  # noqa: E402
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.stage2 import checkpoints  # noqa: E402
@@ -99,15 +99,17 @@ def cpu_name() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench/onnx_heads.json")
-    ap.add_argument("--runs", type=Path, default=REPO / "runs/compare", help="folder of <head>-seed0/model.pt")
+    ap.add_argument("--compare", type=Path, default=REPO / "params.yaml",
+                    help="params whose comparison's seed-0 runs are exported (their folders from its compare.json)")
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml", help="whose caches are scored")
     ap.add_argument("--heads", nargs="+", default=HEADS)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--int8-only", action="store_true", help="only the int8 error of each head's export")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    seed0 = {head: folder for head, _, folder in comparison_runs(args.compare, seeds=[0])}
     if args.int8_only:
-        int8_only(args)
+        int8_only(args, seed0)
         return
     params = load_params(args.params)
     import onnxruntime
@@ -117,7 +119,7 @@ def main() -> None:
                      "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "heads": {}}
     with tempfile.TemporaryDirectory(prefix="jmt-onnx-bench-") as tmp:
         for name in args.heads:
-            ckpt_path = args.runs / f"{name.replace(':', '_')}-seed0" / "model.pt"
+            ckpt_path = seed0[name] / "model.pt"
             model, ckpt = checkpoints.load(ckpt_path, params.path(params.embed.out))
             model.eval()
             names = list(model.tasks)
@@ -160,7 +162,7 @@ def main() -> None:
     print(table(results))
 
 
-def int8_only(args: argparse.Namespace) -> None:
+def int8_only(args: argparse.Namespace, seed0: dict[str, Path]) -> None:
     """`--int8-only`: each head's export and its int8 error on its own cache -> JSON + a table."""
     import onnxruntime
 
@@ -168,7 +170,7 @@ def int8_only(args: argparse.Namespace) -> None:
                      "heads": {}}
     with tempfile.TemporaryDirectory(prefix="jmt-onnx-int8-") as tmp:
         for name in args.heads:
-            ckpt_path = args.runs / f"{name.replace(':', '_')}-seed0" / "model.pt"
+            ckpt_path = seed0[name] / "model.pt"
             r = export_checkpoint(ckpt_path, Path(tmp) / f"{name.replace(':', '_')}.onnx", int8=True, force=True)
             results["heads"][name] = {"checkpoint": str(ckpt_path), "int8_error": json.loads(r.int8_error.to_meta())}
             print(name, json.dumps(results["heads"][name]["int8_error"]), flush=True)
