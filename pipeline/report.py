@@ -58,7 +58,7 @@ from pipeline.plots import PALETTE, colour_of, head_colours, pyplot, shade_missi
 from pipeline.stage2.compare import load_predictions, markdown, run_folder
 from pipeline.stage2.compare.tables import main, measures, ranking_key, what
 from pipeline.stage2.data import mask_key
-from pipeline.stage2.verdicts import MARKS, MEANING, VERDICTS
+from pipeline.stage2.verdicts import MARKS, MEANING, VERDICTS, mark_of
 from pipeline.tasks import TASKS
 from pipeline.tasks.au import AUS
 from pipeline.tasks.expr import CLASSES
@@ -199,13 +199,6 @@ def comparison_figure(result: dict, order: list[str]):
     return fig
 
 
-def _mark(iv: dict) -> str:
-    """The verdict mark the tables print after an interval, and † when indicative (an
-    indicative interval's verdict, `indicative`, has no mark of its own)."""
-    marks = [MARKS[iv["verdict"]]] if iv["verdict"] in MARKS else []
-    return " ".join(marks + (["†"] if iv.get("indicative") else []))
-
-
 def paired_figure(result: dict, order: list[str]):
     """Forest plot: each head minus the reference on the ranking measure, one panel per split;
     per head row its rerun margin as a band [-m, m] around 0, the t interval over seeds and the
@@ -238,7 +231,7 @@ def paired_figure(result: dict, order: list[str]):
                 indicative |= bool(iv.get("indicative"))
                 ax.errorbar(iv["mean"], row + off, xerr=[[iv["mean"] - iv["low"]], [iv["high"] - iv["mean"]]],
                             fmt=marker, ms=5, color=PALETTE[label], capsize=3, zorder=2)
-                ax.annotate(_mark(iv), (iv["high"], row + off), xytext=(5, 0), textcoords="offset points",
+                ax.annotate(mark_of(iv), (iv["high"], row + off), xytext=(5, 0), textcoords="offset points",
                             va="center", fontsize=9, color=PALETTE[label], gid=f"mark|{split}|{head}|{which}")
         ax.axvline(0, color=PALETTE["zero"], lw=0.8, zorder=1)
         ax.set_yticks(y, [_short(h) for h in others])

@@ -59,6 +59,14 @@ MEANING = {
     "within rerun noise": "a bound lies within the rerun margin of 0, so a rerun on another machine could move "
                           "it either way: no verdict",
 }
+
+
+def mark_of(iv: dict) -> str:
+    """The mark printed after an interval, in the tables and in paired.png: its verdict's, or †
+    when indicative (no verdict)."""
+    return "†" if iv["verdict"] == INDICATIVE else MARKS[iv["verdict"]]
+
+
 KINDS = ("seeds", "videos")
 TABLES = {"all": "all frames", "availability": "by availability"}
 

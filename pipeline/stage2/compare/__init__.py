@@ -63,6 +63,14 @@ def comparison_fingerprints(params: Params) -> dict[str, str]:
     return out
 
 
+def expanded_heads(params: Params, streams: list[str]) -> list[str]:
+    """compare.heads with `only:*` as one head per stream; an unknown head fails here."""
+    try:
+        return head_names(params.compare.heads, streams)
+    except ValueError as exc:
+        raise ParamsError(f"compare.heads: {exc}") from None
+
+
 def run_folder(params: Params, result: dict, head: str, seed: int) -> Path:
     """The folder of a comparison's (head, seed) run, as its compare.json names it."""
     row = next((r for r in result["runs"] if r["head"] == head and r["seed"] == seed), None)
@@ -85,10 +93,7 @@ def collect_garbage(params: Params, keep: list[Params], dry_run: bool = False) -
     keys: set[str] = set()
     for p in (params, *keep):
         streams = [s["name"] for s in checkpoints.provenance(p.path(p.embed.out))["streams"]]
-        try:
-            heads = head_names(p.compare.heads, streams)
-        except ValueError as exc:
-            raise ParamsError(f"compare.heads: {exc}") from None
+        heads = expanded_heads(p, streams)
         keys |= {r.key for r in planned_runs(p, heads, comparison_fingerprints(p))}
     found = garbage(params.path(params.compare.runs), keys)
     if not dry_run:
@@ -114,10 +119,7 @@ def run_compare(params: Params) -> dict:
         console.print(f"[yellow]compare:[/] no test entries in {folder}; validation only", highlight=False)
     scored = {s: by for s, by in scored.items() if by}
     streams = stream_widths(splits.train + splits.union("validation"))
-    try:
-        heads = head_names(cfg.heads, list(streams))  # `only:*` -> one per stream; unknown heads fail here
-    except ValueError as exc:
-        raise ParamsError(f"compare.heads: {exc}") from None
+    heads = expanded_heads(params, list(streams))
     if cfg.reference not in heads:
         raise ParamsError(f"compare.reference {cfg.reference!r} is not among the heads {heads}")
     cfg = cfg.model_copy(update={"heads": heads})

@@ -27,7 +27,6 @@ import hashlib
 import json
 import shutil
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -121,17 +120,24 @@ def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
     return h.hexdigest()
 
 
-@cache
-def _code_fingerprint(head: str, tasks: tuple[str, ...], stamps: tuple) -> str:
-    return files_fingerprint(code_files(head, tasks), _PACKAGE_ROOT)
+_FINGERPRINTS: dict[tuple[str, tuple[str, ...]], tuple[tuple, str]] = {}  # (head, tasks) -> (stamps, fingerprint)
+
+
+def _stamps(files: list[Path]) -> tuple:
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
 def code_fingerprint(head: str, tasks: list[str] | tuple[str, ...]) -> str:
-    """The fingerprint of the code a run of `head` on `tasks` executes (recomputed when a file
-    of it changed: the files' sizes and modification times are part of the memo's key)."""
+    """The fingerprint of the code a run of `head` on `tasks` executes. Remembered per (head,
+    tasks) with its files' sizes and modification times, so a comparison parses the imports once
+    per head, not once per run, and an edited file is seen."""
+    memo = _FINGERPRINTS.get((head, tuple(tasks)))
+    if memo is not None and _stamps([Path(f) for f, _, _ in memo[0]]) == memo[0]:
+        return memo[1]
     files = code_files(head, tuple(tasks))
-    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _code_fingerprint(head, tuple(tasks), stamps)
+    fingerprint = files_fingerprint(files, _PACKAGE_ROOT)
+    _FINGERPRINTS[head, tuple(tasks)] = (_stamps(files), fingerprint)
+    return fingerprint
 
 
 def folder_name(head: str, seed: int, key: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from scipy import stats
 
 from pipeline.stage2.compare.aggregate import SCORE, TIE
-from pipeline.stage2.verdicts import (INDICATIVE, KINDS, MARKS, MEANING, VERDICTS, family_id, paired_blocks,
+from pipeline.stage2.verdicts import (INDICATIVE, KINDS, MARKS, MEANING, VERDICTS, family_id, mark_of, paired_blocks,
                                       seeds_needed_of)
 
 SHORT = {"validation": "val", "test": "test"}  # column labels
@@ -52,8 +52,7 @@ def _iv(iv: dict | None) -> str:
     """An interval cell: `mean [low, high]` and its verdict's mark, or † when indicative (no verdict)."""
     if iv is None:
         return "n/a (one seed)"
-    mark = "†" if iv["verdict"] == INDICATIVE else MARKS[iv["verdict"]]
-    return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {mark}"
+    return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}] {mark_of(iv)}"
 
 
 def _effect(e: dict | None) -> str:
