@@ -15,7 +15,7 @@ REQS   := requirements/torch.txt requirements/nodeps.txt requirements/base.txt \
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup system-deps demo compare-va three-streams tsav test clean-venv
+.PHONY: setup system-deps demo compare-va three-streams tsav tune test clean-venv
 
 setup: system-deps $(STAMP)
 
@@ -79,6 +79,23 @@ tsav: setup
 	jmt embed --params params-tsav.yaml
 	jmt train --params params-tsav.yaml
 	jmt evaluate --params params-tsav.yaml
+
+# Verdicts that survive tuning (params-tune.yaml; docs/compare.md, "Tuning"): every head searched
+# with the same CPU-seconds on validation (`jmt tune`: Optuna TPE + ASHA, the study in
+# runs/tune/study.db, trials on a Ray instance on this machine, one per core), then each head with
+# its best configuration x seeds beside the default comparison of the same heads and seeds, the
+# ensembles, the report (reports/tuned/) and README's tuned headline. A killed run resumes: the
+# finished trials and runs are kept.
+tune: setup
+	dvc repro embed labels
+	dvc status tune | grep -q "up to date" || \
+	  { jmt tune --params params-tune.yaml --engine ray && dvc commit -f tune; }
+	dvc status compare_tuned | grep -q "up to date" || \
+	  { jmt compare --params params-tune.yaml --engine ray && dvc commit -f compare_tuned; }
+	dvc repro ensemble_tuned report_tuned
+	jmt readme --params params-tune.yaml
+	jmt compare --params params-tune.yaml --show
+	@echo "make tune: the search in reports/tuned/tune.md, the tuned comparison in reports/tuned/index.md"
 
 test: setup
 	$(BIN)/python -m pytest

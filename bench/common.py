@@ -158,36 +158,6 @@ def comparison_runs(params_path: Path, seeds: list[int] | None = None) -> list[t
 
 # ---- results ---------------------------------------------------------------------------------
 
-# the words of `jmt compare` before Holm's correction (docs/bench JSON written then) -> now
-OLD_VERDICTS = {"above": "better", "below": "worse", "includes 0": "no difference shown",
-                "within noise": "within rerun noise"}
-# an interval row's status, best first (a descriptive row: `same` or `changed`)
-STATUSES = ("same", "weakened", "withheld", "contradicted")
-
-
-def verdict_status(a: str, b: str, kind: str = "interval") -> str:
-    """Two comparisons' verdicts on one row (pipeline/stage2/verdicts.py's words, or the old
-    ones, `OLD_VERDICTS`): `same`; `withheld` (`within rerun noise` or `indicative` on one side,
-    anything else on the other: nothing stated there, nothing contradicted); `weakened` (`better`
-    or `worse` on one side, `no difference shown` on the other: a difference shown on one, not
-    shown on the other, after the family correction or with a wider interval; absence of
-    evidence, not a contradiction); `contradicted` (`better` against `worse`, or a verdict on one
-    side only: n/a or missing on the other). A descriptive row: `same` or `changed`."""
-    from pipeline.stage2.verdicts import INDICATIVE, STATED  # here: the module needs numpy and scipy
-
-    if kind == "descriptive":
-        return "same" if a == b else "changed"
-    a, b = OLD_VERDICTS.get(a, a), OLD_VERDICTS.get(b, b)
-    if a == b:
-        return "same"
-    sides = {a, b}
-    if not sides <= {*STATED, "within rerun noise", INDICATIVE}:
-        return "contradicted"      # n/a (not scored) or missing on one side
-    if sides & {"within rerun noise", INDICATIVE}:
-        return "withheld"
-    return "weakened" if "no difference shown" in sides else "contradicted"
-
-
 def _plain(value: Any) -> Any:
     """What json cannot write by itself: numpy scalars and arrays, paths."""
     if hasattr(value, "tolist"):   # numpy scalar or array

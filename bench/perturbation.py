@@ -19,16 +19,12 @@ a finding. This script makes such a change on purpose and checks every verdict:
    `indicative`); and, descriptive only, the ranking of the heads per split and key and the
    winner of every subset.
 
-Each interval row gets a status (bench/common.py, `verdict_status`): `same`; `withheld`, within
-rerun noise (or indicative) on one side: nothing stated there, nothing contradicted; `weakened`,
-better or worse on one side and no difference shown on the other: a difference shown on one
-machine and not shown on the other, its interval wider there or its p no longer low enough after
-Holm's correction (which moves with every other p of the family): absence of evidence, counted
-apart from contradictions; `contradicted`, better on one side and worse on the other, or a verdict
-on one side only (n/a on the other). The check holds when no verdict the findings use is
-contradicted. A rule without a margin cannot promise more: any threshold has intervals that end
-next to it. It also reports what the rule without a margin (k = 0, Holm's correction kept) would
-have changed.
+Each interval row gets a status (pipeline/stage2/compare/survival.py, `verdict_status`): `same`,
+`withheld`, `weakened` (a difference shown on one side only: absence of evidence, counted apart
+from contradictions) or `contradicted` (better against worse, or a verdict on one side only).
+The check holds when no verdict the findings use is contradicted. A rule without a margin cannot
+promise more: any threshold has intervals that end next to it. It also reports what the rule
+without a margin (k = 0, Holm's correction kept) would have changed.
 
 Prints a table and writes --out (docs/bench/perturbation.json).
 
@@ -40,7 +36,6 @@ Prints a table and writes --out (docs/bench/perturbation.json).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import shutil
 import sys
@@ -52,11 +47,10 @@ import numpy as np
 import yaml
 
 from pipeline import cache
-from pipeline.stage2.compare.aggregate import SCORE
-from pipeline.stage2.verdicts import STATED, annotate, paired_blocks
+from pipeline.stage2.compare.survival import compare_verdicts, keys_of, main_metric
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
-from common import REPO, STATUSES, verdict_status  # noqa: E402
+from common import REPO  # noqa: E402
 
 # params keys holding paths: made absolute (the params file moves to --work); and each stream's
 # `embed.streams.<name>.checkpoint`
@@ -120,100 +114,6 @@ def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: 
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-def keys_of(result: dict) -> list[str]:
-    """What a comparison's verdicts are about: each task, then (several tasks) `score`."""
-    return [*result["tasks"], *([SCORE] if len(result["tasks"]) > 1 else [])]
-
-
-def main_metric(result: dict, key: str) -> str:
-    return SCORE if key == SCORE else result["main_metric"][key]
-
-
-def verdicts(result: dict, k: float | None = None) -> dict[str, dict]:
-    """Every verdict the findings can draw from a compare.json, flat. Keys
-    `<split>/<key>/<subset>/<head>/<seeds|videos>` (key: a task or `score`, the sum of the
-    tasks' metrics; subset `all` = every valid frame, else an availability subset of the task)
-    for each head but the reference: {"verdict" (pipeline.stage2.verdicts: better, worse, no
-    difference shown, within rerun noise, indicative; n/a when not scored), "used" (the findings
-    may cite it: not an indicative bootstrap), "low", "high", "margin", "kind": "interval"}. And,
-    descriptive (no interval behind them, never a significance verdict): `<split>/<key>/ranking`
-    (heads by the key's main metric) and `<split>/<task>/<subset>/best`.
-
-    k: the rerun margin in sds. None, or the one the result was annotated with: its own verdicts.
-    Another k, or a result without Holm's families (annotated before the correction, or never):
-    annotated again (k None: 2); a compare.json keeps no bootstrap draws, so its bootstrap
-    intervals then take the unadjusted rule (their bounds against the margin, in no family)."""
-    if "families" not in result or (k is not None and k != result.get("rerun_margin")):
-        result = annotate(copy.deepcopy(result), 2.0 if k is None else k)
-    res, ref = result["results"], result["reference"]
-    out: dict[str, dict] = {}
-    splits = [s for s in ("validation", "test") if s in res[ref]]
-    for split in splits:
-        for key in keys_of(result):
-            if key not in res[ref][split]:
-                continue
-            metric = main_metric(result, key)
-            ranking = sorted(result["heads"], key=lambda h: -res[h][split][key]["full"][metric]["mean"])
-            out[f"{split}/{key}/ranking"] = {"verdict": " > ".join(ranking), "used": True, "kind": "descriptive"}
-        for task in result["tasks"]:
-            if task not in res[ref]["availability"].get(split, {}):
-                continue
-            metric = main_metric(result, task)
-            for subset in result.get("subsets", {}):
-                rows = {h: res[h]["availability"][split][task][subset] for h in result["heads"]}
-                scored = all(r["scored"] for r in rows.values())
-                best = max(rows, key=lambda h: rows[h][metric]["mean"]) if scored else "not scored"
-                out[f"{split}/{task}/{subset}/best"] = {"verdict": best, "used": scored, "kind": "descriptive"}
-                for head in result["heads"]:  # subset intervals that were not scored: n/a
-                    if head != ref:
-                        for which in ("seeds", "videos"):
-                            out[f"{split}/{task}/{subset}/{head}/{which}"] = {"verdict": "n/a", "used": False,
-                                                                              "kind": "interval"}
-    for split, key, subset, head, vs in paired_blocks(result):
-        for which in ("seeds", "videos"):
-            iv = vs.get(which)
-            out[f"{split}/{key}/{subset}/{head}/{which}"] = {
-                "verdict": iv["verdict"] if iv else "n/a", "kind": "interval",
-                "used": iv is not None and (which == "seeds" or not iv.get("indicative", False)),
-                **({"low": iv["low"], "high": iv["high"], "margin": vs["margin"]} if iv else {})}
-    return out
-
-
-def compare_verdicts(original: dict, perturbed: dict, k: float | None = None) -> dict:
-    """The verdicts of two comparisons side by side: one row per key (either side), its status
-    (`verdict_status`), and counts of the interval rows the findings use per status, `weakened`
-    apart from `contradicted`. The check holds when none is contradicted. `plain_rule_changed`
-    counts the verdicts the rule without a margin (k = 0) would have changed."""
-    a, b = verdicts(original, k), verdicts(perturbed, k)
-    missing = {"verdict": "missing", "used": False, "kind": "interval"}
-    rows = []
-    for key in sorted(a.keys() | b.keys()):
-        va, vb = a.get(key, missing), b.get(key, missing)
-        kind = va["kind"] if key in a else vb["kind"]
-        row = {"key": key, "kind": kind, "original": va["verdict"], "perturbed": vb["verdict"],
-               "used": va["used"] or vb["used"], "status": verdict_status(va["verdict"], vb["verdict"], kind)}
-        if "low" in va or "low" in vb:
-            row["bounds"] = {side: [v.get("low"), v.get("high"), v.get("margin")] for side, v in
-                             (("original", va), ("perturbed", vb))}
-        rows.append(row)
-    intervals = [r for r in rows if r["kind"] == "interval" and r["used"]]
-    pa, pb = verdicts(original, 0), verdicts(perturbed, 0)
-    count = lambda status: sum(r["status"] == status for r in intervals)  # noqa: E731
-    summary = {
-        "interval_verdicts": len(intervals), **{status: count(status) for status in STATUSES},
-        "stated_original": sum(r["original"] in STATED for r in intervals),
-        "stated_perturbed": sum(r["perturbed"] in STATED for r in intervals),
-        "stated_both_same": sum(r["status"] == "same" and r["original"] in STATED for r in intervals),
-        "plain_rule_changed": sum(pa[r["key"]]["verdict"] != pb[r["key"]]["verdict"] for r in intervals
-                                  if r["key"] in pa and r["key"] in pb),
-        "descriptive_changed": [r["key"] for r in rows if r["kind"] == "descriptive" and r["status"] == "changed"],
-        "rankings_same": all(r["status"] == "same" for r in rows if r["key"].endswith("/ranking")),
-    }
-    summary["holds"] = summary["contradicted"] == 0
-    return {"summary": summary, **{status: [r["key"] for r in intervals if r["status"] == status]
-                                   for status in STATUSES if status != "same"}, "rows": rows}
 
 
 def score_shift(original: dict, perturbed: dict) -> dict[str, float]:

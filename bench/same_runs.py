@@ -13,11 +13,9 @@ as well as the current one (`val_va_ccc_mean`, `scores[split][condition]["va"][m
 With `--metrics A B` (the two compare.json) it also reports, per head and split, how far the
 paired difference from the reference (valence-arousal CCC mean, t over seeds) moved against
 the rerun margin, and whether any interval verdict (t over seeds, bootstrap over videos; all
-frames) changed (bench/common.py, `verdict_status`): `same`, `withheld` (within rerun noise or
-indicative on one side), `weakened` (better or worse on one side, no difference shown on the
-other) or `contradicted` (better against worse, or a verdict on one side only). Verdicts in the
-words of jmt before Holm's correction (above, below, includes 0, within noise) are read as
-better, worse, no difference shown, within rerun noise.
+frames) changed, with the statuses of pipeline/stage2/compare/survival.py (`verdict_status`:
+same, withheld, weakened or contradicted; verdicts in the words of jmt before Holm's correction
+read in today's).
 
 With `--rows CHECK.json SIDE NEW.json` it checks the interval verdicts one side of a
 `bench/perturbation.py` check recorded (SIDE: `original` or `perturbed`; its rows name
@@ -40,7 +38,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
-from common import STATUSES, verdict_status, write_json  # noqa: E402
+from common import write_json  # noqa: E402
+
+# after common: it puts the repository on sys.path
+from pipeline.stage2.compare.survival import STATUSES, verdict_status  # noqa: E402
 
 # the unimodal references' names before the refactor -> now (their folders: only_<stream>)
 RENAMED = {"audio_only": "only:audio", "visual_only": "only:visual"}

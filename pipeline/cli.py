@@ -13,7 +13,8 @@ from pipeline import cache_tools, live, report
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces, labels
-from pipeline.stage2 import compare, evaluate, export, heads_cli, predict, train
+from pipeline.stage2 import compare, evaluate, export, heads_cli, predict, train, tune
+from pipeline.stage2 import ensemble
 from pipeline.errors import JmtError
 
 app = typer.Typer(
@@ -68,6 +69,8 @@ app.command("predict")(_clear_errors(predict.command))
 app.command("export")(_clear_errors(export.command))
 app.command("live")(_clear_errors(live.command))
 app.command("compare")(_clear_errors(compare.command))
+app.command("tune")(_clear_errors(tune.command))
+app.command("ensemble")(_clear_errors(ensemble.command))
 app.command("report")(_clear_errors(report.command))
 app.command("readme")(_clear_errors(report.readme_command))
 

@@ -320,6 +320,13 @@ class CompareParams(Section):
     latency_repeats: PosInt = 5
     # how every run's validation and test predictions are made: offline | causal (as evaluate's)
     protocol: Literal["offline", "causal"] = "offline"
+    # default: every head with the model/train params above; tuned: each head with its best
+    # configuration from `tuned` (jmt tune's output), and beside it the default comparison
+    configs: Literal["default", "tuned"] = "default"
+    tuned: PathStr = "metrics/tune.json"
+    # 0: the official splits; k >= 2: training + validation entries merged and split into k folds
+    # by video, each (head, seed, fold) a run validated on its fold (pipeline/stage2/folds.py)
+    folds: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> CompareParams:
@@ -328,7 +335,60 @@ class CompareParams(Section):
                 raise ValueError(f"{key} has duplicates: {values}")
         if self.reference not in self.heads:
             raise ValueError(f"reference {self.reference!r} is not among heads {self.heads}")
+        _check_folds(self.folds)
         return self
+
+
+def _check_folds(k: int) -> None:
+    if k == 1:
+        raise ValueError("folds: 0 (the official splits) or k >= 2, not 1")
+
+
+# A search space: a dotted params key -> [choices] | {low, high, log} (ints when both bounds are) |
+# a single value (fixed, not searched); pipeline/stage2/tune/space.py
+SearchSpace = dict[str, Any]
+
+
+class TuneParams(Section):
+    """`jmt tune`: every head of compare.heads searched over its space with the same budget and
+    the same algorithm, on validation only (docs/compare.md, "Tuning")."""
+
+    trials: PosInt = 20                       # per head; with a budget below, the most trials a head may take
+    epochs_budget: PosInt | None = None       # training epochs per head, all its trials together
+    seconds_budget: PosFloat | None = None    # CPU- (or GPU-) seconds per head: the units' resources x wall time
+    sampler: Literal["tpe", "random"] = "tpe"
+    startup_trials: Annotated[int, Field(ge=0)] = 5   # tpe: random configurations before the model takes over
+    scheduler: Literal["asha", "none"] = "asha"
+    grace_epochs: PosInt = 4                  # asha: the first rung (epochs every trial gets)
+    reduction: Annotated[int, Field(ge=2)] = 3   # asha: 1/reduction of the trials go on at each rung
+    seed: int = 0                             # the sampler's seed
+    folds: Annotated[int, Field(ge=0)] = 0    # 0: the official validation split; k >= 2: mean over k folds
+    space: SearchSpace = Field(default_factory=dict)   # overrides of the shared and the heads' spaces
+    out: PathStr = "runs/tune"                # the study database and every trial's record
+    storage: str | None = None                # SQLAlchemy URL; null: sqlite:///<out>/study.db
+    metrics: PathStr = "metrics/tune.json"
+    table: PathStr = "reports/tune.md"
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TuneParams:
+        if self.epochs_budget is not None and self.seconds_budget is not None:
+            raise ValueError("set epochs_budget or seconds_budget, not both (the comparison states one budget)")
+        _check_folds(self.folds)
+        return self
+
+    @property
+    def budget(self) -> str:
+        """The budget the search spends equally per head: trials, epochs or seconds."""
+        return "epochs" if self.epochs_budget else "seconds" if self.seconds_budget else "trials"
+
+
+class EnsembleParams(Section):
+    """`jmt ensemble`: each head's runs (seeds x folds) averaged, and the best heads together."""
+
+    top_k: PosInt = 3                         # the ensemble of the k heads best on validation
+    out: PathStr = "reports/ensemble"         # submission files, per head and for the top k
+    metrics: PathStr = "metrics/ensemble.json"
+    table: PathStr = "reports/ensemble.md"
 
 
 class ReportParams(Section):
@@ -385,6 +445,8 @@ class Params(Section):
     evaluate: EvaluateParams
     tasks: TasksParams = Field(default_factory=TasksParams)
     compare: CompareParams = Field(default_factory=CompareParams)
+    tune: TuneParams = Field(default_factory=TuneParams)
+    ensemble: EnsembleParams = Field(default_factory=EnsembleParams)
     report: ReportParams = Field(default_factory=ReportParams)
     run: RunParams = Field(default_factory=RunParams)
     _root: Path = PrivateAttr(default=Path("."))

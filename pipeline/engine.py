@@ -257,12 +257,16 @@ class _ActorHost:
 
 
 def run_units(fn: Callable[..., Any], units: Iterable[Unit], *, cfg: RunParams, res: Resources,
-              on_result: Callable[[Unit, Any], None]) -> None:
+              on_result: Callable[[Unit, Any], None], queued: int = 2) -> None:
     """Calls `fn(*unit.args)` for every unit and hands each result to `on_result` as it comes.
 
-    Local engine: in order, in this process. Ray: as tasks with `res`, at most twice the
-    cluster's capacity in flight, retried when a worker or node dies; the first unit that
+    Local engine: in order, in this process. Ray: as tasks with `res`, at most `queued` times
+    the cluster's capacity in flight, retried when a worker or node dies; the first unit that
     raises stops the run (units in flight are cancelled; finished ones stay committed).
+
+    `units` is read lazily, one unit per free slot: an iterator that has nothing now may stop
+    and be asked again after the next result (jmt tune makes each trial step from the results
+    before it; `queued=1` keeps it from asking ahead of the free workers).
     """
     if cfg.engine == "local":
         for unit in units:
@@ -272,7 +276,7 @@ def run_units(fn: Callable[..., Any], units: Iterable[Unit], *, cfg: RunParams, 
     connect(cfg)
     task = ray.remote(_in_worker).options(num_cpus=res.cpus, num_gpus=res.gpus, max_retries=cfg.max_retries,
                                           retry_exceptions=False, name=getattr(fn, "__name__", "unit"))
-    window = 2 * _capacity(ray, res)
+    window = queued * _capacity(ray, res)
     threads = threads_for(res)
     _drain(ray, iter(units), lambda unit: task.remote(fn, threads, *unit.args), window, on_result)
 

@@ -20,7 +20,7 @@ PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 
 def test_pipeline_runs_from_the_demo_corpus_to_the_report():
     assert list(STAGES) == ["demo", "faces", "audio", "labels", "embed", "train", "evaluate", "compare", "report",
-                            "compare_tasks", "report_tasks"]
+                            "compare_tasks", "report_tasks", "tune", "compare_tuned", "ensemble_tuned", "report_tuned"]
     commands = {c.name for c in app.registered_commands}
     for name, stage in STAGES.items():
         words = stage["cmd"].split()
@@ -53,7 +53,7 @@ def test_every_code_dependency_exists():
                 assert (REPO / dep).exists(), f"{name}: dependency {dep} does not exist"
 
 
-@pytest.mark.parametrize("name", ["compare", "compare_tasks"])
+@pytest.mark.parametrize("name", ["compare", "compare_tasks", "tune", "compare_tuned"])
 def test_a_comparison_stage_depends_on_the_code_of_every_run_it_can_make(name):
     """Every file a run's key fingerprints (found from the imports, any head, any task) is inside
     one of the stage's code deps: an edit that retrains runs also makes DVC rerun the stage."""
@@ -165,3 +165,12 @@ def test_dvc_parses_the_pipeline():
     proc = subprocess.run([dvc_executable(), "stage", "list"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert [line.split()[0] for line in proc.stdout.splitlines() if line.strip()] == list(STAGES)
+
+
+def test_the_search_depends_on_every_key_its_trials_start_from():
+    """`tune` reruns when a key every trial's configuration starts from changes (the keys the
+    space does not search reach every trial as they are), and when the search's own keys do."""
+    listed = _params_of(STAGES["tune"])
+    assert listed == {"params.yaml": RUN_KEYS | {"tasks", "run.compare.cpus"},
+                      "params-tune.yaml": {"tune", "compare.heads"}}
+    assert "metrics/tune.json" in STAGES["compare_tuned"]["deps"]

@@ -33,6 +33,7 @@ from pipeline.stage2.compare.aggregate import SCORE, corpus_facts, head_results,
 from pipeline.stage2.compare.execute import execute_run, remote_run
 from pipeline.stage2.compare.runs import (SPLITS, code_fingerprint, folder_name, garbage, load_predictions, load_run,
                                           planned_runs, remove, shared_params)
+from pipeline.stage2.compare import crossval, tuned
 from pipeline.stage2.compare.tables import markdown
 from pipeline.stage2.cost import head_cost
 from pipeline.stage2.data import load_splits, stream_widths
@@ -86,15 +87,32 @@ def run_folder(params: Params, result: dict, head: str, seed: int) -> Path:
     return folder
 
 
+def every_planned_run(params: Params) -> list:
+    """Every run a params file's comparison needs: with folds, each fold's; with tuned configs,
+    the tuned runs and the default ones beside them (their views and tune output as they are now)."""
+    if params.compare.folds >= 2:
+        from pipeline.stage2 import folds
+
+        k, root = params.compare.folds, params.path(params.compare.runs)
+        return [r for i in range(k) for r in every_planned_run(params.updated(
+            labels={"out": str(folds.fold_labels(params, k, i, root))}, compare={"folds": 0}))]
+    streams = [s["name"] for s in checkpoints.provenance(params.path(params.embed.out))["streams"]]
+    heads = expanded_heads(params, streams)
+    runs = planned_runs(params, heads, comparison_fingerprints(params))
+    if params.compare.configs == "tuned":
+        from pipeline.stage2.tune import best_configs
+        from pipeline.stage2.tune.space import configured
+
+        own = {h: configured(params, c) for h, c in best_configs(params, heads).items()}
+        runs += planned_runs(params, heads, comparison_fingerprints(params), own)
+    return runs
+
+
 def collect_garbage(params: Params, keep: list[Params], dry_run: bool = False) -> list[tuple[Path, int]]:
     """Removes from `params`' runs folder every run that neither `params` nor any of `keep`
     names (their comparisons' run keys with the caches and code at hand); returns what it
     removed (or would, with dry_run)."""
-    keys: set[str] = set()
-    for p in (params, *keep):
-        streams = [s["name"] for s in checkpoints.provenance(p.path(p.embed.out))["streams"]]
-        heads = expanded_heads(p, streams)
-        keys |= {r.key for r in planned_runs(p, heads, comparison_fingerprints(p))}
+    keys: set[str] = {r.key for p in (params, *keep) for r in every_planned_run(p)}
     found = garbage(params.path(params.compare.runs), keys)
     if not dry_run:
         remove(found)
@@ -108,6 +126,8 @@ def collect_garbage(params: Params, keep: list[Params], dry_run: bool = False) -
 def run_compare(params: Params) -> dict:
     """Runs (or reuses) every (head, seed), aggregates, writes the JSON and markdown table."""
     cfg: CompareParams = params.compare
+    if cfg.folds >= 2:  # one comparison per fold, then the summary over folds x seeds
+        return crossval.run_crossval(params, run_compare)
     t0 = time.time()
     folder = params.path(params.embed.out)
     tasks = tasks_of(params.train.tasks, params.tasks)
@@ -123,19 +143,28 @@ def run_compare(params: Params) -> dict:
     if cfg.reference not in heads:
         raise ParamsError(f"compare.reference {cfg.reference!r} is not among the heads {heads}")
     cfg = cfg.model_copy(update={"heads": heads})
+    configs, default = {}, None
+    if cfg.configs == "tuned":  # each head with its own best configuration; the default comparison beside it
+        from pipeline.stage2.tune import best_configs  # tune imports this package: here, not at the top
+        from pipeline.stage2.tune.space import configured
+
+        configs = {h: configured(params, c) for h, c in best_configs(params, heads).items()}
+        console.print("[cyan]compare[/]: the default configuration first (the same heads and seeds)", highlight=False)
+        default = run_compare(params.updated(compare={"configs": "default", **tuned.default_paths(params)}))
+    params_of = {h: configs.get(h, params) for h in heads}
     labels = {s: {t: labels_of(e, t) for t, e in by.items()} for s, by in scored.items()}
     availability = {s: {t: availability_of(e) for t, e in by.items()} for s, by in scored.items()}
     fingerprints = comparison_fingerprints(params)
     runs_dir = params.path(cfg.runs)
     runs: dict[tuple[str, int], dict] = {}
-    planned = planned_runs(params, heads, fingerprints)
+    planned = planned_runs(params, heads, fingerprints, params_of)
     folders = {(r.head, r.seed): r.folder for r in planned}
     order = [(r.head, r.seed) for r in planned]
     todo: list[Unit] = []
     for r in planned:
         info = load_run(r.folder, r.key)
         if info is None:
-            todo.append(Unit(f"{r.head} seed {r.seed}", (params, r.head, r.seed, r.folder, r.key)))
+            todo.append(Unit(f"{r.head} seed {r.seed}", (params_of[r.head], r.head, r.seed, r.folder, r.key)))
         else:
             runs[r.head, r.seed] = {**info, "reused": True}
             _said(info, "reused", order, len(runs))
@@ -162,9 +191,10 @@ def run_compare(params: Params) -> dict:
     conditions = list(conditions_of(list(streams)))
     results: dict = {}
     for head in cfg.heads:
-        model = build_head(head, **head_kwargs(params.model.model_copy(update={"fusion": head}), streams,
+        own = params_of[head]
+        model = build_head(head, **head_kwargs(own.model.model_copy(update={"fusion": head}), streams,
                                                params.train.tasks))
-        r = head_cost(model, streams, params.train.window, repeats=cfg.latency_repeats)
+        r = head_cost(model, streams, own.train.window, repeats=cfg.latency_repeats)
         r.update(head_results(head, runs, preds, labels, availability, tasks, conditions, cfg))
         results[head] = r
     seconds = time.time() - t0
@@ -186,6 +216,9 @@ def run_compare(params: Params) -> dict:
                    "reused": sum(r["reused"] for r in runs.values())},
     }
     annotate(out, cfg.rerun_margin)  # margins and verdicts: what the findings may state
+    if default is not None:
+        out["configs"] = "tuned"
+        out["tuning"] = tuned.tuning_block(params, default, out, best_configs(params, heads))
     metrics_path, table_path = params.path(cfg.metrics), params.path(cfg.table)
     for path in (metrics_path, table_path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +253,27 @@ def table_console() -> Console:
     """stdout, as wide as the terminal; 200 columns when not a terminal (logs, CI) so the
     tables do not wrap."""
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def print_table(table: Path, missing: str) -> None:
+    """Prints a markdown table file (`--show`), or an error naming it and what to run."""
+    if not table.is_file():
+        raise InputError(f"{table}: {missing}")
+    table_console().print(Markdown(table.read_text()))
+
+
+def engine_override(engine: str | None) -> dict:
+    """`--engine`'s change to params (none when not given)."""
+    if not engine:
+        return {}
+    if engine not in ("local", "ray"):
+        raise ParamsError(f"--engine: expected local or ray, got {engine!r}")
+    return {"run": {"engine": engine}}
+
+
+def heads_override(cfg: CompareParams, heads: str | None, seeds: str | None, source: Path) -> dict:
+    """`--heads`/`--seeds`' change to params (none when neither is given)."""
+    return {"compare": _override(cfg, heads, seeds, source)} if heads or seeds else {}
 
 
 def _override(cfg: CompareParams, heads: str | None, seeds: str | None, source: Path) -> dict:
@@ -265,23 +319,14 @@ def command(
     """Train and evaluate several heads over several seeds on the same cache; compare them."""
     p = load_params(params)
     if show:
-        table = p.path(p.compare.table)
-        if not table.is_file():
-            raise InputError(f"{table}: no comparison yet; run `jmt compare`")
-        table_console().print(Markdown(table.read_text()))
+        print_table(p.path(p.compare.table), "no comparison yet; run `jmt compare`")
         return
     if gc:
         collect_garbage(p, [load_params(k) for k in keep or []], dry_run)
         return
-    changes: dict = {}
-    if heads or seeds:
-        changes["compare"] = _override(p.compare, heads, seeds, params)
+    changes: dict = {**heads_override(p.compare, heads, seeds, params), **engine_override(engine)}
     if tasks:
         changes["train"] = {"tasks": [t.strip() for t in tasks.split(",") if t.strip()], "task_weights": {}}
-    if engine:
-        if engine not in ("local", "ray"):
-            raise ParamsError(f"--engine: expected local or ray, got {engine!r}")
-        changes["run"] = {"engine": engine}
     if protocol is not None and protocol not in PROTOCOLS:
         raise ParamsError(f"--protocol: one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     if protocol and protocol != p.compare.protocol:

@@ -13,7 +13,8 @@ The code is found from the imports, not listed by hand: starting at `execute.py`
 the tasks') contributes its own `__init__` and only the members the run uses: its head's file and
 its tasks' files (with whatever those import, another head's file included), never the ones its
 `__init__` registers for other runs, so adding or editing another head leaves the run's key alone.
-And the modules in `NOT_NUMERIC` are skipped, each for the reason written there.
+And the modules in `NOT_NUMERIC` are skipped, each for the reason written there; so is a head
+file's `SEARCH_SPACE` (`numeric_source`), which only proposes configurations to `jmt tune`.
 
 So runs of different configurations coexist, a configuration seen before is reused whatever ran
 in between, and adding a seed, a head or a configuration trains only what is new. `jmt compare
@@ -50,6 +51,7 @@ NOT_NUMERIC = {
     "pipeline.errors": "exception classes and messages",
     "pipeline.engine": "where a run executes (local or Ray); its threads per run are in the key",
 }
+SEARCH_SPACE = "SEARCH_SPACE"  # a head file's search space (`numeric_source`): not in its runs' keys
 _PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder holding `pipeline/`
 
 
@@ -111,12 +113,34 @@ def code_files(head: str, tasks: list[str] | tuple[str, ...], root: Path = _PACK
     return [_module_file(m, root) for m in sorted(seen)]
 
 
+def numeric_source(path: Path) -> bytes:
+    """A source file's bytes without its top-level `SEARCH_SPACE = ...` assignment (and the blank
+    lines right above it): a head's search space proposes configurations for `jmt tune` and the
+    configuration a run trains with is in its key already, so editing a space retrains nothing.
+    A file without one: its bytes as they are."""
+    data = path.read_bytes()
+    if SEARCH_SPACE.encode() not in data:
+        return data
+    lines = data.splitlines(keepends=True)
+    drop: set[int] = set()
+    for node in ast.parse(data, str(path)).body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and any(
+                isinstance(t, ast.Name) and t.id == SEARCH_SPACE
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target])):
+            first = node.lineno - 1
+            while first > 0 and not lines[first - 1].strip():
+                first -= 1
+            drop.update(range(first, node.end_lineno))
+    return b"".join(line for i, line in enumerate(lines) if i not in drop)
+
+
 def files_fingerprint(paths: list[Path], root: Path | None = None) -> str:
-    """sha256 over the names (relative to root) and bytes of files, in the given order."""
+    """sha256 over the names (relative to root) and bytes (`numeric_source`) of files, in the
+    given order."""
     h = hashlib.sha256()
     for path in paths:
         h.update(str(path.relative_to(root) if root else path.name).encode() + b"\0")
-        h.update(hashlib.sha256(path.read_bytes()).digest())
+        h.update(hashlib.sha256(numeric_source(path)).digest())
     return h.hexdigest()
 
 
@@ -169,14 +193,15 @@ class Planned:
     folder: Path
 
 
-def planned_runs(params: Params, heads: list[str], fingerprints: dict[str, str]) -> list[Planned]:
+def planned_runs(params: Params, heads: list[str], fingerprints: dict[str, str],
+                 params_of: dict[str, Params] | None = None) -> list[Planned]:
     """Every (head, seed) run of the comparison `params` describes, heads first, with its key
-    and folder."""
+    and folder; `params_of` gives a head its own params (a tuned configuration)."""
     runs_dir = params.path(params.compare.runs)
     out = []
     for head in heads:
         for seed in params.compare.seeds:
-            key = run_key(params, head, seed, fingerprints)
+            key = run_key((params_of or {}).get(head, params), head, seed, fingerprints)
             out.append(Planned(head, seed, key, runs_dir / folder_name(head, seed, key)))
     return out
 

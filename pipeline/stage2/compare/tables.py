@@ -460,4 +460,8 @@ def markdown(result: dict) -> str:
                       f"{res[h]['cpu_ms_per_1000_frames']:.1f}", f"{res[h]['train_seconds']['mean']:.0f}"]
                      for h in order])
     lines += _per_video_tables(result, order, splits, name)
+    if "tuning" in result:
+        from pipeline.stage2.compare import tuned  # it reads this module's words
+
+        lines += tuned.markdown(result)
     return "\n".join(lines) + "\n"

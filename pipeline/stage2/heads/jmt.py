@@ -51,6 +51,13 @@ def order(streams: list[str]) -> list[tuple[str, str]]:
     return pairs + [p for s in streams for p in ((JOINT, s), (s, JOINT))]
 
 
+SEARCH_SPACE = {  # jmt tune: this head's part of the search space (pipeline/stage2/tune/space.py)
+    "model.heads": [1, 2, 4],          # attention heads of every encoder and cross-attention
+    "model.layers": [1, 2],            # blocks per stream encoder and in the aggregation
+    "model.aggregation": ["self_attention", "fc"],
+}
+
+
 @HEADS.register("jmt")
 class JMT(FusionHead):
     def __init__(self, *, aggregation: str = "self_attention", **common) -> None:

@@ -18,6 +18,12 @@ from pipeline.stage2.heads import HEADS, FusionHead
 from pipeline.stage2.layers import Encoder
 
 
+SEARCH_SPACE = {  # jmt tune: this head's part of the search space (pipeline/stage2/tune/space.py)
+    "model.heads": [1, 2, 4],
+    "model.layers": [1, 2],
+}
+
+
 @HEADS.register("mt")
 class MT(FusionHead):
     min_streams = 2

@@ -9,6 +9,11 @@ from pipeline.stage2.heads import HEADS
 from pipeline.stage2.heads.jca import JCA
 
 
+SEARCH_SPACE = {  # jmt tune: this head's part of the search space (pipeline/stage2/tune/space.py)
+    "model.iterations": [1, 2, 3],     # the paper uses 2-3 recursive passes
+}
+
+
 @HEADS.register("rjca")
 class RJCA(JCA):
     def __init__(self, *, iterations: int = 2, **common) -> None:

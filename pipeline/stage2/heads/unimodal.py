@@ -12,6 +12,11 @@ import torch
 from pipeline.stage2.heads import HEADS, FusionHead
 
 
+SEARCH_SPACE = {  # jmt tune: this head's part of the search space (pipeline/stage2/tune/space.py)
+    "train.modality_dropout": 0.0,     # fixed: dropping a stream would drop this head's only input
+}
+
+
 @HEADS.register("only")
 class Unimodal(FusionHead):
     def __init__(self, *, stream: str = "", **common) -> None:
