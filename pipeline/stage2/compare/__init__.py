@@ -220,11 +220,7 @@ def run_compare(params: Params) -> dict:
         out["configs"] = "tuned"
         out["tuning"] = tuned.tuning_block(params, default, out, best_configs(params, heads))
     metrics_path, table_path = params.path(cfg.metrics), params.path(cfg.table)
-    for path in (metrics_path, table_path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(out, indent=1) + "\n")
-    table_path.write_text(markdown(out))
-    table_console().print(Markdown(markdown(out)))
+    write_outputs(metrics_path, table_path, out, markdown(out))
     console.print(f"[green]compare[/]: {out['timing']['trained']} runs trained, {out['timing']['reused']} reused, "
                   f"{seconds:.0f} s -> {metrics_path}, {table_path}", highlight=False)
     return out
@@ -247,6 +243,15 @@ def _run_row(head: str, seed: int, run: dict, folder: Path) -> dict:
             "availability": {split: {t: {sub: {k: _rounded(v) for k, v in row.items()} for sub, row in subs.items()}
                                      for t, subs in by.items()}
                              for split, by in run["availability"].items()}}
+
+
+def write_outputs(metrics: Path, table: Path, result: dict, text: str) -> None:
+    """Writes a result's JSON and its markdown table (folders made) and prints the table."""
+    for path in (metrics, table):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps(result, indent=1) + "\n")
+    table.write_text(text)
+    table_console().print(Markdown(text))
 
 
 def table_console() -> Console:

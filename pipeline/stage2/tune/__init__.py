@@ -21,7 +21,6 @@ from typing import Annotated, Any
 import optuna
 import typer
 from optuna.trial import TrialState
-from rich.markdown import Markdown
 
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.console import console
@@ -29,7 +28,7 @@ from pipeline.engine import run_units, shared_storage, threads_for
 from pipeline.errors import InputError, ParamsError
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.compare import (comparison_fingerprints, engine_override, expanded_heads, heads_override,
-                                     print_table, table_console)
+                                     print_table, write_outputs)
 from pipeline.stage2.compare.runs import code_fingerprint, shared_params
 from pipeline.stage2.tune.space import check_space, configured, distributions, space_of
 from pipeline.stage2.tune.study import (FINISHED, Schedule, attrs, open_search, open_storage, rung_caps, storage_url,
@@ -120,11 +119,7 @@ def run_tune(params: Params) -> dict:
         # in the study database (asks, rung reports, tells), in the driver, beside the trials' own seconds
         "study_seconds": round(schedule.study_seconds, 3)}
     metrics, table = params.path(cfg.metrics), params.path(cfg.table)
-    for path in (metrics, table):
-        path.parent.mkdir(parents=True, exist_ok=True)
-    metrics.write_text(json.dumps(result, indent=1) + "\n")
-    table.write_text(markdown(result))
-    table_console().print(Markdown(markdown(result)))
+    write_outputs(metrics, table, result, markdown(result))
     console.print(f"[green]tune[/]: {time.time() - t0:.0f} s -> {metrics}, {table}", highlight=False)
     return result
 
