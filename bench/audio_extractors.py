@@ -65,7 +65,7 @@ def timed(fn, repeats: int = 2) -> tuple[float, float, object]:
 def bench_speed(seconds_fast: float, seconds_ssl: float) -> dict:
     from pipeline.config import BackboneParams, load_params
     from pipeline.stage1.audio import logmel, window_frames
-    from pipeline.stage1.backbones import build
+    from pipeline.stage1.backbones import build_backbone
     from pipeline.stage1.embed import audio_windows
 
     params = load_params(REPO / "params.yaml")
@@ -77,7 +77,7 @@ def bench_speed(seconds_fast: float, seconds_ssl: float) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             bp = BackboneParams(name=name, allow_random=name.endswith("_base"))
-            net = build(bp, REPO)
+            net = build_backbone(bp, REPO)
         if name == "logmel_stats":  # what `jmt audio` + `jmt embed` do: spectrogram, then windows of it
             cfg = params.audio
             hop = cfg.hop_ms / 1000.0

@@ -35,7 +35,7 @@ def signal(seconds: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 def main() -> None:
     from pipeline.config import BackboneParams
-    from pipeline.stage1.backbones import build
+    from pipeline.stage1.backbones import build_backbone
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=REPO / "docs/bench/audio_extractors_gpu.json")
@@ -50,7 +50,7 @@ def main() -> None:
         torch.manual_seed(0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            net = build(BackboneParams(name=name, allow_random=name != "prosody"), REPO)
+            net = build_backbone(BackboneParams(name=name, allow_random=name != "prosody"), REPO)
         with torch.no_grad():
             ref = net(*short).float()
             net.to(cuda)

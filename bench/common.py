@@ -8,9 +8,10 @@ Import it from a bench script with the script's own folder on sys.path (true whe
     sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
     from common import REPO, write_params  # noqa: E402
 
-Needs only the standard library and PyYAML (bench/scale_gpu.py runs on machines without this
-package's config dependencies); it puts the repository on sys.path, so `pipeline` imports
-where the package is not installed.
+Imports with only the standard library (bench/scale_gpu.py runs on machines without this
+package's config dependencies: it reads params.yaml raw with `params_data`, PyYAML alone);
+`write_params` validates through pipeline.config (pydantic), imported when it is called. It
+puts the repository on sys.path, so `pipeline` imports where the package is not installed.
 """
 
 from __future__ import annotations
@@ -34,17 +35,10 @@ CACHE_FOLDERS = {"faces": "faces", "audio": "audio", "labels": "labels", "embed"
 
 # ---- params files ------------------------------------------------------------------------------
 
-def set_key(section: dict, key: str, value: Any) -> None:
-    """section[key] = value, a dotted key walking into nested mappings (`compare.cpus`,
-    `streams.visual.name`); mappings on the way are made when missing."""
-    *parents, last = key.split(".")
-    for part in parents:
-        section = section.setdefault(part, {})
-    section[last] = value
-
-
 def params_data(base: Path | None = None) -> dict:
-    """A params file as plain data (default: the repository's params.yaml)."""
+    """A params file as plain data, read with PyYAML and not validated (default: the
+    repository's params.yaml): for bench/scale_gpu.py, which runs where pydantic is not
+    installed, and for another code's params file, which this code's schema cannot validate."""
     import yaml
 
     return yaml.safe_load((base or REPO / "params.yaml").read_text())
@@ -52,27 +46,27 @@ def params_data(base: Path | None = None) -> dict:
 
 def write_params(folder: Path, corpus_root: Path | None = None, *, caches: str | None = "cache",
                  base: Path | None = None, **sections: dict[str, Any]) -> Path:
-    """`folder/params.yaml`: the repository's params (or `base`'s), with `corpus.root` =
-    `corpus_root` (made absolute) when given, every stage-1 cache under `folder/<caches>/`
-    (faces, audio, labels, embeddings; None: as in the base), then `sections` override keys,
-    section -> {dotted key: value}, e.g. `faces={"device": "cuda"}, run={"compare.cpus": 2}`.
-    Relative paths in params are taken from `folder`. An unknown section is a KeyError."""
-    data = params_data(base)
-    if corpus_root is not None:
-        data["corpus"]["root"] = str(Path(corpus_root).resolve())
-    if caches is not None:
-        for stage, sub in CACHE_FOLDERS.items():
-            data[stage]["out"] = f"{caches}/{sub}"
-    for section, values in sections.items():
-        if section not in data:
-            raise KeyError(f"write_params: params.yaml has no section {section!r}")
-        for key, value in values.items():
-            set_key(data[section], key, value)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "params.yaml"
+    """`folder/params.yaml`: the repository's params (or `base`'s, its own `base:` followed), with
+    `corpus.root` = `corpus_root` (made absolute) when given, every stage-1 cache under
+    `folder/<caches>/` (faces, audio, labels, embeddings; None: as in the base), then `sections`
+    override keys, section -> {dotted key: value}, e.g. `faces={"device": "cuda"},
+    run={"compare.cpus": 2}` (`Params.updated`: a bad section, key or value is a ParamsError
+    naming it, before any command runs). Relative paths in params are taken from `folder`."""
     import yaml
 
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    from pipeline.config import load_params
+
+    over: dict[str, dict[str, Any]] = {}
+    if corpus_root is not None:
+        over["corpus"] = {"root": str(Path(corpus_root).resolve())}
+    if caches is not None:
+        over.update({stage: {"out": f"{caches}/{sub}"} for stage, sub in CACHE_FOLDERS.items()})
+    for section, values in sections.items():
+        over[section] = {**over.get(section, {}), **values}
+    params = load_params(base or REPO / "params.yaml").updated(**over)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
     return path
 
 

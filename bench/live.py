@@ -45,7 +45,7 @@ from pipeline.device import resolve_device  # noqa: E402
 from pipeline.stage2 import checkpoints  # noqa: E402
 from pipeline.stage2.causal import predict_split  # noqa: E402
 from pipeline.stage2.data import load_splits, preload  # noqa: E402
-from pipeline.stage2.export import export_checkpoint  # noqa: E402
+from pipeline.infer.export import export_checkpoint  # noqa: E402
 from pipeline.stage2.protocol import labels_of, score, task_outputs  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402
 

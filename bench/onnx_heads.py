@@ -42,7 +42,8 @@ from common import REPO, comparison_runs, write_json  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.stage2 import checkpoints  # noqa: E402
 from pipeline.stage2.data import load_splits, preload, read_window, window_starts  # noqa: E402
-from pipeline.stage2.export import INT8_BOUND, OnnxModel, export_checkpoint  # noqa: E402
+from pipeline.infer.export import INT8_BOUND, export_checkpoint  # noqa: E402
+from pipeline.infer.runtime import OnnxModel  # noqa: E402
 from pipeline.stage2.protocol import labels_of, predict_split, score, task_outputs  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402
 

@@ -52,10 +52,10 @@ from pipeline.stage2.compare.survival import compare_verdicts, keys_of, main_met
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
 from common import REPO  # noqa: E402
 
-# params keys holding paths: made absolute (the params file moves to --work); and each stream's
-# `embed.streams.<name>.checkpoint`
-PATH_KEYS = ("base", "demo.out", "corpus.root", "corpus.manifest", "faces.out", "faces.cropped_aligned", "audio.out",
-             "labels.out")
+# the params keys of inputs that hold paths: made absolute (the params file moves to --work), and
+# each stream's `embed.streams.<name>.checkpoint`; the outputs' stay relative: under --work
+INPUT_PATHS = ("demo.out", "corpus.root", "corpus.manifest", "faces.out", "faces.cropped_aligned", "audio.out",
+               "labels.out")
 BLOCK = 1 << 16  # rows perturbed at a time: memory stays flat on long videos
 
 
@@ -89,30 +89,31 @@ def perturb_cache(src: Path, dst: Path, seed: int) -> dict:
 
 def perturbed_params(params_file: Path, cache_copy: Path, work: Path, original: dict,
                      engine: str | None = None) -> Path:
-    """A params file in `work`: the same params, paths absolute, embeddings from the copy, the
-    original comparison's heads, seeds and reference, and its runs, metrics and table (and every
-    other output) under `work`."""
-    data = yaml.safe_load(params_file.read_text())
-    root = params_file.resolve().parent
-    streams = (data.get("embed") or {}).get("streams") or {}
-    for key in (*PATH_KEYS, *(f"embed.streams.{s}.checkpoint" for s in streams)):
-        *parents, last = key.split(".")
-        node = data
-        for part in parents:
-            node = node.get(part) or {}
-        if node.get(last):
-            node[last] = str((root / node[last]).resolve())
-    data.setdefault("embed", {})["out"] = str(cache_copy)
-    data.setdefault("train", {}).update(out=str(work / "model.pt"), live_dir=str(work / "live"))
-    data.setdefault("evaluate", {}).update(metrics=str(work / "eval.json"), out=str(work / "eval"))
-    data.setdefault("compare", {}).update(runs=str(work / "runs"), metrics=str(work / "compare.json"),
-                                          table=str(work / "compare.md"), heads=original["heads"],
-                                          seeds=original["seeds"], reference=original["reference"])
-    data.setdefault("report", {})["out"] = str(work / "reports")
+    """A params file in `work`: the same params, input paths absolute, embeddings from the copy,
+    the original comparison's heads, seeds and reference, and its runs, metrics and table (and
+    every other output) under `work`."""
+    from pipeline.config import load_params
+
+    params = load_params(params_file)
+    dumped, over = params.model_dump(), {}
+    for key in (*INPUT_PATHS, *(f"embed.streams.{s}.checkpoint" for s in params.embed.streams)):
+        section, _, rest = key.partition(".")
+        value = dumped[section]
+        for part in rest.split("."):
+            value = value[part]
+        if value:
+            over.setdefault(section, {})[rest] = str(params.path(value).resolve())
+    over.setdefault("embed", {})["out"] = str(cache_copy)
+    over["train"] = {"out": str(work / "model.pt"), "live_dir": str(work / "live")}
+    over["evaluate"] = {"metrics": str(work / "eval.json"), "out": str(work / "eval")}
+    over["compare"] = {"runs": str(work / "runs"), "metrics": str(work / "compare.json"),
+                       "table": str(work / "compare.md"), "heads": original["heads"], "seeds": original["seeds"],
+                       "reference": original["reference"]}
+    over["report"] = {"out": str(work / "reports")}
     if engine:  # the runs' threads (run.compare.cpus) are kept: the engine changes no number
-        data.setdefault("run", {}).update(engine=engine, address=None)
+        over["run"] = {"engine": engine, "address": None}
     path = work / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    path.write_text(yaml.safe_dump(params.updated(**over).model_dump(), sort_keys=False))
     return path
 
 

@@ -29,8 +29,12 @@ import time
 from pathlib import Path
 from statistics import median
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # bench/: common.py
 from common import REPO, params_data, write_json, write_params  # noqa: E402
+
+from pipeline.config import load_params  # noqa: E402
 
 # the old code's unimodal names -> the new ones
 NEW_NAME = {"audio_only": "only:audio", "visual_only": "only:visual"}
@@ -60,6 +64,21 @@ def _recipe(folder: Path, heads: list[str], args: argparse.Namespace,
                         "metrics": str(folder / "compare.json"), "table": str(folder / "compare.md")},
             "run": {"engine": "local"},
             **{stage: {"out": str(out)} for stage, out in outs.items()}}
+
+
+def old_params(folder: Path, corpus: Path, base: Path, sections: dict[str, dict[str, object]]) -> Path:
+    """`folder/params.yaml` for the old code: its params.yaml `base` with `corpus.root` = `corpus`
+    and `sections`' keys laid over it. Written as plain YAML, not through `write_params`: the old
+    code's schema is another (no labels section), which this code's `Params` cannot validate; the
+    old code validates it when it runs."""
+    data = params_data(base)
+    data["corpus"]["root"] = str(corpus)
+    for section, values in sections.items():
+        data[section].update(values)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def compare_once(code: Path, params: Path, runs: Path, fresh: bool) -> dict:
@@ -100,10 +119,9 @@ def main() -> None:
         old_code.mkdir(parents=True)
         subprocess.run(["tar", "-x", "-C", str(old_code)], input=archive, check=True)
 
-    new_data = params_data(args.new_params)
-    new_root = args.new_params.resolve().parent
-    corpus = (new_root / new_data["corpus"]["root"]).resolve()
-    new_outs = {stage: (new_root / new_data[stage]["out"]).resolve()   # the new caches, where its params put them
+    new = load_params(args.new_params)
+    corpus = new.path(new.corpus.root)
+    new_outs = {stage: new.path(getattr(new, stage).out)   # the new caches, where its params put them
                 for stage in ("faces", "audio", "labels", "embed")}
     new_params = write_params(work / "new", corpus, caches=None, base=args.new_params,
                               **_recipe(work / "new", [NEW_NAME.get(h, h) for h in OLD_HEADS], args, new_outs))
@@ -113,14 +131,13 @@ def main() -> None:
                                        capture_output=True, text=True, check=True).stdout)
     old_outs = {stage: work / "old/cache" / sub for stage, sub in (("faces", "faces"), ("audio", "audio"),
                                                                    ("embed", "embeddings"))}
-    old_params = write_params(work / "old", corpus, caches=None, base=old_base,
-                              **_recipe(work / "old", OLD_HEADS, args, old_outs))
+    old = old_params(work / "old", corpus, old_base, _recipe(work / "old", OLD_HEADS, args, old_outs))
     stage1 = {}
     for stage in ("faces", "audio", "embed"):   # the old code's own caches of the same corpus (resumes)
-        stage1[stage] = round(_run(old_code, [stage, "--params", str(old_params)])[0], 1)
+        stage1[stage] = round(_run(old_code, [stage, "--params", str(old)])[0], 1)
         print(f"old {stage}: {stage1[stage]} s", flush=True)
 
-    codes = {"old": (old_code, old_params, work / "old/runs"), "new": (REPO, new_params, work / "new/runs")}
+    codes = {"old": (old_code, old, work / "old/runs"), "new": (REPO, new_params, work / "new/runs")}
     results: dict[str, dict[str, list]] = {tag: {"fresh": [], "reused": []} for tag in codes}
     for i in range(args.repeats):
         for tag in (("old", "new") if i % 2 == 0 else ("new", "old")):   # alternate which goes first

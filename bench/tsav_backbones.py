@@ -38,7 +38,7 @@ from stage2 import cached_vs_in_loop  # noqa: E402
 from pipeline import cache  # noqa: E402
 from pipeline.config import BackboneParams, load_params  # noqa: E402
 from pipeline.stage1.audio import read_waveform, sample_windows  # noqa: E402
-from pipeline.stage1.backbones import build  # noqa: E402
+from pipeline.stage1.backbones import build_backbone  # noqa: E402
 from pipeline.stage1.backbones.frames import padded_slice  # noqa: E402
 from pipeline.stage1.backbones.tsav import AUDIO_SAMPLES  # noqa: E402
 from pipeline.stage1.clips import read_clips  # noqa: E402
@@ -92,8 +92,8 @@ def anchor(n_windows: int) -> dict:
     cfg = params.train
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        video = build(BackboneParams(**AUTHORS["visual"]), REPO)
-        audio = build(BackboneParams(**AUTHORS["audio"]), REPO)
+        video = build_backbone(BackboneParams(**AUTHORS["visual"]), REPO)
+        audio = build_backbone(BackboneParams(**AUTHORS["audio"]), REPO)
     entries = load_splits(params).train
     raw = []   # per window: clips uint8 (T, 8, S, S, 3), audio segments (T, 45599) at 44.1 kHz, labels
     for e in entries:

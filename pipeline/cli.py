@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 
 from pipeline import __version__
-from pipeline import cache_tools, live, report
+from pipeline import cache_tools, report
 from pipeline.console import console
 from pipeline.demo import generate
 from pipeline.stage1 import audio, embed, faces, labels
-from pipeline.stage2 import compare, evaluate, export, heads_cli, predict, train, tune
+from pipeline.infer import export, live, predict
+from pipeline.stage2 import compare, evaluate, heads_cli, train, tune
 from pipeline.stage2 import ensemble
 from pipeline.errors import JmtError
 

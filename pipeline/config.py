@@ -6,6 +6,8 @@ before any work starts, with a message naming the file and the key
 Paths inside params (the fields typed `PathStr`) are relative to the folder of the params file
 that sets them, so one checkout can serve several corpora, each with its own params file, and a
 variant in another folder may start from a `base:` file whose paths stay its own.
+A field's default is params.yaml's value for it (tests/test_config.py holds the two equal), so a
+params file that leaves a key out gets what params.yaml says.
 """
 
 from __future__ import annotations
@@ -82,7 +84,7 @@ class DemoParams(Section):
     seed: int = 0
     fps: PosFloat = 15.0
     odd_fps: PosFloat | None = Field(
-        default=None, description="frame rate of one validation video (None: all at fps)"
+        default=24.0, description="frame rate of one validation video (None: all at fps)"
     )
     width: Annotated[int, Field(ge=96, le=1920, multiple_of=2)] = 320
     height: Annotated[int, Field(ge=96, le=1080, multiple_of=2)] = 240
@@ -229,7 +231,7 @@ class TrainParams(Section):
     tasks: list[TaskName] = Field(default_factory=lambda: ["va"], min_length=1)   # pipeline/tasks
     task_weights: dict[TaskName, PosFloat] = Field(default_factory=dict)          # loss weights (default 1)
     seed: int = 0
-    epochs: PosInt = 30             # the most epochs a run may take (early stopping ends most runs first)
+    epochs: PosInt = 100            # the most epochs a run may take (early stopping ends most runs first)
     batch_size: PosInt = 16
     window: Annotated[int, Field(ge=4)] = 64
     hop: PosInt = 32
@@ -237,12 +239,12 @@ class TrainParams(Section):
     lr: PosFloat = 1e-3
     weight_decay: NonNegFloat = 1e-4
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    schedule: Literal["warmup_plateau", "warmup_cosine", "plateau", "none"] = "warmup_cosine"
+    schedule: Literal["warmup_plateau", "warmup_cosine", "plateau", "none"] = "warmup_plateau"
     warmup_epochs: Annotated[int, Field(ge=0)] = 2
     lr_patience: PosInt = 3         # plateau schedules: halve the lr after this many epochs without gain
     grad_clip: NonNegFloat = 1.0
-    patience: PosInt = 8
-    min_delta: NonNegFloat = 0.0    # a validation gain must exceed this to count as one (early stopping)
+    patience: PosInt = 10
+    min_delta: NonNegFloat = 0.001  # a validation gain must exceed this to count as one (early stopping)
     modality_dropout: Annotated[float, Field(ge=0, le=1)] = 0.0
     preload_max_mb: NonNegFloat = 2000.0
     device: str = "auto"

@@ -402,11 +402,35 @@ def read_audio(path: Path, sample_rate: int) -> np.ndarray:
     except ffmpeg.Error as exc:
         msg = (exc.stderr or b"").decode(errors="replace").strip()
         raise InputError(f"{path}: ffmpeg cannot decode its audio: {msg[-300:]}") from None
-    audio = np.frombuffer(out, np.float32)
-    shift = int(round(span.start * sample_rate)) if span else 0
-    if shift > 0:
-        return np.concatenate([np.zeros(shift, np.float32), audio])
-    return audio[-shift:].copy()
+    audio, _, _ = place_track(np.frombuffer(out, np.float32), 0, audio_start=span.start if span else 0.0,
+                              audio_end=None, sr=sample_rate)
+    return audio if audio.flags.writeable else audio.copy()   # frombuffer's bytes are read-only
+
+
+def track_shift(audio_start: float, sr: int) -> int:
+    """Track sample = decoded sample + shift: where the track starts on the frames' clock, in
+    samples (`audio_span(...).start`; `read_audio` and live place a track by it)."""
+    return int(round(audio_start * sr))
+
+
+def place_track(raw: np.ndarray, raw_base: int, *, audio_start: float, audio_end: float | None,
+                sr: int) -> tuple[np.ndarray, int, bool]:
+    """Decoded samples (`raw[i]` is the decoder's sample `raw_base + i`) on the frames' clock:
+    a late track (audio_start > 0) gets silence in front, an early one loses its first samples;
+    samples from `audio_end` s on (a file's codec padding) are cut. Returns (samples, base: the
+    track sample of samples[0], whether the end was reached)."""
+    shift = track_shift(audio_start, sr)
+    if shift > 0 and raw_base == 0:
+        x, base = np.concatenate([np.zeros(shift, np.float32), raw]), 0
+    elif shift < 0 and raw_base < -shift:
+        x, base = raw[-shift - raw_base:], 0
+    else:
+        x, base = raw, raw_base + shift
+    if audio_end is not None:
+        cap = int(round(audio_end * sr))
+        if base + len(x) >= cap:
+            return x[:max(cap - base, 0)], base, True
+    return x, base, False
 
 
 class FrameTimes(NamedTuple):

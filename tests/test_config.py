@@ -1,10 +1,11 @@
 import copy
+import typing
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from pipeline.config import PATH_KEYS, load_params, parse_params
+from pipeline.config import PATH_KEYS, Params, load_params, parse_params
 from pipeline.errors import ParamsError
 from pipeline.tasks import TASKS
 
@@ -319,3 +320,72 @@ def test_a_backbone_option_left_unset_stays_out_of_its_identity():
     clip = BackboneParams(name="r2plus1d_18", allow_random=True, clip=8, reduction="avg")
     assert clip.identity()["clip"] == 8 and clip.identity()["reduction"] == "avg"
     assert "clip_stride" not in clip.identity() and "append_outputs" not in clip.identity()
+
+
+# ---------------------------------------------------------------- one source for every default
+
+def _section(tp: typing.Any) -> type[BaseModel] | None:
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _members(tp: typing.Any) -> type[BaseModel] | None:
+    """The section type of a mapping of sections (`embed.streams`: name -> BackboneParams)."""
+    return _section(typing.get_args(tp)[1]) if typing.get_origin(tp) is dict else None
+
+
+def _required_only(model: type[BaseModel], data: dict) -> dict:
+    """A params file's `data` cut to the keys the schema `model` has no default for, down to
+    every section and every member of a mapping of sections: what a params file must state."""
+    out = {}
+    for name, field in model.model_fields.items():
+        if field.is_required() and name in data:
+            value, section, members = data[name], _section(field.annotation), _members(field.annotation)
+            out[name] = (_required_only(section, value) if section else
+                         {k: _required_only(members, v) for k, v in value.items()} if members else value)
+    return out
+
+
+def _unwritten(model: type[BaseModel], data: dict, at: str = "") -> list[str]:
+    """The keys of `model`'s fields (every section's, at any depth) that `data` does not write."""
+    out = []
+    for name, field in model.model_fields.items():
+        if name not in data:
+            out.append(at + name)
+        elif section := _section(field.annotation):
+            out += _unwritten(section, data[name], f"{at}{name}.")
+    return out
+
+
+def _flat(dumped: dict, at: str = "") -> dict:
+    out = {}
+    for key, value in dumped.items():
+        out.update(_flat(value, f"{at}{key}.") if isinstance(value, dict) and value else {at + key: value})
+    return out
+
+
+def test_every_default_is_the_value_params_yaml_gives(raw, repo_params):
+    """config.py's defaults and params.yaml hold the same value for every key of every section
+    (task options included): a params file that states only the keys without a default loads
+    exactly the repository's params, and a partial params file gets params.yaml's values."""
+    minimal = _required_only(Params, raw)
+    assert "train" in minimal and "epochs" not in minimal["train"] and "compare" not in minimal   # cut down
+    defaults, written = _flat(parse_params(minimal).model_dump()), _flat(repo_params.model_dump())
+    assert defaults.keys() == written.keys()
+    differ = [f"{key}: default {defaults[key]!r}, params.yaml {written[key]!r}"
+              for key in written if defaults[key] != written[key] or type(defaults[key]) is not type(written[key])]
+    assert not differ, "pipeline/config.py's defaults disagree with params.yaml:\n" + "\n".join(differ)
+
+
+def test_params_yaml_writes_every_key(raw):
+    """params.yaml states every key of every section, so no default lives in config.py alone
+    (a stream's backbone options excepted: each backbone takes its own, unset by default)."""
+    assert _unwritten(Params, raw) == []
+
+
+def test_the_protocols_subset_threshold_is_the_one_in_params_yaml(repo_params):
+    """pipeline/stage2/protocol.py keeps its own `MIN_SUBSET_FRAMES` (its bytes are part of the
+    keys of committed runs, so it stays as it is); the params' compare.min_subset_frames is the
+    value every command uses: the two must not drift."""
+    from pipeline.stage2.protocol import MIN_SUBSET_FRAMES
+
+    assert MIN_SUBSET_FRAMES == repo_params.compare.min_subset_frames

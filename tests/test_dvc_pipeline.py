@@ -53,6 +53,65 @@ def test_every_code_dependency_exists():
                 assert (REPO / dep).exists(), f"{name}: dependency {dep} does not exist"
 
 
+# Code a stage's command imports but leaves out of its deps on purpose (with what only it
+# imports), and why.
+NOT_DEPS = {
+    "faces": {"pipeline.tasks": "the corpus names each entry's task folders; a task's code never changes a face "
+                                "crop, and annotations reach the labels stage alone (test below)"},
+    "audio": {"pipeline.tasks": "as for faces: a task's code never changes a spectrogram"},
+}
+
+
+def _command_module(stage: dict) -> str:
+    """The module of the `jmt` command a stage runs (`jmt compare --params x` -> its command's module)."""
+    commands = {c.name: c.callback for c in app.registered_commands}
+    return commands[stage["cmd"].split()[1]].__module__
+
+
+def _collapsed(files: set[str]) -> set[str]:
+    """Files under pipeline/ written as DVC deps: a folder when every .py file under it is in
+    `files` (the outermost such folder), else the file."""
+    out = set()
+    for f in files:
+        parts = Path(f).parts
+        folders = [Path(*parts[:i]) for i in range(2, len(parts))]   # below pipeline/, outermost first
+        whole = [d for d in folders if all(str(p.relative_to(REPO)) in files for p in (REPO / d).rglob("*.py"))]
+        out.add(str(whole[0]) if whole else f)
+    return out
+
+
+def derived_code_deps(name: str) -> set[str]:
+    """The code deps a stage must list: every `pipeline` module its command imports, at any
+    depth, as Python runs it (pipeline.imports.closure: parent packages, registries' members), less the modules no output
+    depends on (compare/runs.NOT_NUMERIC: the params loader, printing, errors, where a step
+    executes) and the stage's NOT_DEPS."""
+    from pipeline.imports import closure, module_file
+    from pipeline.stage2.compare.runs import NOT_NUMERIC
+
+    modules = closure([_command_module(STAGES[name])], skip={*NOT_NUMERIC, *NOT_DEPS.get(name, {})}, as_imported=True)
+    return _collapsed({str(module_file(m).relative_to(REPO)) for m in modules})
+
+
+def _code_deps(stage: dict) -> set[str]:
+    return {d for d in stage.get("deps", []) if d.startswith("pipeline")}
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_a_stages_code_deps_are_exactly_the_code_its_command_imports(name):
+    """dvc.yaml's code deps cannot drift from the code: a module a stage imports and does not list
+    (an edit DVC would not see: `dvc status` "up to date" over a stale output) fails, and so does
+    a listed file or folder the stage does not run (an edit that reruns it for nothing: inference
+    code under a comparison stage)."""
+    listed, derived = _code_deps(STAGES[name]), derived_code_deps(name)
+    assert not derived - listed, f"{name}: imports code its deps do not list: {sorted(derived - listed)}"
+    assert not listed - derived, f"{name}: lists code it does not run: {sorted(listed - derived)}"
+
+
+def test_the_comparison_stages_do_not_depend_on_inference_code():
+    for name in ("compare", "compare_tasks", "tune", "compare_tuned"):
+        assert not any(_inside(d, {"pipeline/infer"}) for d in derived_code_deps(name)), name
+
+
 @pytest.mark.parametrize("name", ["compare", "compare_tasks", "tune", "compare_tuned"])
 def test_a_comparison_stage_depends_on_the_code_of_every_run_it_can_make(name):
     """Every file a run's key fingerprints (found from the imports, any head, any task) is inside

@@ -26,7 +26,7 @@ from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.corpus.entries import Entry, load_corpus
 from pipeline.errors import InputError
-from pipeline.media import audio_span, estimate_frames, frame_times, probe_video, read_audio
+from pipeline.media import audio_span, estimate_frames, frame_times, place_track, probe_video, read_audio
 from pipeline.stage1.runner import StageResult, run_stage
 from pipeline.stage1.voice import frame_spans, frame_voice
 
@@ -93,27 +93,53 @@ def logmel(audio: np.ndarray, params: Params) -> np.ndarray:
     return torch.log(spec + LOG_FLOOR).T.contiguous().numpy()
 
 
+def window_ends(timestamps: np.ndarray, fps: float, hop_s: float, n_spec: int | None) -> np.ndarray:
+    """For each video frame, int64 (n,): the spectrogram index where its window ends (exclusive;
+    spectrogram frame j is centred at j * hop_s): the last frame centred at or before the frame's
+    end (t + 1/fps), clipped to [0, n_spec]; `n_spec` None: the spectrogram goes on (`jmt live`)."""
+    ends = np.asarray(timestamps, np.float64) + 1.0 / fps
+    end = np.floor(ends / hop_s + 1e-9).astype(np.int64) + 1
+    return np.clip(end, 0, n_spec) if n_spec is not None else np.maximum(end, 0)
+
+
+def inside_track(timestamps: np.ndarray, fps: float, audio_start: float, audio_end: float,
+                 has_audio: bool) -> np.ndarray:
+    """For each video frame, bool (n,): whether it overlaps the audio track, which plays from
+    `audio_start` to `audio_end` s on the file's clock (inf: a track still playing)."""
+    t = np.asarray(timestamps, np.float64)
+    eps = 1e-6  # times are read from ffprobe with 1 us resolution
+    return (t < audio_end - eps) & (t + 1.0 / fps > audio_start + eps) & has_audio
+
+
 def frame_windows(timestamps: np.ndarray, fps: float, n_spec: int, hop_s: float,
                   audio_seconds: float, audio_start: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """For each video frame: the spectrogram index where its window ends (exclusive; frame j is
-    centred at j * hop_s), and whether the frame lies inside the audio track, which plays from
-    `audio_start` to `audio_seconds` s on the file's clock (the frame overlaps it)."""
-    ends = timestamps + 1.0 / fps
-    frame_end = np.clip(np.floor(ends / hop_s + 1e-9).astype(np.int64) + 1, 0, n_spec)
-    eps = 1e-6  # times are read from ffprobe with 1 us resolution
-    valid = (timestamps < audio_seconds - eps) & (ends > audio_start + eps) & (n_spec > 0)
-    return frame_end, valid
+    """For each video frame: the spectrogram index where its window ends (`window_ends`), and
+    whether the frame lies inside the audio track (`inside_track`), which plays from
+    `audio_start` to `audio_seconds` s on the file's clock."""
+    return (window_ends(timestamps, fps, hop_s, n_spec),
+            inside_track(timestamps, fps, audio_start, audio_seconds, n_spec > 0))
+
+
+def frame_samples(start: float, stop: float, sr: int) -> tuple[int, int]:
+    """The track samples [lo, hi) played while a frame is on screen, [start, stop) s."""
+    return max(0, int(start * sr)), max(0, int(stop * sr))
+
+
+def level_db(samples: np.ndarray) -> float:
+    """RMS level (dBFS) of a frame's samples, rounded to float32 as the cache stores it; -120
+    (the floor) where there are none."""
+    if not len(samples):
+        return -120.0
+    level = 10 * np.log10(np.mean(samples.astype(np.float64) ** 2) + 1e-12)
+    return max(float(np.float32(level)), -120.0)
 
 
 def energy_db(audio: np.ndarray, timestamps: np.ndarray, fps: float, sr: int) -> np.ndarray:
-    """RMS level (dBFS) of the samples shown with each frame (until the next one); -120 where
-    there are none."""
+    """`level_db` of the samples shown with each frame (until the next one), float32 (n,)."""
     out = np.full(len(timestamps), -120.0, np.float32)
     for i, (t, stop) in enumerate(zip(*frame_spans(timestamps, fps))):
-        seg = audio[max(0, int(t * sr)): max(0, int(stop * sr))]
-        if len(seg):
-            out[i] = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-12)
-    return np.maximum(out, -120.0)
+        out[i] = level_db(audio[slice(*frame_samples(t, stop, sr))])
+    return out
 
 
 def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
@@ -135,7 +161,8 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
         audio, span = read_audio(video, sr), audio_span(video)
         start = span.start if span else 0.0
         seconds = min(span.end, len(audio) / sr) if span and span.end else len(audio) / sr
-        audio = audio[: int(round(seconds * sr))]  # drop the codec's tail padding
+        # read_audio has placed the start already; the codec's tail padding goes
+        audio, _, _ = place_track(audio, 0, audio_start=0.0, audio_end=seconds, sr=sr)
     spec = logmel(audio, params) if len(audio) else np.zeros((0, cfg.n_mels), np.float32)
     frame_end, valid = frame_windows(timestamps, fps, len(spec), cfg.hop_ms / 1000.0, seconds, start)
     level = energy_db(audio, timestamps, fps, sr)

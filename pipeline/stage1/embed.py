@@ -16,7 +16,7 @@ import contextlib
 import time
 import warnings
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Annotated, Callable, Protocol
 
 import h5py
 import numpy as np
@@ -33,7 +33,7 @@ from pipeline.media import estimate_frames
 from pipeline.stage1 import audio as audio_stage
 from pipeline.stage1 import clips
 from pipeline.stage1 import faces as faces_stage
-from pipeline.stage1.backbones import build, input_of, weights_sha256
+from pipeline.stage1.backbones import build_backbone, input_of, weights_sha256
 from pipeline.stage1.backbones.frames import resample
 from pipeline.stage1.runner import StageResult, run_stage
 
@@ -67,6 +67,85 @@ def waveform_features(module: torch.nn.Module, af: h5py.File, device: torch.devi
     return y.float().cpu().numpy()
 
 
+FACE_INPUTS = ("crops", "clips")   # the input kinds that read face crops; logmel and waveform read the audio
+
+
+def stream_mask(kind: str, face: np.ndarray, voice: np.ndarray) -> np.ndarray:
+    """The mask of a stream whose backbone reads `kind`: where a face was found (crops, clips),
+    where the audio is inside the track and voiced (logmel, waveform)."""
+    return face if kind in FACE_INPUTS else voice
+
+
+def frame_input(kind: str, net: torch.nn.Module, params: Params) -> tuple[tuple[int, ...], type[np.generic]] | None:
+    """One frame's input to a backbone reading `kind` (a batch adds a first axis): (shape, dtype)
+    of crops uint8 (S, S, 3), clips uint8 (K, S, S, 3) or logmel float32 (W, n_mels); None for
+    waveform (it reads the whole track, and each frame's window in samples)."""
+    s = params.faces.crop_size
+    if kind == "crops":
+        return (s, s, 3), np.uint8
+    if kind == "clips":
+        return (net.clip, s, s, 3), np.uint8
+    if kind == "logmel":
+        return (audio_stage.window_frames(params), params.audio.n_mels), np.float32
+    return None
+
+
+class FrameInputs(Protocol):
+    """A batch of b frames' backbone inputs, one method per input kind (`embed_frames` calls the
+    one each backbone reads): offline from the faces and audio caches, `jmt live` from the frames
+    so far. A waveform backbone reads the whole track and each frame's window in samples
+    (audio.sample_windows): the caller runs it and gives its features."""
+
+    def crops(self) -> np.ndarray: ...                        # uint8 (b, S, S, 3) aligned face crops, black: none
+    def clips(self, k: int, stride: int) -> np.ndarray: ...   # uint8 (b, k, S, S, 3) each frame's clip (stage1.clips)
+    def logmel(self) -> np.ndarray: ...                       # float32 (b, W, n_mels) each frame's log-mel window
+    def waveform(self, name: str, net: torch.nn.Module) -> np.ndarray: ...   # float32 (b, D) stream `name`'s features
+
+
+def embed_frames(nets: Backbones, inputs: FrameInputs) -> dict[str, np.ndarray]:
+    """Every stream's features of a batch of frames, stream -> float32 (b, D): each backbone on
+    the input its kind names."""
+    out = {}
+    for name, net in nets.nets.items():
+        kind = nets.inputs[name]
+        if kind == "crops":
+            out[name] = nets.run(net, inputs.crops())
+        elif kind == "clips":
+            out[name] = nets.run(net, inputs.clips(net.clip, net.clip_stride))
+        elif kind == "logmel":
+            out[name] = nets.run(net, inputs.logmel())
+        else:
+            out[name] = inputs.waveform(name, net)
+    return out
+
+
+class _CachedFrames:
+    """Frames [start, stop) of one entry, read from its faces and audio caches (FrameInputs).
+    `found`: the faces file's mask; `audio`: (logmel, frame_end, window frames, log floor);
+    `tracks`: each waveform stream's features of every frame."""
+
+    def __init__(self, ff: h5py.File, found: np.ndarray, audio: tuple | None, tracks: dict[str, np.ndarray],
+                 start: int, stop: int) -> None:
+        self.ff, self.found, self.audio, self.tracks = ff, found, audio, tracks
+        self.start, self.stop = start, stop
+        self._crops: np.ndarray | None = None
+
+    def crops(self) -> np.ndarray:
+        if self._crops is None:   # decoded once for every crops stream
+            self._crops = cache.read_crops(self.ff, self.start, self.stop)
+        return self._crops
+
+    def clips(self, k: int, stride: int) -> np.ndarray:
+        return clips.read_clips(self.ff, self.start, self.stop, k, stride, self.found)
+
+    def logmel(self) -> np.ndarray:
+        logmel, frame_end, width, floor = self.audio
+        return audio_windows(logmel, frame_end[self.start:self.stop], width, floor)
+
+    def waveform(self, name: str, net: torch.nn.Module) -> np.ndarray:
+        return self.tracks[name][self.start:self.stop]
+
+
 class Backbones:
     """Each stream's frozen backbone on one device (`embed.streams`, in its order), with what
     identifies its weights and what it reads (crops, logmel or waveform)."""
@@ -74,7 +153,7 @@ class Backbones:
     def __init__(self, params: Params) -> None:
         cfg = params.embed
         self.device = resolve_device(cfg.device)
-        self.nets = {name: build(bp, params.root).to(self.device) for name, bp in cfg.streams.items()}
+        self.nets = {name: build_backbone(bp, params.root).to(self.device) for name, bp in cfg.streams.items()}
         self.inputs = {name: input_of(net) for name, net in self.nets.items()}
         self.sha = {name: weights_sha256(net) for name, net in self.nets.items()}
         self.amp = self.device.type == "cuda"
@@ -148,25 +227,18 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                 raise InputError(f"{e.name}: faces cache has {n} frames but audio cache has "
                                  f"{af.attrs['n_frames']}; rebuild both")
             kinds = set(nets.inputs.values())
-            masks = {"crops": ff["found"][...], "audio": af["audio_valid"][...] & af["voice"][...]}
+            found, voice = ff["found"][...], af["audio_valid"][...] & af["voice"][...]
+            audio = None
             if "logmel" in kinds:
-                logmel, frame_end = af["logmel"][...], af["frame_end"][...]
-                width, floor = int(af.attrs["window_frames"]), float(af.attrs["log_floor"])
+                audio = (af["logmel"][...], af["frame_end"][...], int(af.attrs["window_frames"]),
+                         float(af.attrs["log_floor"]))
+            tracks = {name: waveform_features(net, af, nets.device, nets.amp)   # the whole track in one call:
+                      for name, net in nets.nets.items() if nets.inputs[name] == "waveform"}   # it chunks it itself
             chunks: dict[str, list[np.ndarray]] = {name: [] for name in nets.nets}
-            for name, net in nets.nets.items():  # the whole track in one call: the backbone chunks it itself
-                if nets.inputs[name] == "waveform":
-                    chunks[name].append(waveform_features(net, af, nets.device, nets.amp))
             for start in range(0, n, cfg.batch_size):
                 stop = min(n, start + cfg.batch_size)
-                crops = cache.read_crops(ff, start, stop) if "crops" in kinds else None
-                for name, net in nets.nets.items():
-                    if nets.inputs[name] == "crops":
-                        chunks[name].append(nets.run(net, crops))
-                    elif nets.inputs[name] == "clips":  # (b, K, S, S, 3): the crops of each frame's clip
-                        chunks[name].append(nets.run(net, clips.read_clips(ff, start, stop, net.clip, net.clip_stride,
-                                                                        masks["crops"])))
-                    elif nets.inputs[name] == "logmel":
-                        chunks[name].append(nets.run(net, audio_windows(logmel, frame_end[start:stop], width, floor)))
+                for name, y in embed_frames(nets, _CachedFrames(ff, found, audio, tracks, start, stop)).items():
+                    chunks[name].append(y)
                 advance(stop - start)
             features = {name: np.concatenate(c) if c else np.zeros((0, 1), np.float32) for name, c in chunks.items()}
             for name, arr in features.items():
@@ -182,8 +254,7 @@ def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], p
                                    hash_=hashes[e.name], attrs=attrs) as f:
                 for name, arr in features.items():
                     f.create_dataset(cache.stream_key(name, "features"), data=arr.astype(np.float16), **cache.FEATURES)
-                    mask = masks["crops" if nets.inputs[name] in ("crops", "clips") else "audio"]
-                    f.create_dataset(cache.stream_key(name, "mask"), data=mask)
+                    f.create_dataset(cache.stream_key(name, "mask"), data=stream_mask(nets.inputs[name], found, voice))
                 f.create_dataset("timestamps", data=ff["timestamps"][...])
         stats[e.name] = {"frames": n, **{f"{name}_dim": int(arr.shape[1]) for name, arr in features.items()},
                          "seconds": round(time.time() - t0, 2)}

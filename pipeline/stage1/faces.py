@@ -29,7 +29,7 @@ from pipeline.errors import InputError
 from pipeline import cache
 from pipeline.media import FrameTimes, MediaInfo, estimate_frames, frame_times, iter_frames, probe_video
 from pipeline.stage1.align import similarity, template, warp_crops
-from pipeline.stage1.detect import Detector, PersonTrack, track
+from pipeline.stage1.detect import Detector, Face, PersonTrack, track
 from pipeline.stage1.runner import StageResult, prefetch, run_stage
 
 # Bump when a code change alters what this stage writes: cached entries made by another
@@ -71,6 +71,38 @@ def _finish(f: h5py.File, entry: Entry, n: int, timing: FrameTimes) -> dict:
     return {"frames": n, "found_rate": round(float(found.mean()) if n else 0.0, 4)}
 
 
+def align_faces(frames: torch.Tensor, chosen: list[Face | None], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's chosen face cut out, its 5 landmarks mapped onto the template by a similarity
+    transform: (crops uint8 (n, size, size, 3), found bool (n,)); black and not found where no
+    face was chosen or its landmarks give no transform. `frames`: uint8 (n, H, W, 3)."""
+    dst = template(size)
+    crops = np.zeros((len(chosen), size, size, 3), np.uint8)
+    found = np.zeros(len(chosen), bool)
+    mats = {i: similarity(c.landmarks, dst) for i, c in enumerate(chosen) if c is not None}
+    idx = np.array([i for i, m in mats.items() if m is not None], np.int64)
+    found[idx] = True
+    if len(idx):   # one batched resampling of the frames with a face
+        crops[idx] = warp_crops(frames[idx], np.stack([mats[i] for i in idx]), size).numpy()
+    return crops, found
+
+
+class _JpegRows:
+    """What cache.read_crops reads of a faces file (`crop_size`, `crops_jpeg`), in memory."""
+
+    def __init__(self, jpeg: np.ndarray, size: int) -> None:
+        self.attrs, self.jpeg = {"crop_size": size}, jpeg
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return {"crops_jpeg": self.jpeg}[name]
+
+
+def jpeg_roundtrip(crops: np.ndarray, found: np.ndarray, quality: int) -> np.ndarray:
+    """Crops as `jmt embed` reads them back from the faces cache: JPEG-encoded as `jmt faces`
+    stores them (cache.encode_jpeg), decoded by cache.read_crops; black where not found.
+    uint8 (n, S, S, 3) -> uint8 (n, S, S, 3) (writable)."""
+    return cache.read_crops(_JpegRows(cache.encode_jpeg(crops, found, quality), crops.shape[1]))
+
+
 def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
                   detector: Detector, advance: Callable[[int], None]) -> dict[str, dict]:
     """Detects, tracks and aligns the faces of one video's entries and writes their files."""
@@ -79,7 +111,6 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     info = probe_video(video)
     timing = frame_times(video)
     size = cfg.crop_size
-    dst = template(size)
     attrs = {"video": entries[0].source, "fps": info.fps, "width": info.width, "height": info.height,
              **orientation_attrs(info),
              "detector": "facenet-pytorch MTCNN", "source": "mtcnn",
@@ -102,22 +133,13 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
             frames_t = torch.as_tensor(batch)
             for p, e in enumerate(entries):
                 chosen = [fr[p] for fr in faces]
-                found = np.array([c is not None for c in chosen])
-                crops = np.zeros((len(batch), size, size, 3), np.uint8)
+                crops, found = align_faces(frames_t, chosen, size)
                 boxes = np.full((len(batch), 4), np.nan, np.float32)
                 marks = np.full((len(batch), 5, 2), np.nan, np.float32)
                 scores = np.zeros(len(batch), np.float32)
                 detected = np.array([c is not None and c.detected for c in chosen])
-                idx = np.flatnonzero(found)
-                mats = [similarity(chosen[i].landmarks, dst) for i in idx]
-                keep = [k for k, m in enumerate(mats) if m is not None]
-                idx = idx[keep]
-                found[:] = False
-                found[idx] = True
-                if len(idx):
-                    crops[idx] = warp_crops(frames_t[idx], np.stack([mats[k] for k in keep]), size).numpy()
-                    for i in idx:
-                        boxes[i], marks[i], scores[i] = chosen[i].box, chosen[i].landmarks, chosen[i].prob
+                for i in np.flatnonzero(found):
+                    boxes[i], marks[i], scores[i] = chosen[i].box, chosen[i].landmarks, chosen[i].prob
                 writers[e.name].append(crops_jpeg=cache.encode_jpeg(crops, found, cfg.jpeg_quality),
                                        found=found, detected=detected, scores=scores, boxes=boxes,
                                        landmarks=marks)

@@ -26,10 +26,12 @@ from pipeline.config import AudioParams
 VAD_RATE = 16000   # silero-vad runs at 16 kHz; other rates are resampled
 VAD_CHUNK = 512    # samples per speech probability at 16 kHz (32 ms)
 PITCH_HZ = (60.0, 500.0)  # voicing: the pitch range searched for periodicity
+MAX_LAG = int(VAD_RATE / PITCH_HZ[0])  # voicing: samples it reads past a chunk (the longest pitch period)
 
 
 @functools.lru_cache(maxsize=1)
-def _silero() -> torch.jit.ScriptModule:
+def silero() -> torch.jit.ScriptModule:
+    """silero-vad's model (one per process; `SileroStream` runs it over a track)."""
     # silero_vad sets torch's thread count to 1 when imported: keep the caller's setting.
     threads = torch.get_num_threads()
     try:
@@ -42,6 +44,27 @@ def _silero() -> torch.jit.ScriptModule:
         torch.set_num_threads(threads)
 
 
+class SileroStream:
+    """silero-vad over one 16 kHz track, chunk after chunk, as the model is meant to run: its
+    state carries over from one call's last chunk to the next call's first (offline: the whole
+    track in one call; `jmt live`: the chunks as they arrive). ~1 ms a chunk on one thread."""
+
+    def __init__(self) -> None:
+        self.model = silero()
+        self.model.reset_states()
+
+    @torch.no_grad()
+    def __call__(self, chunks: np.ndarray) -> np.ndarray:
+        """float32 (n, VAD_CHUNK) consecutive chunks -> float32 (n,) speech probabilities."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one small call per chunk: threads only add overhead (~70x slower on a busy CPU)
+        try:
+            probs = [float(self.model(c, VAD_RATE)) for c in torch.as_tensor(chunks).reshape(-1, 1, VAD_CHUNK)]
+        finally:
+            torch.set_num_threads(threads)
+        return np.asarray(probs, np.float32)
+
+
 def to_vad_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """The track as float32 at VAD_RATE (16 kHz)."""
     x = np.asarray(audio, np.float32)
@@ -49,26 +72,6 @@ def to_vad_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         return x
     import torchaudio
     return torchaudio.functional.resample(torch.as_tensor(x), sample_rate, VAD_RATE).numpy()
-
-
-@torch.no_grad()
-def silero_probs(x16: np.ndarray) -> np.ndarray:
-    """silero-vad's speech probability of each VAD_CHUNK chunk of a 16 kHz track, streamed
-    as the model is meant to run (its state carries over from chunk to chunk; ~1 ms a chunk on
-    one thread). Returns float32 (ceil(len / VAD_CHUNK),); the last chunk is zero-padded."""
-    n = -(-len(x16) // VAD_CHUNK)
-    x = torch.zeros(n * VAD_CHUNK)
-    x[: len(x16)] = torch.as_tensor(x16)
-    chunks = x.reshape(n, 1, VAD_CHUNK)
-    model, threads = _silero(), torch.get_num_threads()
-    torch.set_num_threads(1)  # one small call per chunk: threads only add overhead (~70x slower on a busy CPU)
-    try:
-        model.reset_states()
-        probs = [float(model(c, VAD_RATE)) for c in chunks]
-        model.reset_states()
-    finally:
-        torch.set_num_threads(threads)
-    return np.asarray(probs, np.float32)
 
 
 def voicing(x16: np.ndarray, min_db: float) -> np.ndarray:
@@ -80,8 +83,7 @@ def voicing(x16: np.ndarray, min_db: float) -> np.ndarray:
     non-speech after a second or two, as it does singing; voicing catches it.
     """
     n = -(-len(x16) // VAD_CHUNK)
-    max_lag = int(VAD_RATE / PITCH_HZ[0])
-    min_lag = int(VAD_RATE / PITCH_HZ[1])
+    max_lag, min_lag = MAX_LAG, int(VAD_RATE / PITCH_HZ[1])
     x = np.zeros(n * VAD_CHUNK + max_lag, np.float64)
     x[: len(x16)] = x16
     nfft = 1 << (VAD_CHUNK + max_lag - 1).bit_length()
@@ -101,6 +103,21 @@ def voicing(x16: np.ndarray, min_db: float) -> np.ndarray:
         level = 10 * np.log10(e0 / VAD_CHUNK + 1e-12)
         out[idx] = np.where(level > min_db, np.clip(r.max(1), 0, 1), 0.0)
     return out
+
+
+def chunk_scores(stream: SileroStream, x16: np.ndarray, n: int, *, with_voicing: bool,
+                 min_db: float) -> np.ndarray:
+    """The `vad` score of the first `n` VAD_CHUNK chunks of a 16 kHz track `x16`, float32 (n,):
+    silero-vad's speech probability (`stream`, which goes on from the chunk before) or,
+    with_voicing, the larger of it and the chunk's `voicing` (which also reads the MAX_LAG
+    samples after the chunk: give them). Samples past `x16` are silence."""
+    x = np.zeros(n * VAD_CHUNK, np.float32)
+    m = min(len(x16), len(x))
+    x[:m] = x16[:m]
+    score = stream(x.reshape(n, VAD_CHUNK))                    # (n,)
+    if with_voicing:
+        score = np.maximum(score, voicing(x16, min_db)[:n])
+    return score
 
 
 def frame_spans(timestamps: np.ndarray, fps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -137,9 +154,7 @@ def vad_frame_probs(audio: np.ndarray, sample_rate: int, starts: np.ndarray, sto
     x16 = to_vad_rate(audio, sample_rate)
     if len(x16) == 0:
         return np.zeros(len(starts), np.float32)
-    score = silero_probs(x16)
-    if with_voicing:
-        score = np.maximum(score, voicing(x16, min_db))
+    score = chunk_scores(SileroStream(), x16, -(-len(x16) // VAD_CHUNK), with_voicing=with_voicing, min_db=min_db)
     return frame_means(score, VAD_CHUNK / VAD_RATE, starts, stops)
 
 

@@ -36,11 +36,10 @@ from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
-from pipeline.stage2 import checkpoints
+from pipeline.infer.model import from_checkpoint
 from pipeline.stage2.causal import PROTOCOLS, predict_split, protocol_paths
 from pipeline.stage2.data import Entry, load_splits, preload
-from pipeline.stage2.protocol import (MIN_SUBSET_FRAMES, availability_of, labels_of, score,
-                                      score_subsets, subsets_of, task_outputs)
+from pipeline.stage2.protocol import availability_of, labels_of, score, score_subsets, subsets_of
 from pipeline.tasks import Task, tasks_of
 
 SPLITS = ("validation", "test")
@@ -116,20 +115,24 @@ def _tune(task: Task, result: dict, post: dict[str, dict[str, np.ndarray]], spli
 
 
 def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: bool = True,
-                   min_subset_frames: int = MIN_SUBSET_FRAMES) -> dict:
+                   min_subset_frames: int | None = None) -> dict:
     """Scores a checkpoint on validation and test, every task it predicts, and each split's
-    availability subsets with at least `min_subset_frames` valid frames; returns (and writes)
-    the metrics."""
+    availability subsets with at least `min_subset_frames` valid frames (default:
+    compare.min_subset_frames, the threshold `jmt compare` applies); returns (and writes) the
+    metrics."""
+    if min_subset_frames is None:
+        min_subset_frames = params.compare.min_subset_frames
     folder = params.path(params.embed.out)
     path = checkpoint or params.path(params.train.out)
-    model, ckpt = checkpoints.load(path, folder)
+    trained = from_checkpoint(path)   # read, never executed
+    trained.check_cache(folder)
+    model = trained.model
     device = resolve_device(params.train.device)
     model.to(device)
     names = list(model.tasks)
     tasks = tasks_of(names, params.tasks)  # post-processing options: this run's params
     splits = load_splits(params, names, preload_max_mb=0)
-    window = ckpt["params"]["train"]["window"]
-    result: dict = {"checkpoint": str(checkpoint or params.train.out), "head": ckpt["head"]["name"],
+    result: dict = {"checkpoint": str(checkpoint or params.train.out), "head": trained.head,
                     "tasks": names, "streams": list(model.streams), "protocol": params.evaluate.protocol,
                     "postprocess": {t: tasks[t].options.as_dict() for t in names}}
     out = params.path(params.evaluate.out)
@@ -143,7 +146,7 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
             result[split] = None  # no test entries in this cache
             continue
         preload(entries, params.train.preload_max_mb)
-        raw = predict_split(model, entries, window, window // 2, device, tasks, protocol=params.evaluate.protocol)
+        raw = predict_split(model, entries, trained.window, trained.hop, device, tasks, protocol=params.evaluate.protocol)
         post = {n: {t: tasks[t].postprocess(p[t]) for t in names} for n, p in raw.items()}
         post_all[split] = post
         result[split] = {"entries": len(entries)}

@@ -4,7 +4,8 @@ import h5py
 import numpy as np
 
 from pipeline import cache
-from pipeline.stage1.audio import frame_windows, logmel
+from pipeline.media import place_track
+from pipeline.stage1.audio import frame_windows, inside_track, level_db, logmel, window_ends
 
 
 def test_frame_windows_by_hand():
@@ -73,3 +74,31 @@ def test_voice_mask_of_the_tiny_corpus(tiny_cache, tiny_corpus):
         (a, b), = v["audio_gap"]
         assert not voice[a + 1:b - 1].any()  # the gap's edge frames still hold 10 ms of voice ramp
         assert np.r_[voice[:a], voice[b:]].mean() > 0.8
+
+
+def test_a_track_still_playing_has_no_end_yet():
+    """`jmt live` asks the same rules before the track's length is known: no clip at its end."""
+    ts = np.array([0.0, 0.1, 0.2, 0.3])
+    assert window_ends(ts, 10.0, 0.01, None).tolist() == [11, 21, 31, 41]
+    assert inside_track(ts, 10.0, 0.25, np.inf, True).tolist() == [False, False, True, True]
+    assert not inside_track(ts, 10.0, 0.0, np.inf, False).any()
+
+
+def test_level_db_by_hand():
+    assert level_db(np.zeros(0, np.float32)) == -120.0 and level_db(np.zeros(8, np.float32)) == -120.0
+    assert level_db(np.full(8, 0.1, np.float32)) == float(np.float32(20 * np.log10(0.1)))
+
+
+def test_a_track_placed_piece_by_piece_equals_the_whole():
+    """A late track (silence in front), an early one (first samples lost), a cut tail: the
+    samples `jmt live` places as ffmpeg's arrive (and older ones are let go) are the whole's."""
+    sr, raw = 100, np.arange(1, 301, dtype=np.float32)
+    for start, end in ((0.25, 2.0), (-0.3, None), (0.0, 2.5)):
+        whole, base, capped = place_track(raw, 0, audio_start=start, audio_end=end, sr=sr)
+        assert base == 0 and capped == (end is not None)
+        shift = int(round(start * sr))
+        assert len(whole) == min(len(raw) + shift, round(end * sr) if end else 10 ** 9)
+        assert (whole[:max(shift, 0)] == 0).all() and whole[max(shift, 0)] == 1 + max(-shift, 0)
+        for keep_from, upto in ((0, 50), (0, 300), (120, 300), (40, 200)):
+            x, b, _ = place_track(raw[keep_from:upto], keep_from, audio_start=start, audio_end=end, sr=sr)
+            np.testing.assert_array_equal(x, whole[b:b + len(x)])

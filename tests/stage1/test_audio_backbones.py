@@ -18,7 +18,7 @@ from pipeline import cache
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
 from pipeline.stage1.audio import read_waveform, sample_windows
-from pipeline.stage1.backbones import build, input_of
+from pipeline.stage1.backbones import build_backbone, input_of
 from pipeline.stage1.backbones.frames import gather_rows, masked_stats, row_range
 from pipeline.stage1.backbones.prosody import FEATURES, Prosody
 
@@ -78,13 +78,13 @@ def test_masked_stats_match_numpy():
 
 
 def test_input_declared_and_layer_rejected_without_layers():
-    assert input_of(build(BackboneParams(name="logmel_stats"), Path("."))) == "logmel"
-    assert input_of(build(BackboneParams(name="prosody"), Path("."))) == "waveform"
+    assert input_of(build_backbone(BackboneParams(name="logmel_stats"), Path("."))) == "logmel"
+    assert input_of(build_backbone(BackboneParams(name="prosody"), Path("."))) == "waveform"
     for name in ("prosody", "logmel_stats"):
         with pytest.raises(JmtError, match=f"{name} has no layers to pick"):
-            build(BackboneParams(name=name, layer=3), Path("."))
+            build_backbone(BackboneParams(name=name, layer=3), Path("."))
     with pytest.raises(JmtError, match="prosody has no weights"):
-        build(BackboneParams(name="prosody", allow_random=True), Path("."))
+        build_backbone(BackboneParams(name="prosody", allow_random=True), Path("."))
 
 
 # ---------------------------------------------------------------- prosody
@@ -198,14 +198,14 @@ def test_egemaps_has_its_documented_feature_counts():
 
     assert len(smile("lld").feature_names) == 25
     assert len(smile("functionals").feature_names) == 88
-    net = build(BackboneParams(name="egemaps"), Path("."))
+    net = build_backbone(BackboneParams(name="egemaps"), Path("."))
     assert input_of(net) == "waveform" and net.dim == 2 * 25 + 1 == len(net.features)
 
 
 @pytest.mark.parametrize("freq", [220.0, 440.0])
 def test_egemaps_reads_a_tones_pitch(freq):
     import opensmile  # noqa: F401  (installed by `make setup`: requirements/base.txt)
-    net = build(BackboneParams(name="egemaps"), Path("."))
+    net = build_backbone(BackboneParams(name="egemaps"), Path("."))
     out = run(net, tone(freq, 2.0), frame_windows(2.0))[15:]
     semitones = out[:, net.features.index("F0semitoneFrom27.5Hz_sma3nz_mean")]
     np.testing.assert_allclose(27.5 * 2 ** (semitones / 12), freq, rtol=0.01)
@@ -217,7 +217,7 @@ def test_egemaps_tone_burst_lands_in_exactly_its_frames():
     where the window contains the burst; the voiced-only LLDs use 60 ms pitch frames and
     reach further, so they are left out of the equality."""
     import opensmile  # noqa: F401  (installed by `make setup`: requirements/base.txt)
-    net = build(BackboneParams(name="egemaps"), Path("."))
+    net = build_backbone(BackboneParams(name="egemaps"), Path("."))
     floor = noise(6.0)
     a, b = 3.03, 3.23
     burst = floor.copy()
@@ -250,7 +250,7 @@ def tiny_ssl(name: str, tmp_path: Path | None = None, **params):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_ssl_base_models_build_and_run_with_random_weights(name):
     with pytest.warns(UserWarning, match=f"'{name}' has RANDOM weights"):
-        net = build(BackboneParams(name=name, allow_random=True), Path("."))
+        net = build_backbone(BackboneParams(name=name, allow_random=True), Path("."))
     assert input_of(net) == "waveform" and net.dim == 768 and net.num_layers == 12 and net.layer == 12
     assert sum(p.numel() for p in net.parameters()) > 90e6 and not net.training
     out = run(net, noise(1.0, -20.0), frame_windows(1.0))
@@ -282,11 +282,11 @@ def weights_equal(a, b) -> bool:
 
 def test_ssl_needs_weights_and_pretrained_offline_fails_fast(monkeypatch, tmp_path):
     with pytest.raises(JmtError, match="wavlm_base needs weights"):
-        build(BackboneParams(name="wavlm_base"), Path("."))
+        build_backbone(BackboneParams(name="wavlm_base"), Path("."))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))                  # an empty torch hub cache
     with pytest.raises(JmtError, match="cannot get pretrained weights for wavlm_large: offline.*checkpoint: PATH"):
-        build(BackboneParams(name="wavlm_large", pretrained=True), Path("."))
+        build_backbone(BackboneParams(name="wavlm_large", pretrained=True), Path("."))
 
 
 def test_ssl_pooling_is_aligned_to_the_windows():

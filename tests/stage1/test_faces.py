@@ -11,9 +11,12 @@ import time
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from pipeline import cache
-from pipeline.stage1.faces import run_faces
+from pipeline.stage1.align import TEMPLATE_112
+from pipeline.stage1.detect import Face
+from pipeline.stage1.faces import align_faces, jpeg_roundtrip, run_faces
 
 from .helpers import assert_same, contents, params_at, write_params
 
@@ -151,3 +154,19 @@ def test_cropped_aligned_source(tiny_cache, tmp_path):
     expected = found.copy()
     expected[first] = False
     np.testing.assert_array_equal(got, expected)
+
+
+def test_a_crop_is_cut_and_read_back_as_embed_reads_it(tmp_path):
+    """align_faces: black and not found without a face or a transform; jpeg_roundtrip: the crops
+    a faces file gives back to cache.read_crops."""
+    rng = np.random.default_rng(0)
+    frames = torch.as_tensor(rng.integers(0, 256, (3, 120, 160, 3), dtype=np.uint8))
+    face = Face(np.array([40, 20, 120, 110.0]), TEMPLATE_112 * 0.8 + 30, 0.99, True)
+    flat = Face(face.box, np.full((5, 2), 50.0), 0.99, True)     # every landmark on one spot
+    crops, found = align_faces(frames, [face, None, flat], 112)
+    assert found.tolist() == [True, False, False] and crops.shape == (3, 112, 112, 3)
+    assert crops[0].std() > 20 and not crops[1:].any()
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        f.attrs["crop_size"] = 112
+        cache.Appender(f, cache.LAYOUTS["faces"], ["crops_jpeg"]).append(crops_jpeg=cache.encode_jpeg(crops, found, 92))
+        np.testing.assert_array_equal(jpeg_roundtrip(crops, found, 92), cache.read_crops(f))

@@ -22,7 +22,7 @@ from PIL import Image
 import pipeline.stage1.backbones.hsemotion  # noqa: F401  (registers `hsemotion`)
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
-from pipeline.stage1.backbones import build, input_of, weights_sha256
+from pipeline.stage1.backbones import build_backbone, input_of, weights_sha256
 from pipeline.stage1.backbones.hsemotion import MODELS, HSEmotionModel
 from pipeline.stage1.backbones.safe_pickle import read_weights
 
@@ -91,7 +91,7 @@ def _theirs(model: nn.Module, spec: HSEmotionModel, x: torch.Tensor) -> tuple[to
 def test_their_pickled_model_loads_to_the_same_numbers(name, store):
     spec = MODELS[name]
     model, root = store(name)
-    net = build(BackboneParams(name=f"hsemotion:{name}", checkpoint=f"{name}.pt", append_outputs=True), root)
+    net = build_backbone(BackboneParams(name=f"hsemotion:{name}", checkpoint=f"{name}.pt", append_outputs=True), root)
     assert input_of(net) == "crops" and not net.training
     assert not any(p.requires_grad for p in net.parameters())
     width = model.num_features
@@ -106,7 +106,7 @@ def test_their_pickled_model_loads_to_the_same_numbers(name, store):
     assert torch.equal(out[:, :width], feats) and torch.equal(out[:, width:], logits)
 
     # the same weights from a plain state dict; without append_outputs: the features only
-    plain = build(BackboneParams(name=f"hsemotion:{name}", checkpoint=f"{name}_state.pt"), root)
+    plain = build_backbone(BackboneParams(name=f"hsemotion:{name}", checkpoint=f"{name}_state.pt"), root)
     assert plain.dim == width and plain.output_names == ()
     assert weights_sha256(plain) == weights_sha256(net)
 
@@ -191,7 +191,7 @@ def test_a_payload_in_a_pickled_model_stays_inert(payload, store, tmp_path):
     marker = tmp_path / "pwned"
     evil.note = payload(marker)                  # a plain attribute: pickled with the module
     torch.save(evil, tmp_path / "evil_attr.pt")
-    net = build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="evil_attr.pt"), tmp_path)
+    net = build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="evil_attr.pt"), tmp_path)
     assert not marker.exists()
     assert torch.equal(net.model.conv_stem.weight, model.conv_stem.weight)
 
@@ -208,11 +208,11 @@ def test_a_payload_beside_a_state_dict_or_alone_is_refused(payload, store, tmp_p
     marker = tmp_path / "pwned"
     torch.save({"state_dict": model.state_dict(), "evil": payload(marker)}, tmp_path / "beside.pt")
     with pytest.raises(JmtError, match=r"beside.pt: not a plain weights state dict"):
-        build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="beside.pt"), tmp_path)
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="beside.pt"), tmp_path)
     torch.save(payload(marker), tmp_path / "alone.pt")
     with pytest.raises(JmtError, match=r"alone.pt: the pickled object is a (posix|os|builtins)\.\w+, "
                                        "not a torch module"):
-        build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="alone.pt"), tmp_path)
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="alone.pt"), tmp_path)
     assert not marker.exists()
 
 
@@ -224,13 +224,13 @@ def test_legacy_and_foreign_files(store, tmp_path):
     torch.save(model, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     params = BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="legacy.pt")
     with pytest.raises(JmtError, match=r"legacy.pt: not a zip-format torch file.*Re-save it"):
-        build(params, tmp_path)
+        build_backbone(params, tmp_path)
     (tmp_path / "legacy.pt").write_bytes(b"\x00not a torch file at all")
     with pytest.raises(JmtError, match=r"legacy.pt: not a zip-format torch file"):
-        build(params, tmp_path)
+        build_backbone(params, tmp_path)
     # a legacy-format STATE DICT is fine (torch's weights-only loader reads it)
     torch.save(model.state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
-    net = build(params, tmp_path)
+    net = build_backbone(params, tmp_path)
     assert torch.equal(net.model.classifier.weight, model.classifier.weight)
 
 
@@ -259,20 +259,20 @@ def test_weights_that_do_not_fit_name_the_file_and_the_key(store, tmp_path):
     model, root = store("enet_b0_8_best_afew")                    # 8 outputs
     with pytest.raises(JmtError, match=r"enet_b0_8_best_afew.pt: does not fit the hsemotion:enet_b0_8_va_mtl "
                                        r".*'classifier.weight' has shape \(8, 1280\), the .* needs \(10, 1280\)"):
-        build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="enet_b0_8_best_afew.pt"), root)
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", checkpoint="enet_b0_8_best_afew.pt"), root)
     state = model.state_dict()
     del state["bn2.running_var"]
     torch.save(state, tmp_path / "partial.pt")
     with pytest.raises(JmtError, match=r"partial.pt: does not fit .*missing 'bn2.running_var'"):
-        build(BackboneParams(name="hsemotion:enet_b0_8_best_afew", checkpoint="partial.pt"), tmp_path)
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_best_afew", checkpoint="partial.pt"), tmp_path)
     state = model.state_dict() | {"extra.weight": torch.zeros(1)}
     torch.save(state, tmp_path / "extra.pt")
     with pytest.raises(JmtError, match=r"extra.pt: does not fit .*unexpected 'extra.weight'"):
-        build(BackboneParams(name="hsemotion:enet_b0_8_best_afew", checkpoint="extra.pt"), tmp_path)
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_best_afew", checkpoint="extra.pt"), tmp_path)
     torch.save(nn.Sequential(nn.Linear(2, 2)), tmp_path / "other.pt")   # another network entirely
     with pytest.raises(JmtError, match=r"other.pt: holds a torch.nn.modules.container.Sequential, "
                                        r"but hsemotion:enet_b0_8_best_afew is a timm EfficientNet"):
-        build(BackboneParams(name="hsemotion:enet_b0_8_best_afew", checkpoint="other.pt"), tmp_path)
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_best_afew", checkpoint="other.pt"), tmp_path)
 
 
 # ---- params ---------------------------------------------------------------------------------
@@ -281,20 +281,20 @@ def test_weights_that_do_not_fit_name_the_file_and_the_key(store, tmp_path):
 def test_names_weights_and_options():
     with pytest.raises(JmtError, match=r"unknown HSEmotion model 'enet_b9'; supported: "
                                        r"hsemotion:enet_b0_8_best_afew, .*hsemotion:mobilevit_va_mtl"):
-        build(BackboneParams(name="hsemotion:enet_b9", allow_random=True), Path("."))
+        build_backbone(BackboneParams(name="hsemotion:enet_b9", allow_random=True), Path("."))
     with pytest.raises(JmtError, match=r"mbf_va_mtl is a MobileFaceNet .*not a timm architecture"):
-        build(BackboneParams(name="hsemotion:mbf_va_mtl", allow_random=True), Path("."))
+        build_backbone(BackboneParams(name="hsemotion:mbf_va_mtl", allow_random=True), Path("."))
     with pytest.raises(JmtError, match=r"unknown HSEmotion model ''"):
-        build(BackboneParams(name="hsemotion", allow_random=True), Path("."))
+        build_backbone(BackboneParams(name="hsemotion", allow_random=True), Path("."))
     with pytest.raises(JmtError, match=r"needs weights: checkpoint: PATH \(their enet_b0_8_va_mtl.pt"):
-        build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl"), Path("."))
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl"), Path("."))
     with pytest.warns(UserWarning, match=r"'hsemotion:enet_b0_8_va_mtl' has RANDOM weights"):
-        net = build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True), Path("."))
+        net = build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True), Path("."))
     assert net.dim == 1280
     with pytest.raises(JmtError, match=r"has no layers to pick"), pytest.warns(UserWarning):
-        build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True, layer=2), Path("."))
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True, layer=2), Path("."))
     with pytest.raises(JmtError, match=r"does not take `reduction`"), pytest.warns(UserWarning):
-        build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True, reduction="max"),
+        build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True, reduction="max"),
               Path("."))
 
 
@@ -304,19 +304,19 @@ def test_pretrained_uses_torch_hubs_cache_and_fails_clearly_offline(store, monke
     params = BackboneParams(name="hsemotion:enet_b0_8_va_mtl", pretrained=True)
     url = "https://github.com/sb-ai-lab/EmotiEffLib/blob/main/models/affectnet_emotions/enet_b0_8_va_mtl.pt"
     with pytest.raises(JmtError, match=rf"offline \(HF_HUB_OFFLINE\).*download {url}\?raw=true elsewhere"):
-        build(params, Path("."))
+        build_backbone(params, Path("."))
     model, root = store("enet_b0_8_va_mtl")
     cached = tmp_path / "hub" / "checkpoints" / "hsemotion" / "enet_b0_8_va_mtl.pt"
     cached.parent.mkdir(parents=True)
     cached.write_bytes((root / "enet_b0_8_va_mtl.pt").read_bytes())
-    net = build(params, Path("."))
+    net = build_backbone(params, Path("."))
     assert torch.equal(net.model.classifier.bias, model.classifier.bias)
 
 
 def test_preprocessing_follows_theirs():
     """Their pipeline: PIL resize (bilinear) of the RGB crop, /255, ImageNet normalisation."""
     with pytest.warns(UserWarning):
-        net = build(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True), Path("."))
+        net = build_backbone(BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True), Path("."))
     crops = _crops(1)
     img = Image.fromarray(crops[0].numpy()).resize((224, 224), Image.BILINEAR)
     theirs = (torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255.0

@@ -16,7 +16,7 @@ import torchvision
 from pipeline import cache
 from pipeline.config import BackboneParams
 from pipeline.errors import JmtError
-from pipeline.stage1.backbones import build, input_of
+from pipeline.stage1.backbones import build_backbone, input_of
 from pipeline.stage1.backbones import tsav
 from pipeline.stage1.clips import clip_indices, read_clips
 
@@ -167,7 +167,7 @@ def test_the_audio_window_is_the_1_034_s_ending_at_the_frame_zero_padded_in_fron
 def _random(name: str, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return build(BackboneParams(name=name, allow_random=True, **kw), Path("."))
+        return build_backbone(BackboneParams(name=name, allow_random=True, **kw), Path("."))
 
 
 @pytest.mark.parametrize("reduction", ["max", "avg", "flatten"])
@@ -188,7 +188,7 @@ def test_r2plus1d_builds_offline_and_gives_512(reduction):
 
 def test_r2plus1d_resizes_other_crop_sizes_and_random_weights_warn():
     with pytest.warns(UserWarning, match="RANDOM weights"):
-        net = build(BackboneParams(name="r2plus1d_18", allow_random=True, clip=2, clip_stride=1), Path("."))
+        net = build_backbone(BackboneParams(name="r2plus1d_18", allow_random=True, clip=2, clip_stride=1), Path("."))
     with torch.no_grad():
         assert net(torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8)).shape == (1, 512)
 
@@ -206,14 +206,14 @@ def test_resnet18_logmel_builds_offline_and_gives_512():
 @pytest.mark.parametrize("name", ["r2plus1d_18", "resnet18_logmel"])
 def test_exactly_one_weights_source(name, bad):
     with pytest.raises(JmtError, match="exactly one weights source"):
-        build(BackboneParams(name=name, **bad), Path("."))
+        build_backbone(BackboneParams(name=name, **bad), Path("."))
 
 
 def test_options_belong_to_their_backbone():
     with pytest.raises(JmtError, match="resnet18_logmel does not take `clip`"):
         _random("resnet18_logmel", clip=8)
     with pytest.raises(JmtError, match="does not take `reduction`"):
-        build(BackboneParams(name="logmel_stats", reduction="max"), Path("."))
+        build_backbone(BackboneParams(name="logmel_stats", reduction="max"), Path("."))
 
 
 def _layout(tmp_path: Path, layout: str) -> Path:
@@ -246,8 +246,8 @@ def test_each_published_layout_loads_into_both_backbones(tmp_path, layout):
     vision_file, audio_file = (folder / n for n in {
         "jmt": ("vision_TSAV_Sub4_544k.pt", "audio_TSAV_Sub4_544k.pt"),
         "kuhnke": ("TSAV_Sub4_544k.pth.tar",) * 2, "torchvision": ("r2plus1d_18.pth", "resnet18.pth")}[layout])
-    video = build(BackboneParams(name="r2plus1d_18", checkpoint=vision_file.name), folder)
-    audio = build(BackboneParams(name="resnet18_logmel", checkpoint=audio_file.name), folder)
+    video = build_backbone(BackboneParams(name="r2plus1d_18", checkpoint=vision_file.name), folder)
+    audio = build_backbone(BackboneParams(name="resnet18_logmel", checkpoint=audio_file.name), folder)
     state = torch.load(vision_file, weights_only=True)
     state = state.get("state_dict", state)
     prefix = {"jmt": "r2plus1d.", "kuhnke": "video_model.r2plus1d.", "torchvision": ""}[layout]
@@ -271,17 +271,17 @@ def test_a_dataparallel_prefix_and_the_jmt_whole_model_layout_load(tmp_path):
     jmt = _layout(tmp_path, "jmt")
     vision = torch.load(jmt / "vision_TSAV_Sub4_544k.pt", weights_only=True)
     torch.save({"module." + k: v for k, v in vision.items()}, tmp_path / "dp.pt")
-    a = build(BackboneParams(name="r2plus1d_18", checkpoint="dp.pt"), tmp_path)
+    a = build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="dp.pt"), tmp_path)
     # their TwoStreamAuralVisualModel with FLATTEN: vision_r2d1.r2plus1d.* and the trained projection
     fc = {"vision_r2d1_fc.weight": torch.randn(512, 25088), "vision_r2d1_fc.bias": torch.randn(512)}
     whole = {"vision_r2d1." + k: v for k, v in vision.items()} | fc
     torch.save(whole, tmp_path / "whole.pt")
-    b = build(BackboneParams(name="r2plus1d_18", checkpoint="whole.pt", reduction="flatten"), tmp_path)
+    b = build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="whole.pt", reduction="flatten"), tmp_path)
     assert torch.equal(a.net.stem[0].weight, b.net.stem[0].weight)
     assert torch.equal(b.projection.weight, fc["vision_r2d1_fc.weight"])
-    c = build(BackboneParams(name="r2plus1d_18", checkpoint="dp.pt", reduction="flatten"), tmp_path)
+    c = build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="dp.pt", reduction="flatten"), tmp_path)
     assert not torch.equal(c.projection.weight, b.projection.weight)     # the fixed random projection
-    d = build(BackboneParams(name="r2plus1d_18", checkpoint="dp.pt", reduction="flatten"), tmp_path)
+    d = build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="dp.pt", reduction="flatten"), tmp_path)
     assert torch.equal(c.projection.weight, d.projection.weight)         # ... the same every time
 
 
@@ -291,23 +291,23 @@ def test_a_file_that_does_not_fit_names_the_file_and_the_key(tmp_path):
     vision["r2plus1d.layer2.0.conv1.0.0.weight"] = torch.zeros(3, 3)
     torch.save(vision, tmp_path / "bad.pt")
     with pytest.raises(JmtError, match=r"bad.pt: does not fit the r2plus1d_18 \('layer2.0.conv1.0.0.weight' has shape"):
-        build(BackboneParams(name="r2plus1d_18", checkpoint="bad.pt"), tmp_path)
+        build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="bad.pt"), tmp_path)
     with pytest.raises(JmtError, match="audio_TSAV_Sub4_544k.pt: no R\\(2\\+1\\)D-18 weights"):
-        build(BackboneParams(name="r2plus1d_18", checkpoint="audio_TSAV_Sub4_544k.pt"), jmt)
+        build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="audio_TSAV_Sub4_544k.pt"), jmt)
     with pytest.raises(JmtError, match="vision_TSAV_Sub4_544k.pt: no ResNet-18 weights"):
-        build(BackboneParams(name="resnet18_logmel", checkpoint="vision_TSAV_Sub4_544k.pt"), jmt)
+        build_backbone(BackboneParams(name="resnet18_logmel", checkpoint="vision_TSAV_Sub4_544k.pt"), jmt)
     del vision["r2plus1d.layer2.0.conv1.0.0.weight"]
     torch.save(vision, tmp_path / "short.pt")
     with pytest.raises(JmtError, match="missing 'layer2.0.conv1.0.0.weight'"):
-        build(BackboneParams(name="r2plus1d_18", checkpoint="short.pt"), tmp_path)
+        build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="short.pt"), tmp_path)
     with pytest.raises(JmtError, match="nothere.pt: r2plus1d_18 checkpoint not found"):
-        build(BackboneParams(name="r2plus1d_18", checkpoint="nothere.pt"), tmp_path)
+        build_backbone(BackboneParams(name="r2plus1d_18", checkpoint="nothere.pt"), tmp_path)
 
 
 def test_a_whole_pickled_model_is_refused_without_running_its_code(tmp_path):
     torch.save(torchvision.models.resnet18(weights=None), tmp_path / "whole.pt")   # a pickled nn.Module
     with pytest.raises(JmtError, match="whole.pt: not a plain resnet18_logmel state dict"):
-        build(BackboneParams(name="resnet18_logmel", checkpoint="whole.pt"), tmp_path)
+        build_backbone(BackboneParams(name="resnet18_logmel", checkpoint="whole.pt"), tmp_path)
 
 
 # ---- jmt embed with the authors' two streams -------------------------------------------------
@@ -331,8 +331,8 @@ def test_embed_runs_the_authors_two_streams_from_published_layouts(tiny_cache, t
         "audio": {"name": "resnet18_logmel", "checkpoint": "jmt/audio_TSAV_Sub4_544k.pt"}}})
     result = run_embed(tsav_params)
     assert result.skipped == [] and len(result.done) == 4 and result.warnings == []
-    video = build(tsav_params.embed.streams["visual"], tmp_path)
-    audio = build(tsav_params.embed.streams["audio"], tmp_path)
+    video = build_backbone(tsav_params.embed.streams["visual"], tmp_path)
+    audio = build_backbone(tsav_params.embed.streams["audio"], tmp_path)
     for name in ("demo_01", "demo_00_left"):
         with h5py.File(cache.entry_path(tsav_params.path(tsav_params.embed.out), name)) as f, \
                 h5py.File(cache.entry_path(params.path(params.faces.out), name)) as ff, \

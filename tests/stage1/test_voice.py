@@ -12,7 +12,8 @@ from pipeline.demo import voice as demo_voice
 from pipeline.errors import ParamsError
 from pipeline.media import read_audio
 from pipeline.stage1.audio import energy_db
-from pipeline.stage1.voice import fill_gaps, frame_means, frame_spans, frame_voice, voicing
+from pipeline.stage1.voice import (MAX_LAG, VAD_CHUNK, SileroStream, chunk_scores, fill_gaps, frame_means,
+                                   frame_spans, frame_voice, voicing)
 
 from .helpers import params_at
 
@@ -121,3 +122,18 @@ def test_audio_mask_params_are_validated(tmp_path, key, value, message):
 def test_default_mask_is_vad(repo_params):
     cfg = repo_params.audio
     assert (cfg.mask, cfg.energy_db, cfg.vad_threshold) == ("vad", -45.0, 0.5)
+
+
+def test_chunk_scores_as_the_track_arrives_equal_one_pass(demo_like):
+    """`jmt live` scores the chunks a few at a time, one SileroStream carrying silero's state:
+    the scores of one pass over the track (voicing's sums start at another chunk: ~1e-7)."""
+    x16 = demo_like[0][: 3 * SR].astype(np.float32)
+    n = -(-len(x16) // VAD_CHUNK)
+    whole = chunk_scores(SileroStream(), x16, n, with_voicing=True, min_db=-45.0)
+    stream, parts, c = SileroStream(), [], 0
+    for upto in (1, 2, 5, 6, 30, 31, n):
+        parts.append(chunk_scores(stream, x16[c * VAD_CHUNK:upto * VAD_CHUNK + MAX_LAG], upto - c,
+                                  with_voicing=True, min_db=-45.0))
+        c = upto
+    np.testing.assert_allclose(np.concatenate(parts), whole, atol=1e-6, rtol=0)
+    assert len(whole) == n and whole.dtype == np.float32

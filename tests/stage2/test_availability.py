@@ -20,7 +20,7 @@ from pipeline.stage2 import checkpoints
 from pipeline.stage2.compare import load_predictions, markdown
 from pipeline.stage2.data import Entry, load_entries, predict_entry
 from pipeline.stage2.evaluate import evaluate_model
-from pipeline.stage2.protocol import MIN_SUBSET_FRAMES, availability_of, labels_of, score_subsets
+from pipeline.stage2.protocol import availability_of, labels_of, score_subsets
 from pipeline.stage2.verdicts import VERDICTS, annotate, paired_blocks
 from pipeline.stats import Part, bootstrap_videos
 from pipeline.tasks import TASKS, build_task
@@ -172,9 +172,10 @@ def _expected(params, split, preds):
     return out
 
 
-@pytest.mark.parametrize("least", [MIN_SUBSET_FRAMES, 10])  # the default; low enough to score the tiny corpus's subsets
-def test_evaluate_scores_each_subset_of_each_split(trained, least):
-    result = evaluate_model(trained, write=False, min_subset_frames=least)
+@pytest.mark.parametrize("given", [None, 10])  # the default (compare.min_subset_frames); low enough to score the tiny corpus's subsets
+def test_evaluate_scores_each_subset_of_each_split(trained, given):
+    result = evaluate_model(trained, write=False, min_subset_frames=given)
+    least = given or trained.compare.min_subset_frames
     model, _ = checkpoints.load(trained.path(trained.train.out), trained.path(trained.embed.out))
     window = trained.train.window
     entries = load_entries(trained.path(trained.embed.out), trained.path(trained.labels.out), ["va"])

@@ -112,7 +112,7 @@ def input_of(module: nn.Module) -> str:
     return kind
 
 
-def build(params: BackboneParams, root: Path) -> nn.Module:
+def build_backbone(params: BackboneParams, root: Path) -> nn.Module:
     """Builds a frozen backbone (eval mode, no gradients) from its params.
 
     `name` is a registry name, or `timm:<model>` for any timm model (crops).
@@ -134,11 +134,14 @@ def build(params: BackboneParams, root: Path) -> nn.Module:
     return module
 
 
-# Importing the modules registers their factories.
-from pipeline.stage1.backbones import audio as _audio  # noqa: E402,F401
-from pipeline.stage1.backbones import egemaps as _egemaps  # noqa: E402,F401
-from pipeline.stage1.backbones import hsemotion as _hsemotion  # noqa: E402,F401
-from pipeline.stage1.backbones import prosody as _prosody  # noqa: E402,F401
-from pipeline.stage1.backbones import ssl as _ssl  # noqa: E402,F401
-from pipeline.stage1.backbones import tsav as _tsav  # noqa: E402,F401
-from pipeline.stage1.backbones import visual as _visual  # noqa: E402,F401
+def _register_all() -> None:
+    """Imports every module of this package: each registers its backbones, so adding a backbone is
+    adding one file here (as pipeline/stage2/heads and pipeline/tasks do)."""
+    import importlib
+    import pkgutil
+
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+        importlib.import_module(f"{__name__}.{module}")
+
+
+_register_all()

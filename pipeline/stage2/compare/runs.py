@@ -35,6 +35,7 @@ import torch
 
 from pipeline.config import Params
 from pipeline.engine import threads_for
+from pipeline.imports import PACKAGE_ROOT, closure, module_file
 from pipeline.stage2.compare.execute import SPLITS
 from pipeline.stage2.heads import HEADS
 from pipeline.tasks import TASKS
@@ -52,36 +53,6 @@ NOT_NUMERIC = {
     "pipeline.engine": "where a run executes (local or Ray); its threads per run are in the key",
 }
 SEARCH_SPACE = "SEARCH_SPACE"  # a head file's search space (`numeric_source`): not in its runs' keys
-_PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder holding `pipeline/`
-
-
-def _module_file(module: str, root: Path) -> Path | None:
-    """The source file of a module under root (a package: its __init__.py), or None."""
-    p = root.joinpath(*module.split("."))
-    if (p / "__init__.py").is_file():
-        return p / "__init__.py"
-    return p.with_suffix(".py") if p.with_suffix(".py").is_file() else None
-
-
-def _imports(path: Path, module: str, root: Path) -> set[str]:
-    """The `pipeline` modules a source file imports (absolute or relative; inside functions too):
-    `from P import x` counts the submodule P.x when it is one, else P itself."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names if a.name.split(".")[0] == "pipeline")
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
-            if base.split(".")[0] != "pipeline":
-                continue
-            for a in node.names:
-                out.add(f"{base}.{a.name}" if _module_file(f"{base}.{a.name}", root) else base)
-    return out
 
 
 def _registry_member(cls: type) -> tuple[str, str]:
@@ -90,27 +61,19 @@ def _registry_member(cls: type) -> tuple[str, str]:
     return module.rpartition(".")[0], module
 
 
-def code_files(head: str, tasks: list[str] | tuple[str, ...], root: Path = _PACKAGE_ROOT) -> list[Path]:
+def code_files(head: str, tasks: list[str] | tuple[str, ...], root: Path = PACKAGE_ROOT) -> list[Path]:
     """The source files whose code a run of `head` on `tasks` executes, in module-name order
     (see the module docstring): found from `execute.py`'s imports under `root`."""
     own = [_registry_member(HEADS.get(head.partition(":")[0])), *(_registry_member(TASKS.get(t)) for t in tasks)]
     registries = {package for package, _ in own}
     wanted = {module for _, module in own}
-    seen: set[str] = set()
-    todo = [ENTRY, *wanted]
-    while todo:
-        module = todo.pop()
-        if module in seen or module in NOT_NUMERIC:
-            continue
-        path = _module_file(module, root)
-        if path is None:
-            continue
-        seen.add(module)
-        found = _imports(path, module, root)
+
+    def narrow(module: str, found: set[str]) -> set[str]:
         if module in registries:  # a registry importing its members: only this run's (a member's own imports count)
-            found = {m for m in found if m.rpartition(".")[0] != module or m in wanted}
-        todo.extend(found)
-    return [_module_file(m, root) for m in sorted(seen)]
+            return {m for m in found if m.rpartition(".")[0] != module or m in wanted}
+        return found
+
+    return [module_file(m, root) for m in closure([ENTRY, *wanted], root, skip=NOT_NUMERIC, narrow=narrow)]
 
 
 def numeric_source(path: Path) -> bytes:
@@ -159,7 +122,7 @@ def code_fingerprint(head: str, tasks: list[str] | tuple[str, ...]) -> str:
     if memo is not None and _stamps([Path(f) for f, _, _ in memo[0]]) == memo[0]:
         return memo[1]
     files = code_files(head, tuple(tasks))
-    fingerprint = files_fingerprint(files, _PACKAGE_ROOT)
+    fingerprint = files_fingerprint(files, PACKAGE_ROOT)
     _FINGERPRINTS[head, tuple(tasks)] = (_stamps(files), fingerprint)
     return fingerprint
 

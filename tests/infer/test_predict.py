@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import InputError, JmtError
-from pipeline.stage2.predict import predict_video
+from pipeline.infer.predict import predict_video
 from pipeline.tasks.au import AUS
 from pipeline.tasks.expr import CLASSES
 
@@ -136,14 +136,16 @@ def test_a_backbones_weights_file_is_found_from_the_working_folder(tmp_path, mon
     folder (the weights' hashes are checked against the checkpoint's afterwards)."""
     import yaml
 
-    from pipeline.stage2.predict import _stage1_params
+    from pipeline.infer.model import Trained
 
     from ..conftest import REPO
 
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data["embed"]["streams"]["audio"] = {"name": "resnet18_logmel", "checkpoint": "weights/audio.pt"}
     monkeypatch.chdir(tmp_path)
-    params = _stage1_params({"params": data}, tmp_path, {"video": tmp_path / "v.mp4"})
+    model = Trained(path=tmp_path / "m.pt", sha256="0" * 64, head="jmt", window=16, widths={}, streams=[],
+                    _contents={"params": data})
+    params = model.stage1_params(tmp_path, {"video": tmp_path / "v.mp4"})
     assert params.embed.streams["audio"].checkpoint == str(tmp_path / "weights" / "audio.pt")
     assert params.embed.streams["visual"].checkpoint is None
 
@@ -157,7 +159,7 @@ def test_predict_a_folder_and_a_glob_models_once_skips_finished_and_records_a_ba
     import shutil
 
     from pipeline.stage1 import embed as embed_stage
-    from pipeline.stage2.predict import expand_videos, folder_names, predict_videos
+    from pipeline.infer.predict import expand_videos, folder_names, predict_videos
 
     folder = tmp_path / "in"
     folder.mkdir()

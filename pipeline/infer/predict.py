@@ -9,7 +9,7 @@ probability; each AU's 0/1 and probability) and `<video>.png` (one panel per tas
 lacking a stream shaded). A video with no face or no audio still gets predictions: the presence
 columns show where; a frame with NO stream present (no face and no voice) has no input at all, so
 its task cells are blank (evaluate.anything_present). `--overlay` also draws them on the video
-(stage2/overlay.py). Videos are read as displayed (a phone's rotation applied: media.Orientation).
+(overlay.py). Videos are read as displayed (a phone's rotation applied: media.Orientation).
 A video that decodes with errors (truncated or corrupt) gets outputs for the frames that decoded,
 a warning, `damaged` in the report, and exit code 3. Torch (and onnxruntime) run `--threads`
 intra-op threads, 1 by default: on a machine whose cores are busy, more threads than free cores
@@ -22,9 +22,7 @@ same checkpoint skipped on a rerun, a bad video recorded in `DIR/report.json` an
 """
 from __future__ import annotations
 
-import csv
 import glob
-import hashlib
 import json
 import re
 import shutil
@@ -37,17 +35,17 @@ import numpy as np
 import typer
 
 from pipeline import cache
-from pipeline.config import Params, parse_params
+from pipeline.config import Params
 from pipeline.console import console, progress
 from pipeline.corpus.entries import VIDEO_SUFFIXES
 from pipeline.device import resolve_device
 from pipeline.engine import torch_threads
 from pipeline.errors import DAMAGED_EXIT, InputError, JmtError
 from pipeline.plots import pyplot, shade_missing
-from pipeline.stage2 import checkpoints, export
+from pipeline.infer.model import Trained, from_checkpoint
 from pipeline.stage2.data import load_entries, mask_key, predict_entry
 from pipeline.stage2.evaluate import anything_present, write_predictions
-from pipeline.stage2.overlay import write_overlay
+from pipeline.infer.overlay import write_overlay
 from pipeline.tasks import Task, tasks_of
 from pipeline.tasks.au import AUS
 from pipeline.tasks.expr import CLASSES
@@ -117,41 +115,18 @@ def plan_outputs(single: Path | None, out: Path, overlay: Path | None) -> Target
     return Targets(out, csv_file, overlay)
 
 
-def _stage1_params(ckpt: dict, work: Path, videos: dict[str, Path], *, on_error: str = "fail",
-                   engine: str | None = None, threads: int = 1) -> Params:
-    """The checkpoint's params, pointed at a manifest of `videos` (entry name -> file) and a cache
-    under `work`; `engine` (local | ray) overrides the checkpoint's `run.engine`; `threads`: torch's
-    threads per stage-1 unit (run.<stage>.cpus)."""
-    data = json.loads(json.dumps(ckpt["params"]))   # a copy: the checkpoint's own dict stays as read
-    work = Path(work).resolve()   # every path below is absolute: the params' root is `work` itself
-    manifest = work / "videos.csv"
-    with open(manifest, "w", newline="") as f:  # csv quotes a path holding commas or quotes
-        csv.writer(f).writerows([["video", "annotation", "split", "name"],
-                                 *([str(v.resolve()), "", "test", name] for name, v in videos.items())])
-    data["corpus"] = {**data["corpus"], "layout": "manifest", "manifest": str(manifest)}
-    for stage in ("faces", "audio", "embed"):
-        data[stage] = {**data[stage], "out": str(work / stage), "on_error": on_error}
-    data["run"] = {**data["run"], **({"engine": engine} if engine is not None else {}),
-                   **{stage: {**data["run"][stage], "cpus": threads} for stage in ("faces", "audio", "embed")}}
-    # a backbone's weights file was relative to the training params' folder, which the checkpoint
-    # does not record: taken from the working folder (run from there); its hash is checked after
-    data["embed"]["streams"] = {name: {**bp, "checkpoint": str(Path(bp["checkpoint"]).resolve())}
-                                if bp.get("checkpoint") else bp for name, bp in data["embed"]["streams"].items()}
-    return parse_params(data, source="checkpoint params", root=work)
-
-
-def _write_outputs(ckpt: dict, model, params: Params, name: str, video: Path, folder: Path,
+def _write_outputs(trained: Trained, params: Params, name: str, video: Path, folder: Path,
                    overlay: Path | None = None, csv_path: Path | None = None) -> Prediction:
     """The model over one entry of the predict cache -> `<folder>/<video stem>.csv` (or `csv_path`)
     and the plot beside it (.png), and the video with its outputs drawn -> `overlay`
-    (stage2/overlay.py) when given. A frame with no stream present gets blank outputs."""
+    (overlay.py) when given. A frame with no stream present gets blank outputs."""
+    model = trained.model
     device = resolve_device(params.train.device)
     tasks = tasks_of(model.tasks, params.tasks)
     # never preloaded: the windows stream from the file a batch at a time, so a long video
     # takes memory for one batch of windows and its (n, width) outputs (docs/measurements.md)
     entry = load_entries(params.path(params.embed.out), None, model.tasks, names=[name])[0]
-    window = ckpt["params"]["train"]["window"]
-    raw = predict_entry(model, entry, window, window // 2, device)
+    raw = predict_entry(model, entry, trained.window, trained.hop, device)
     outputs = {t: task.postprocess(task.activate(raw[t])) for t, task in tasks.items()}
     with cache.open_entry(cache.entry_path(params.path(params.embed.out), entry.name)) as f:
         times = f["timestamps"][...]
@@ -163,7 +138,7 @@ def _write_outputs(ckpt: dict, model, params: Params, name: str, video: Path, fo
     png_path = csv_path.with_suffix(".png")
     write_predictions(csv_path, tasks, outputs, times, known=known,
                       extra={f"{s}_present": [str(int(v)) for v in m] for s, m in present.items()})
-    plot(png_path, times, tasks, blank, present, title=f"{video.name} ({ckpt['head']['name']})")
+    plot(png_path, times, tasks, blank, present, title=f"{video.name} ({trained.head})")
     with cache.open_entry(cache.entry_path(params.path(params.faces.out), entry.name)) as f:
         damaged = f.attrs.get("damaged")   # the faces stage decoded it with errors
         if overlay is not None:   # the face boxes live in the faces cache, gone once predict returns
@@ -179,7 +154,7 @@ def predict_video(video: Path, checkpoint: Path, out: Path, overlay: Path | None
                   threads: int = 1, csv_path: Path | None = None) -> Prediction:
     """Predicts one video into folder `out` (or the file `csv_path`); returns where the CSV and
     the plot (and the `overlay` mp4) went. `runtime` onnx: the head from `onnx` (`jmt export`) in
-    onnxruntime (export.load_model); `engine`: local | ray for stage 1 (default: the checkpoint's
+    onnxruntime (model.from_checkpoint); `engine`: local | ray for stage 1 (default: the checkpoint's
     run.engine); `threads`: torch's (and onnxruntime's) intra-op threads in each step."""
     from pipeline.stage1.audio import run_audio
     from pipeline.stage1.embed import run_embed
@@ -189,18 +164,17 @@ def predict_video(video: Path, checkpoint: Path, out: Path, overlay: Path | None
     if not video.is_file():
         raise InputError(f"{video}: file not found")
     # read (never executed) before any work: its params say how to run stage 1 for the video
-    ckpt = checkpoints.read(Path(checkpoint))
+    trained = from_checkpoint(checkpoint, runtime, onnx)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="jmt-predict-") as tmp, torch_threads(threads):
         work = Path(tmp)
-        params = _stage1_params(ckpt, work, {"video": video}, engine=engine, threads=threads)
+        params = trained.stage1_params(work, {"video": video}, engine=engine, threads=threads)
         run_faces(params)
         run_audio(params)
         run_embed(params)
-        checkpoints.check_cache(ckpt, Path(checkpoint), params.path(params.embed.out))  # the same backbones
-        model = export.load_model(ckpt, Path(checkpoint), runtime, onnx)
-        model.to(resolve_device(params.train.device)).eval()
-        return _write_outputs(ckpt, model, params, "video", video, out, overlay, csv_path)
+        trained.check_cache(params.path(params.embed.out))  # the same backbones
+        trained.model.to(resolve_device(params.train.device)).eval()
+        return _write_outputs(trained, params, "video", video, out, overlay, csv_path)
 
 
 def expand_videos(sources: list[Path], ignored: list[dict] | None = None) -> list[Path]:
@@ -280,8 +254,8 @@ def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str
     out = Path(out)
     ignored: list[dict] = []
     videos = expand_videos(sources, ignored)
-    ckpt = checkpoints.read(Path(checkpoint))   # read, never executed
-    sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
+    trained = from_checkpoint(checkpoint, runtime, onnx)   # read, never executed
+    sha = trained.sha256
     report: dict = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha, "done": {}, "already_done": [],
                     "skipped": [], "damaged": [], "ignored": ignored, "earlier_skipped": []}
     todo: dict[str, Path] = {}
@@ -295,7 +269,7 @@ def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str
     work = out / ".jmt-work"
     if todo:
         work.mkdir(parents=True, exist_ok=True)
-        params = _stage1_params(ckpt, work, todo, on_error="skip", engine=engine, threads=threads)
+        params = trained.stage1_params(work, todo, on_error="skip", engine=engine, threads=threads)
         failed = {}
         with torch_threads(threads):
             for run in (run_faces, run_audio, run_embed):   # each skips (and records) what the previous skipped
@@ -303,16 +277,15 @@ def predict_videos(sources: list[Path], checkpoint: Path, out: Path, engine: str
                     failed.setdefault(s["entry"], s["error"])
             ready = [n for n in todo if n not in failed]
             if ready:
-                checkpoints.check_cache(ckpt, Path(checkpoint), params.path(params.embed.out))  # the same backbones
-                model = export.load_model(ckpt, Path(checkpoint), runtime, onnx)
-                model.to(resolve_device(params.train.device)).eval()
+                trained.check_cache(params.path(params.embed.out))  # the same backbones
+                trained.model.to(resolve_device(params.train.device)).eval()
             with progress() as bar:
                 task = bar.add_task("predict", total=len(todo))
                 for name, video in todo.items():
                     try:
                         if name in failed:
                             raise JmtError(failed[name])
-                        pred = _write_outputs(ckpt, model, params, name, video, out / name,
+                        pred = _write_outputs(trained, params, name, video, out / name,
                                               None if overlay is None else overlay / f"{name}.mp4")
                         (out / name / "done.json").write_text(json.dumps(_stamp(video, sha), indent=1))
                         report["done"][name] = {"video": str(video), "frames": pred.frames, "present": pred.present,
@@ -409,7 +382,7 @@ def command(
     single = len(videos) == 1 and not videos[0].is_dir() and not any(c in str(videos[0]) for c in "*?[")
     targets = plan_outputs(videos[0] if single else None, out, overlay)   # before any work
     if runtime == "onnx":   # before stage 1 runs: a missing or foreign graph fails at once
-        export.load_model(checkpoints.read(checkpoint), checkpoint, runtime, onnx)
+        from_checkpoint(checkpoint, runtime, onnx).model
     if single:
         result = predict_video(videos[0], checkpoint, targets.out, targets.overlay, runtime=runtime, onnx=onnx,
                                engine=engine, threads=threads, csv_path=targets.csv)

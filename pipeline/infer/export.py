@@ -34,11 +34,7 @@ graphs of their own, each checked against torch; what cannot be exported is repo
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import logging
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -50,10 +46,13 @@ import typer
 
 from pipeline.console import console
 from pipeline.errors import InputError, JmtError
-from pipeline.stage2 import checkpoints
+from pipeline.infer.graphs import INT8_OPS, OPSET, export_head, quantize_int8, sample_inputs, set_metadata
+from pipeline.infer.model import Trained, from_checkpoint, inference_hop
+from pipeline.infer.runtime import OnnxModel
 
-OPSET = 18
-INT8_OPS = ("MatMul", "Gemm")   # not Conv: ConvInteger ran the TCN 2-4x slower than fp32 (docs/onnx.md)
+__all__ = ["INT8_BOUND", "INT8_OPS", "PARITY_ATOL", "Exported", "Int8Error", "export_checkpoint", "int8_error",
+           "parity", "write_int8"]
+
 PARITY_ATOL = 1e-4              # max |torch - onnxruntime| an fp32 export must stay under
 # max |torch - int8| an int8 graph must stay under, on activated outputs (va clipped to its range
 # [-1, 1], expr and au probabilities): 2.5 % of va's range, 5 points of a probability; the
@@ -61,190 +60,6 @@ PARITY_ATOL = 1e-4              # max |torch - onnxruntime| an fp32 export must 
 INT8_BOUND = 0.05
 INT8_WINDOWS = 256              # cache windows the int8 error is measured on, spread over the cache
 INT8_ON = "activated outputs: va clipped to [-1, 1], expr softmax, au sigmoid"
-
-
-def input_names(streams: list[str]) -> list[str]:
-    """The graph's inputs: `<stream>`, `<stream>_mask` per stream, in the head's order."""
-    return [n for s in streams for n in (s, f"{s}_mask")]
-
-
-class _Positional(nn.Module):
-    """A head with the flat signature a graph has: (x_1, mask_1, ..., x_N, mask_N) -> one output
-    per task, in `head.tasks` order."""
-
-    def __init__(self, head: nn.Module) -> None:
-        super().__init__()
-        self.head = head
-
-    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        streams = {s: xs[2 * i] for i, s in enumerate(self.head.streams)}       # each (B, T, D)
-        masks = {s: xs[2 * i + 1] for i, s in enumerate(self.head.streams)}     # each (B, T)
-        out = self.head(streams, masks)
-        return tuple(out[t] for t in self.head.tasks)                          # each (B, T, width)
-
-
-def _plain_weights(model: nn.Module) -> nn.Module:
-    """A copy in eval mode with every parametrization (the TCN's weight_norm) folded into a plain
-    weight: the same values, one initializer in the graph instead of a norm per call. Rebuilt from
-    the head's spec, not deep-copied: a copy shares its parametrized classes with the original,
-    and removing a parametrization from one would strip the other's weights."""
-    from pipeline.stage2.heads import build_head
-
-    copy_ = build_head(model.spec["name"], **model.spec["kwargs"])
-    copy_.load_state_dict(model.state_dict())
-    return fold_parametrizations(copy_.eval())
-
-
-def fold_parametrizations(model: nn.Module) -> nn.Module:
-    """Folds every parametrization of `model` into a plain weight, in place; returns it."""
-    from torch.nn.utils import parametrize
-
-    for module in list(model.modules()):   # listed first: removing changes the module tree
-        if parametrize.is_parametrized(module):
-            for name in list(module.parametrizations):
-                parametrize.remove_parametrizations(module, name, leave_parametrized=True)
-    return model
-
-
-def sample_inputs(widths: dict[str, int], batch: int, time: int, seed: int = 0):
-    """Random features and masks (about 20 % of the frames absent): ({s: (B, T, D)}, {s: (B, T)})."""
-    g = torch.Generator().manual_seed(seed)
-    streams = {s: torch.randn(batch, time, d, generator=g) for s, d in widths.items()}
-    masks = {s: torch.rand(batch, time, generator=g) > 0.2 for s in widths}
-    return streams, masks
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silences the exporter's and the quantizer's warnings and log lines (tracing notes, "Skipping
-    constant folding", "consider pre-processing"): every graph kept is checked against torch
-    afterwards, which is what they are about."""
-    level = logging.root.manager.disable
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(level)
-
-
-def _quiet_export(module: nn.Module, args: tuple, path: Path | None = None, **kwargs):
-    """torch.onnx.export (dynamo), quietly (`_quiet`)."""
-    with _quiet():
-        return torch.onnx.export(module, args, path, dynamo=True, opset_version=OPSET, verbose=False,
-                                 external_data=False, **kwargs)
-
-
-def _set_metadata(proto, meta: dict[str, str]) -> None:
-    """The model's metadata_props := its own and `meta`; the exporter's per-node metadata (the
-    Python stack trace of every op, with this machine's paths) is dropped."""
-    import onnx
-
-    for node in proto.graph.node:
-        del node.metadata_props[:]
-    old = {p.key: p.value for p in proto.metadata_props}
-    del proto.metadata_props[:]
-    onnx.helper.set_model_props(proto, {**old, **meta})
-
-
-def _declare_outputs(proto, widths: dict[str, int]) -> None:
-    """Outputs declared (batch, time, width): the exporter's shape inference may keep the traced
-    window for a recurrent encoder's outputs, which onnxruntime then warns about on every call;
-    intermediate shapes are dropped for the same reason (onnxruntime infers its own)."""
-    del proto.graph.value_info[:]
-    for out in proto.graph.output:
-        dims = out.type.tensor_type.shape.dim
-        for d, value in zip(dims, ("batch", "time", widths[out.name])):
-            d.Clear()
-            if isinstance(value, str):
-                d.dim_param = value
-            else:
-                d.dim_value = value
-
-
-def export_head(model: nn.Module, path: Path, widths: dict[str, int], window: int, meta: dict[str, str]) -> None:
-    """Writes the head as an ONNX graph (inputs, outputs and dynamic axes: module docstring)."""
-    import onnx
-    from torch.export import Dim
-
-    from pipeline.tasks import TASKS
-
-    wrapper = _Positional(_plain_weights(model)).eval()
-    streams, masks = sample_inputs(widths, 2, window)
-    args = tuple(v for s in model.streams for v in (streams[s], masks[s]))
-    batch, time = Dim("batch"), Dim("time")
-    program = _quiet_export(wrapper, args, input_names=input_names(model.streams), output_names=list(model.tasks),
-                            dynamic_shapes=(tuple({0: batch, 1: time} for _ in args),))   # *xs: one entry
-    proto = program.model_proto
-    _declare_outputs(proto, {t: TASKS.get(t).width for t in model.tasks})
-    _set_metadata(proto, meta)
-    onnx.checker.check_model(proto)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(proto, str(path))
-
-
-def gemm_to_matmul(proto) -> int:
-    """Rewrites every Gemm (alpha = beta = 1, no transA) whose B is an initializer as
-    MatMul(A, B') [+ Add(C)] with B' = B transposed as transB asks, one B' per weight, in place;
-    returns how many. onnxruntime's quantizer does this rewrite itself but transposes B in place
-    once per Gemm ("assume B is not used by any other node", quantization/onnx_model.py), so a
-    Linear used twice (JMT's and MT's cross-attentions run one nn.MultiheadAttention per query
-    stream against several keys) gets its square weight transposed twice: silently wrong
-    outputs. After this pass there is no Gemm left for it to rewrite."""
-    from onnx import helper, numpy_helper
-
-    graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    done: dict[str, str] = {}
-    nodes, count = [], 0
-    for node in graph.node:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0 and not attrs.get("transA", 0)
-        if node.op_type != "Gemm" or not plain or node.input[1] not in inits:
-            nodes.append(node)
-            continue
-        b = node.input[1]
-        if attrs.get("transB", 0):
-            if b not in done:
-                done[b] = f"{b}.T"
-                graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[b]).T.copy(), done[b]))
-            b = done[b]
-        bias = len(node.input) > 2 and node.input[2]
-        product = f"{node.output[0]}.mm" if bias else node.output[0]
-        nodes.append(helper.make_node("MatMul", [node.input[0], b], [product], name=f"{node.name}.mm"))
-        if bias:
-            nodes.append(helper.make_node("Add", [f"{node.output[0]}.mm", node.input[2]], list(node.output),
-                                          name=f"{node.name}.add"))
-        count += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    return count
-
-
-def quantize_int8(src: Path, dst: Path) -> None:
-    """Dynamic int8 quantisation of `src` into `dst` (what it covers: the module docstring); the
-    metadata is carried over, with `quantization` saying what was done."""
-    import tempfile
-
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    proto = onnx.load(str(src))
-    meta = {p.key: p.value for p in proto.metadata_props}
-    gemm_to_matmul(proto)
-    with tempfile.TemporaryDirectory(prefix="jmt-int8-") as tmp, _quiet():
-        plain = Path(tmp) / "plain.onnx"
-        onnx.save(proto, str(plain))
-        quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=list(INT8_OPS))
-    proto = onnx.load(str(dst))
-    _set_metadata(proto, {**meta, "quantization": f"dynamic: int8 weights of {', '.join(INT8_OPS)}, "
-                                                  "uint8 activations per call; the rest float32"})
-    onnx.save(proto, str(dst))
 
 
 def activated(task: str, raw: np.ndarray) -> np.ndarray:
@@ -294,7 +109,7 @@ def cache_windows(folder: Path, tasks: list[str], window: int, limit: int = INT8
     from pipeline.stage2.data import load_entries, window_starts
 
     entries = load_entries(folder, None, tasks)
-    pairs = [(e, s) for e in entries if e.n > 0 for s in window_starts(e.n, window, window // 2)]
+    pairs = [(e, s) for e in entries if e.n > 0 for s in window_starts(e.n, window, inference_hop(window))]
     if not pairs:
         raise InputError(f"{folder}: no frames in the cache; the int8 error cannot be measured")
     if len(pairs) > limit:
@@ -335,52 +150,6 @@ def int8_error(model: nn.Module, int8_model: OnnxModel, folder: Path, window: in
                      raw_max, len(pairs), frames, bound)
 
 
-class OnnxModel:
-    """An exported head in onnxruntime, in the torch model's place: `m(streams, masks)` with torch
-    tensors ({s: (B, T, D)}, {s: (B, T) bool}) -> {task: (B, T, width) float32 tensor}; `.tasks`,
-    `.streams` and `.meta` (the graph's metadata); `.eval()` and `.to()` do nothing (it runs on
-    the CPU). `threads`: onnxruntime's intra-op threads (default: torch's count in this process);
-    `spinning` False: its threads sleep between calls instead of spinning (`jmt live`, where
-    PyTorch's stage 1 runs between two calls and needs the cores)."""
-
-    def __init__(self, path: Path, *, threads: int | None = None, spinning: bool = True) -> None:
-        import onnxruntime as ort
-
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"{path}: ONNX model not found; make it with `jmt export`")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or torch.get_num_threads()
-        opts.inter_op_num_threads = 1
-        if not spinning:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types for a bad file
-            raise JmtError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:160]})") from None
-        self.path = path
-        self.meta = self.session.get_modelmeta().custom_metadata_map
-        if "streams" not in self.meta or "tasks" not in self.meta:
-            raise JmtError(f"{path}: not a `jmt export` model (no streams/tasks metadata)")
-        self.widths: dict[str, int] = json.loads(self.meta["streams"])
-        self.streams, self.tasks = list(self.widths), json.loads(self.meta["tasks"])
-        self._inputs = {i.name for i in self.session.get_inputs()}   # the exporter may drop an unused one
-
-    def __call__(self, streams: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        feed = {}
-        for s in self.streams:
-            feed[s] = streams[s].detach().to("cpu", torch.float32).numpy()
-            feed[f"{s}_mask"] = masks[s].detach().to("cpu", torch.bool).numpy()
-        out = self.session.run(self.tasks, {k: v for k, v in feed.items() if k in self._inputs})
-        return {t: torch.from_numpy(y) for t, y in zip(self.tasks, out)}
-
-    def eval(self) -> OnnxModel:
-        return self
-
-    def to(self, *args, **kwargs) -> OnnxModel:
-        return self
-
-
 def parity(model: nn.Module, onnx_model: OnnxModel, widths: dict[str, int],
            shapes: list[tuple[int, int]]) -> dict[str, float]:
     """Max |torch - onnxruntime| over every task's outputs, per (batch, time) shape, on random
@@ -395,23 +164,6 @@ def parity(model: nn.Module, onnx_model: OnnxModel, widths: dict[str, int],
     return out
 
 
-def load_model(ckpt: dict, checkpoint: Path, runtime: str = "torch", onnx: Path | None = None, *,
-               spinning: bool = True):
-    """The model `jmt predict` runs: the checkpoint's torch head, or (`runtime` onnx) the graph at
-    `onnx` (default: the checkpoint's path with .onnx), which must have been exported from this
-    checkpoint (its recorded sha256); `spinning`: OnnxModel's."""
-    if runtime == "torch":
-        return checkpoints.build(ckpt, checkpoint)
-    if runtime != "onnx":
-        raise InputError(f"--runtime {runtime}: torch or onnx")
-    model = OnnxModel(onnx or checkpoint.with_suffix(".onnx"), spinning=spinning)
-    sha = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()
-    if model.meta.get("checkpoint_sha256") != sha:
-        raise JmtError(f"{model.path} was not exported from {checkpoint} (another sha256); "
-                       f"run `jmt export --checkpoint {checkpoint} --out {model.path}`")
-    return model
-
-
 # ---- the command -------------------------------------------------------------------------------
 
 @dataclass
@@ -423,14 +175,14 @@ class Exported:
     stage1: list[dict] = field(default_factory=list)
 
 
-def int8_cache(ckpt: dict, checkpoint: Path, cache_folder: Path | None) -> Path:
+def int8_cache(trained: Trained, cache_folder: Path | None) -> Path:
     """The embeddings cache the int8 error is measured on: `cache_folder`, else the one the
     checkpoint was trained on (its params' embed.out); checked to hold the checkpoint's streams."""
-    folder = Path(cache_folder) if cache_folder else checkpoints.params_of(ckpt).path(ckpt["params"]["embed"]["out"])
+    folder = Path(cache_folder) if cache_folder else trained.params.path(trained.params.embed.out)
     if not folder.is_dir():
         raise InputError(f"{folder}: no embeddings cache here; --int8 measures its error on a cache's features: "
                          f"pass --cache <embeddings folder> with the checkpoint's streams")
-    checkpoints.check_cache(ckpt, checkpoint, folder)
+    trained.check_cache(folder)
     return folder
 
 
@@ -454,7 +206,7 @@ def write_int8(model: nn.Module, out: Path, folder: Path, window: int, *, bound:
                            f"`--force` writes it anyway")
         err.forced = not err.within
         proto = onnx.load(str(trial))
-    _set_metadata(proto, {"int8_error": err.to_meta()})
+    set_metadata(proto, {"int8_error": err.to_meta()})
     onnx.save(proto, str(dst))
     return dst, err
 
@@ -470,14 +222,13 @@ def export_checkpoint(checkpoint: Path, out: Path, *, int8: bool = False, backbo
         raise InputError(f"--out {out}: name it <something>.onnx")
     if not int8_bound > 0:
         raise InputError(f"--int8-bound {int8_bound}: must be above 0")
-    ckpt = checkpoints.read(checkpoint)          # read, never executed
-    model = checkpoints.build(ckpt, checkpoint).eval()
-    folder = int8_cache(ckpt, checkpoint, cache) if int8 else None   # before any export: fail fast
-    widths = {s: int(d) for s, d in ckpt["head"]["kwargs"]["streams"].items()}
-    window = int(ckpt["params"]["train"]["window"])
-    meta = {"head": ckpt["head"]["name"], "streams": json.dumps(widths), "tasks": json.dumps(list(model.tasks)),
+    trained = from_checkpoint(checkpoint)          # read, never executed
+    model = trained.model.eval()
+    folder = int8_cache(trained, cache) if int8 else None   # before any export: fail fast
+    widths, window = trained.widths, trained.window
+    meta = {"head": trained.head, "streams": json.dumps(widths), "tasks": json.dumps(list(model.tasks)),
             "window": str(window), "opset": str(OPSET), "torch": torch.__version__,
-            "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest()}
+            "checkpoint_sha256": trained.sha256}
     export_head(model, out, widths, window, meta)
     shapes = [(2, window), (1, 37), (3, window // 2 + 5)]
     result = Exported(out, parity(model, OnnxModel(out, threads=1), widths, shapes))
@@ -487,9 +238,9 @@ def export_checkpoint(checkpoint: Path, out: Path, *, int8: bool = False, backbo
     if folder is not None:
         result.int8, result.int8_error = write_int8(model, out, folder, window, bound=int8_bound, force=force)
     if backbones:
-        from pipeline.stage2.export_stage1 import export_stage1   # imports this module
+        from pipeline.infer.export_stage1 import export_stage1
 
-        result.stage1 = export_stage1(ckpt, out)
+        result.stage1 = export_stage1(trained.params, out)
     return result
 
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import DAMAGED_EXIT, InputError
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.predict import _stage1_params, plan_outputs, predict_video, predict_videos
+from pipeline.infer.model import from_checkpoint
+from pipeline.infer.predict import plan_outputs, predict_video, predict_videos
 
 from ..stage1.helpers import phone_copy
 
@@ -71,9 +72,9 @@ def test_the_faces_cache_records_the_turn_and_finds_the_same_faces(trained, phon
     from pipeline import cache
     from pipeline.stage1.faces import run_faces
 
-    ckpt = checkpoints.read(trained.path(trained.train.out))
     names = ("r0", "r90", "r180", "r270", "r90m")
-    params = _stage1_params(ckpt, tmp_path, {n: phone_clips / f"{n}.mp4" for n in names})
+    params = from_checkpoint(trained.path(trained.train.out)).stage1_params(
+        tmp_path, {n: phone_clips / f"{n}.mp4" for n in names})
     run_faces(params)
     faces = {}
     for n in names:
@@ -203,7 +204,8 @@ def test_local_engine_and_threads_reach_stage_1(trained, demo_02, tmp_path, monk
     before = torch.get_num_threads()
     result = predict_video(demo_02, path, tmp_path / "out", engine="local", threads=2)
     assert result.frames == 60 and torch.get_num_threads() == before
-    run_before = json.dumps(ckpt["params"], sort_keys=True)
-    params = _stage1_params(ckpt, tmp_path, {"v": demo_02}, threads=3)
+    model = from_checkpoint(path)
+    run_before = json.dumps(model._contents["params"], sort_keys=True)
+    params = model.stage1_params(tmp_path, {"v": demo_02}, threads=3)
     assert params.run.faces.cpus == params.run.audio.cpus == params.run.embed.cpus == 3
-    assert json.dumps(ckpt["params"], sort_keys=True) == run_before   # the checkpoint's own dict is not edited
+    assert json.dumps(model._contents["params"], sort_keys=True) == run_before   # the checkpoint's own dict is not edited

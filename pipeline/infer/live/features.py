@@ -14,13 +14,12 @@ having no future (docs/live.md):
 
 With `faces.detect_every: 1`, `faces.batch_size: 1`, `embed.batch_size: 1` and
 `audio.fill_gaps_s: 0` the offline stage 1 computes the same thing batch for batch, and the
-features agree with the cache (tests/live/test_live.py).
+features agree with the cache (tests/infer/live/test_live.py).
 """
 
 from __future__ import annotations
 
 import collections
-import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,13 +28,16 @@ import torch
 from pipeline.config import Params
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
-from pipeline.live.source import SourceInfo
+from pipeline.infer.live.source import SourceInfo
+from pipeline.media import place_track, track_shift
+from pipeline.stage1 import audio as audio_stage
 from pipeline.stage1 import clips
-from pipeline.stage1.align import similarity, template, warp_crops
+from pipeline.stage1.align import warp_crops
 from pipeline.stage1.audio import LOG_FLOOR, mel_spectrogram, sample_windows, window_frames
 from pipeline.stage1.detect import Detector, Face, PersonTrack
-from pipeline.stage1.embed import Backbones
-from pipeline.stage1.voice import VAD_CHUNK, VAD_RATE, PITCH_HZ, _silero, frame_means, voicing
+from pipeline.stage1.embed import Backbones, embed_frames, frame_input, stream_mask
+from pipeline.stage1.faces import align_faces, jpeg_roundtrip
+from pipeline.stage1.voice import MAX_LAG, VAD_CHUNK, VAD_RATE, SileroStream, chunk_scores, frame_means
 
 
 @dataclass
@@ -71,16 +73,6 @@ class Track:
 RETAIN_S = 1.0   # audio kept before a frame's own window (window_s): its logmel, VAD and waveform reads
 
 
-def jpeg_roundtrip(crop: np.ndarray, quality: int) -> np.ndarray:
-    """A crop as the faces cache gives it back: JPEG-encoded, decoded (cache.encode_jpeg/read_crops)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(crop).save(buf, format="JPEG", quality=quality)
-    with Image.open(io.BytesIO(buf.getvalue())) as img:
-        return np.array(img.convert("RGB"))   # writable: torch takes it as is
-
-
 class LiveAudio:
     """The audio track as it arrives: the stage-1 log-mel spectrogram frame by frame, the frame
     windows, the energy and the voice mask."""
@@ -101,33 +93,21 @@ class LiveAudio:
             if self.sr != VAD_RATE:
                 raise InputError(f"jmt live: audio.mask vad needs audio.sample_rate {VAD_RATE} (the checkpoint "
                                  f"has {self.sr}); use a checkpoint trained with it, or audio.mask energy")
-            self.vad = _silero()
-            self.vad.reset_states()
-            self.max_lag = int(VAD_RATE / PITCH_HZ[0])
+            self.vad = SileroStream()
 
     # ---- the track: ffmpeg's samples, placed on the frames' clock as read_audio does ------
 
     def track(self, raw: np.ndarray, raw_base: int, ended: bool) -> Track:
         """ffmpeg's samples (`raw[i]` is its sample `raw_base + i`) on the frames' clock, as
-        read_audio places them: a late track gets silence in front, an early one loses its first
-        samples, a file's codec padding is cut."""
-        shift = self.shift
-        if shift > 0 and raw_base == 0:
-            x, base = np.concatenate([np.zeros(shift, np.float32), raw]), 0
-        elif shift < 0 and raw_base < -shift:
-            x, base = raw[-shift - raw_base:], 0
-        else:
-            x, base = raw, raw_base + shift
-        if self.info.audio_end is not None:
-            cap = int(round(self.info.audio_end * self.sr))
-            if base + len(x) >= cap:
-                x, ended = x[:max(cap - base, 0)], True
-        return Track(x, base, ended)
+        the audio stage places them (media.place_track)."""
+        x, base, capped = place_track(raw, raw_base, audio_start=self.info.audio_start,
+                                                  audio_end=self.info.audio_end, sr=self.sr)
+        return Track(x, base, ended or capped)
 
     @property
     def shift(self) -> int:
         """Track sample = ffmpeg's sample + shift (the track's start on the frames' clock)."""
-        return int(round(self.info.audio_start * self.sr))
+        return track_shift(self.info.audio_start, self.sr)
 
     def release_before(self, t: float) -> int:
         """ffmpeg's first sample a frame at or after `t` can still read."""
@@ -135,16 +115,17 @@ class LiveAudio:
 
     def needed(self, t: float, stop: float) -> int:
         """Samples (ffmpeg's, from the track's start) frame [t, stop) needs before it is final."""
-        end = self._frame_end(t)
+        end = self._window_end(t, None)
         need = (end - 1) * self.hop + self.n_fft // 2 + 1                   # the last spectrogram frame
         need = max(need, int(stop * self.sr) + 1)                            # the energy span
         if self.cfg.mask == "vad":
             chunks = int(np.ceil(stop * VAD_RATE / VAD_CHUNK)) + 1
-            need = max(need, chunks * VAD_CHUNK + self.max_lag)
+            need = max(need, chunks * VAD_CHUNK + MAX_LAG)
         return need - self.shift
 
-    def _frame_end(self, t: float) -> int:
-        return int(np.floor((t + 1.0 / self.info.fps) / (self.cfg.hop_ms / 1000.0) + 1e-9)) + 1
+    def _window_end(self, t: float, n_spec: int | None) -> int:
+        """audio.window_ends of frame t (`n_spec` None: the track is still playing)."""
+        return int(audio_stage.window_ends(np.array([t]), self.info.fps, self.cfg.hop_ms / 1000.0, n_spec)[0])
 
     # ---- one frame -------------------------------------------------------------------------
 
@@ -152,18 +133,12 @@ class LiveAudio:
         """Frame [t, stop)'s log-mel window (width, n_mels) and its audio mask, from the track
         so far."""
         n, ended = x.n, x.ended
-        n_spec = (1 + n // self.hop if n else 0) if ended else None
-        end = self._frame_end(t)
-        if n_spec is not None:
-            end = min(end, n_spec)
-        end = max(end, 0)
-        window = self._window(x, end)
-        eps = 1e-6   # audio.frame_windows' rule; a track still playing goes on past t (it was waited for)
-        inside = bool(n > 0 and (not ended or t < n / self.sr - eps)
-                      and t + 1.0 / self.info.fps > self.info.audio_start + eps)
-        seg = x.get(max(0, int(t * self.sr)), max(0, int(stop * self.sr)))
-        level = 10 * np.log10(np.mean(seg.astype(np.float64) ** 2) + 1e-12) if len(seg) else -120.0
-        level = max(float(np.float32(level)), -120.0)
+        n_spec = (1 + n // self.hop if n else 0) if ended else None   # the spectrogram's length, once known
+        window = self._window(x, self._window_end(t, n_spec))
+        # a track still playing goes on past t (its samples were waited for)
+        inside = bool(audio_stage.inside_track(np.array([t]), self.info.fps, self.info.audio_start,
+                                               n / self.sr if ended else np.inf, n > 0)[0])
+        level = audio_stage.level_db(x.get(*audio_stage.frame_samples(t, stop, self.sr)))
         if self.cfg.mask == "vad":
             score, threshold = float(self._vad(x, t, stop)), self.cfg.vad_threshold
         else:
@@ -198,22 +173,10 @@ class LiveAudio:
         recent chunks: the older ones are let go)."""
         n_chunks = -(-x.n // VAD_CHUNK) if x.ended else x.n // VAD_CHUNK
         upto = min(n_chunks, int(np.ceil(stop * VAD_RATE / VAD_CHUNK)) + 1)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            while self.vad_first + len(self.vad_scores) < upto:
-                c = self.vad_first + len(self.vad_scores)
-                chunk = np.zeros(VAD_CHUNK, np.float32)
-                part = x.get(c * VAD_CHUNK, (c + 1) * VAD_CHUNK)
-                chunk[: len(part)] = part
-                with torch.no_grad():
-                    prob = float(self.vad(torch.as_tensor(chunk).reshape(1, VAD_CHUNK), VAD_RATE))
-                if self.cfg.vad_voicing:
-                    prob = max(prob, float(voicing(x.get(c * VAD_CHUNK, (c + 1) * VAD_CHUNK + self.max_lag),
-                                                   self.cfg.energy_db)[0]))
-                self.vad_scores.append(np.float32(prob))
-        finally:
-            torch.set_num_threads(threads)
+        c = self.vad_first + len(self.vad_scores)                  # the first chunk not scored yet
+        if upto > c:   # chunks [c, upto), and what voicing reads after them
+            self.vad_scores.extend(chunk_scores(self.vad, x.get(c * VAD_CHUNK, upto * VAD_CHUNK + MAX_LAG), upto - c,
+                                                with_voicing=self.cfg.vad_voicing, min_db=self.cfg.energy_db))
         step = VAD_CHUNK / VAD_RATE
         drop = max(int(t / step) - 1 - self.vad_first, 0)          # chunks ending before this frame
         del self.vad_scores[:drop]
@@ -247,7 +210,7 @@ class LiveStage1:
                                  min_face_size=cfg.min_face_size)
         self.track = PersonTrack(None, info.width, cfg.min_prob)
         self.every, self.count, self.held = cfg.detect_every, 0, None   # keyframes, and the face held between them
-        self.size, self.dst = cfg.crop_size, template(cfg.crop_size)
+        self.size = cfg.crop_size
         self.nets = Backbones(params)
         self.audio = LiveAudio(params, info)
         span = max([net.clip * net.clip_stride for name, net in self.nets.nets.items()
@@ -259,21 +222,22 @@ class LiveStage1:
                 raise InputError(f"jmt live: stream {name} reads the waveform at {net.sample_rate} Hz, the "
                                  f"checkpoint's audio is at {self.audio.sr} Hz; live does not resample")
 
+    def built(self) -> dict[str, tuple[str, str]]:
+        """Stream -> (backbone, its weights' sha256) as built here, in stream order (what
+        `Trained.check_backbones` compares with the checkpoint's)."""
+        return {name: (bp.name, self.nets.sha[name]) for name, bp in self.params.embed.streams.items()}
+
     def warm_up(self) -> None:
         """Runs MTCNN, the alignment and every backbone once on blank input (state untouched)."""
         rgb = np.zeros((self.info.height, self.info.width, 3), np.uint8)
         self.detector(rgb[None])
-        crop = warp_crops(torch.from_numpy(rgb[None].copy()), np.eye(2, 3)[None], self.size)
-        crop = jpeg_roundtrip(crop.numpy()[0], self.params.faces.jpeg_quality)
-        window = np.zeros((self.audio.width, self.params.audio.n_mels), np.float32)
+        crops = warp_crops(torch.from_numpy(rgb[None].copy()), np.eye(2, 3)[None], self.size).numpy()
+        jpeg_roundtrip(crops, np.ones(1, bool), self.params.faces.jpeg_quality)
         for name, net in self.nets.nets.items():
-            kind = self.nets.inputs[name]
-            if kind == "crops":
-                self.nets.run(net, crop[None])
-            elif kind == "clips":
-                self.nets.run(net, np.stack([crop] * net.clip)[None])
-            elif kind == "logmel":
-                self.nets.run(net, window[None])
+            one = frame_input(self.nets.inputs[name], net, self.params)
+            if one is not None:   # the waveform backbones are not warmed up
+                shape, dtype = one
+                self.nets.run(net, np.zeros((1, *shape), dtype))
 
     def face(self, rgb: np.ndarray) -> tuple[np.ndarray, bool, list[float] | None]:
         """(the aligned crop as the cache returns it, found, box) of one frame."""
@@ -282,12 +246,9 @@ class LiveStage1:
         else:
             face = Face(self.held.box, self.held.landmarks, self.held.prob, detected=False)
         self.count += 1
-        crop = np.zeros((self.size, self.size, 3), np.uint8)
-        mat = similarity(face.landmarks, self.dst) if face is not None else None
-        if mat is None:
-            return crop, False, None
-        crop = warp_crops(torch.from_numpy(rgb[None].copy()), mat[None], self.size).numpy()[0]
-        return jpeg_roundtrip(crop, self.params.faces.jpeg_quality), True, [float(v) for v in face.box]
+        crops, found = align_faces(torch.from_numpy(rgb[None].copy()), [face], self.size)
+        crops = jpeg_roundtrip(crops, found, self.params.faces.jpeg_quality)
+        return crops[0], bool(found[0]), [float(v) for v in face.box] if found[0] else None
 
     def frame(self, rgb: np.ndarray, t: float, stop: float, x: Track) -> FrameOut:
         """Every stream's features for frame [t, stop) (`x`: the audio track so far)."""
@@ -296,24 +257,37 @@ class LiveStage1:
         self.found.append(found)
         window, voiced = self.audio.frame(x, t, stop)
         feats, masks = {}, {}
-        for name, net in self.nets.nets.items():
-            kind = self.nets.inputs[name]
-            if kind == "crops":
-                y = self.nets.run(net, crop[None])
-            elif kind == "clips":
-                idx = clips.clip_indices(np.array(self.found), net.clip, net.clip_stride, len(self.found) - 1)[0]
-                stack = np.stack([self.crops[i] if i >= 0 else np.zeros_like(crop) for i in idx])
-                y = self.nets.run(net, stack[None])
-            elif kind == "logmel":
-                y = self.nets.run(net, window[None])
-            else:   # waveform: the window of samples ending with the frame, from the track so far
-                (start, end), = sample_windows(np.array([t]), self.info.fps, self.params.audio.window_s, self.audio.sr)
-                lo = max(0, int(start))
-                with torch.no_grad():
-                    y = net(torch.as_tensor(x.get(lo, end)).to(self.nets.device),
-                            torch.as_tensor([[start - lo, end - lo]])).float().cpu().numpy()
+        for name, y in embed_frames(self.nets, _FrameInputs(self, window, x, t)).items():
             if not np.isfinite(y).all():
                 raise InputError(f"jmt live: the {name} stream's backbone gave NaN/inf at {t:.3f} s")
             feats[name] = y[0].astype(np.float16).astype(np.float32)
-            masks[name] = found if kind in ("crops", "clips") else voiced
+            masks[name] = bool(stream_mask(self.nets.inputs[name], found, voiced))
         return FrameOut(feats, masks, box, voiced)
+
+
+class _FrameInputs:
+    """Frame t's backbone inputs (embed.FrameInputs), a batch of one, from what has arrived:
+    `window` its log-mel window, `x` the audio track so far."""
+
+    def __init__(self, stage1: LiveStage1, window: np.ndarray, x: Track, t: float) -> None:
+        self.s, self.window, self.x, self.t = stage1, window, x, t
+
+    def crops(self) -> np.ndarray:
+        return self.s.crops[-1][None]
+
+    def clips(self, k: int, stride: int) -> np.ndarray:
+        found, crops = self.s.found, self.s.crops
+        idx = clips.clip_indices(np.array(found), k, stride, len(found) - 1)[0]        # (k,) into the kept crops
+        return np.stack([crops[i] if i >= 0 else np.zeros_like(crops[-1]) for i in idx])[None]
+
+    def logmel(self) -> np.ndarray:
+        return self.window[None]
+
+    def waveform(self, name: str, net: torch.nn.Module) -> np.ndarray:
+        """The window of samples ending with the frame, from the track so far."""
+        s = self.s
+        (start, end), = sample_windows(np.array([self.t]), s.info.fps, s.params.audio.window_s, s.audio.sr)
+        lo = max(0, int(start))
+        with torch.no_grad():
+            return net(torch.as_tensor(self.x.get(lo, end)).to(s.nets.device),
+                       torch.as_tensor([[start - lo, end - lo]])).float().cpu().numpy()

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from pipeline.errors import DAMAGED_EXIT
-from pipeline.live import CausalModel, run_live
-from pipeline.live.features import LiveStage1
-from pipeline.live.source import Source, describe
+from pipeline.infer.live import CausalModel, run_live
+from pipeline.infer.live.features import LiveStage1
+from pipeline.infer.live.source import Source, describe
 from pipeline.media import iter_frames, probe
 
 from .conftest import live_lines, outputs_of

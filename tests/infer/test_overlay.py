@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.console import console
 from pipeline.media import frame_times
-from pipeline.stage2.overlay import BAR, BG, HIGHLIGHT, POINT, Panel, write_overlay
-from pipeline.stage2.predict import predict_videos
+from pipeline.infer.overlay import BAR, BG, HIGHLIGHT, POINT, Panel, write_overlay
+from pipeline.infer.predict import predict_videos
 from pipeline.tasks.expr import CLASSES
 
 

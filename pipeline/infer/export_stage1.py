@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from pipeline.config import Params
 from pipeline.errors import JmtError
-from pipeline.stage2 import checkpoints
+from pipeline.infer.graphs import fold_parametrizations, quiet_export, set_metadata
 from pipeline.stage1.audio import LOG_FLOOR, mel_spectrogram
-from pipeline.stage2.export import _quiet_export, _set_metadata, fold_parametrizations
 
 STAGE1_ATOL = 1e-3   # max |torch - onnxruntime| of a stage-1 graph (convolutions over 112 px crops, an STFT)
 
@@ -45,10 +45,10 @@ def _try_graph(name: str, module: nn.Module, example: torch.Tensor, dynamic: dic
 
     module = fold_parametrizations(module.eval())   # a backbone built for this export
     try:
-        program = _quiet_export(module, (example,), input_names=["input"], output_names=["output"],
+        program = quiet_export(module, (example,), input_names=["input"], output_names=["output"],
                                 dynamic_shapes=({k: Dim(v) for k, v in dynamic.items()},))
         proto = program.model_proto
-        _set_metadata(proto, meta)
+        set_metadata(proto, meta)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(path))
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -69,34 +69,32 @@ def _try_graph(name: str, module: nn.Module, example: torch.Tensor, dynamic: dic
     return {"name": name, "path": str(path), "max_abs_diff": diff}
 
 
-def export_stage1(ckpt: dict, out: Path) -> list[dict]:
+def export_stage1(params: Params, out: Path) -> list[dict]:
     """Each stream's backbone (`<stem>.backbone-<stream>.onnx`, dynamic batch) and the log-mel
     front end (`<stem>.frontend-logmel.onnx`, dynamic samples), each checked against torch;
-    one result per graph (`_try_graph`)."""
-    from pipeline.stage1.audio import window_frames
-    from pipeline.stage1.backbones import build, input_of
+    one result per graph (`_try_graph`). `params`: the checkpoint's (`Trained.params`)."""
+    from pipeline.stage1.backbones import build_backbone, input_of
+    from pipeline.stage1.embed import frame_input
 
-    params = checkpoints.params_of(ckpt)
     g = torch.Generator().manual_seed(0)
     results = []
     for name, bp in params.embed.streams.items():
         path = out.with_name(f"{out.stem}.backbone-{name}.onnx")
         what = f"{name} ({bp.name})"
         try:
-            net = build(bp, params.root)
+            net = build_backbone(bp, params.root)
         except JmtError as exc:
             results.append({"name": what, "path": None, "why": f"cannot build it here: {exc}"})
             continue
         kind = input_of(net)
         meta = {"stream": name, "backbone": bp.name, "input": kind}
-        if kind == "crops":     # uint8 (B, S, S, 3) aligned face crops
-            s = params.faces.crop_size
-            crops = [torch.randint(0, 256, (b, s, s, 3), generator=g, dtype=torch.uint8) for b in (2, 1, 5)]
-            results.append(_try_graph(what, net, crops[0], {0: "batch"}, path, meta, crops))
-        elif kind == "logmel":  # float32 (B, W, n_mels) each frame's log-mel window
-            w, m = window_frames(params), params.audio.n_mels
-            wins = [torch.randn(b, w, m, generator=g) * 3 - 8 for b in (2, 1, 5)]
-            results.append(_try_graph(what, net, wins[0], {0: "batch"}, path, meta, wins))
+        if kind in ("crops", "logmel"):   # one tensor per frame: (B, *shape), dynamic batch
+            shape, dtype = frame_input(kind, net, params)
+            if dtype == np.uint8:         # face crops
+                xs = [torch.randint(0, 256, (b, *shape), generator=g, dtype=torch.uint8) for b in (2, 1, 5)]
+            else:                         # log-mel windows, around a log-mel's values
+                xs = [torch.randn(b, *shape, generator=g) * 3 - 8 for b in (2, 1, 5)]
+            results.append(_try_graph(what, net, xs[0], {0: "batch"}, path, meta, xs))
         else:
             results.append({"name": what, "path": None,
                             "why": f"reads {kind} (whole tracks or clips, with frame windows): not tried"})

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.live import run_live
+from pipeline.infer.live import run_live
 
-from ..stage2.conftest import one_thread, trained  # noqa: F401  (the trained JMT checkpoint, one thread)
+from ..conftest import one_thread, trained  # noqa: F401  (the trained JMT checkpoint, one thread)
 
 # stage 1 done the way live does it: every frame detected, one frame per batch, no gap filling
 LIVE_LIKE = {"faces": {"detect_every": 1, "batch_size": 1}, "embed": {"batch_size": 1}, "audio": {"fill_gaps_s": 0.0}}

@@ -1,7 +1,7 @@
 """`jmt live SOURCE --checkpoint CKPT`: per-frame affect from a file, camera, URL or pipe as it plays.
 
-For each frame, in order: decode (pipeline/live/source.py: one ffmpeg, frames and audio read
-by threads), stage 1 for that frame alone (pipeline/live/features.py: MTCNN and tracking,
+For each frame, in order: decode (pipeline/infer/live/source.py: one ffmpeg, frames and audio read
+by threads), stage 1 for that frame alone (pipeline/infer/live/features.py: MTCNN and tracking,
 alignment, the audio window and mask, every stream's backbone), then the model in causal mode
 over the last `train.window` frames (pipeline/stage2/causal.py: the window ending at the frame,
 its last output). One JSON line per frame goes to stdout or `--out`, flushed as written:
@@ -50,22 +50,13 @@ import typer
 from pipeline.console import console
 from pipeline.engine import torch_threads
 from pipeline.errors import DAMAGED_EXIT, InputError, JmtError
-from pipeline.live.features import LiveStage1
-from pipeline.live.source import Dropped, Frame, Source, describe
-from pipeline.stage2 import checkpoints
+from pipeline.infer.live.features import LiveStage1
+from pipeline.infer.live.source import Dropped, Frame, Source, describe
 from pipeline.stage2.causal import last_outputs
 from pipeline.stage2.evaluate import anything_present
-from pipeline.stage2.export import fold_parametrizations, load_model
+from pipeline.infer.graphs import fold_parametrizations
+from pipeline.infer.model import from_checkpoint
 from pipeline.tasks import tasks_of
-
-
-def check_backbones(ckpt: dict, path: Path, stage1: LiveStage1) -> None:
-    """The live backbones are the ones the model was trained on (names, backbones, weights, order)."""
-    want = [[s["name"], s["backbone"], s["weights_sha256"]] for s in ckpt["cache"].get("streams", [])]
-    have = [[name, bp.name, stage1.nets.sha[name]] for name, bp in stage1.params.embed.streams.items()]
-    if want != have:
-        raise JmtError(f"{path}: trained on the streams {want}, but its params build {have} here; "
-                       "are the backbone weight files the same?")
 
 
 class CausalModel:
@@ -132,24 +123,24 @@ def run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool = True
 def _run_live(spec: str, checkpoint: Path, out: IO[str], *, realtime: bool, size: tuple[int, int] | None,
               fps: float | None, max_queue: int, no_audio: bool, detect_every: int | None, runtime: str,
               onnx: Path | None) -> dict:
-    ckpt = checkpoints.read(Path(checkpoint))   # read, never executed
-    params = checkpoints.params_of(ckpt)   # stage 1 as the model was trained
+    # read, never executed; onnxruntime's threads sleep between calls: stage 1 needs the cores then
+    trained = from_checkpoint(checkpoint, runtime, onnx, spinning=False)
+    params = trained.params   # stage 1 as the model was trained
     if detect_every is not None:
         params = params.updated(faces={"detect_every": detect_every})
-    model = load_model(ckpt, Path(checkpoint), runtime, onnx, spinning=False)   # stage 1 needs the cores between calls
+    model = trained.model
     session = getattr(model, "session", None)   # onnxruntime's
     used_threads = {"torch": torch.get_num_threads(),
                     "onnxruntime": session.get_session_options().intra_op_num_threads if session else None}
     if runtime == "torch":   # the TCN's weight_norm folded into plain weights once, not at every frame
         model = fold_parametrizations(model)
-    widths = dict(ckpt["head"]["kwargs"]["streams"])
     tasks = tasks_of(model.tasks, params.tasks)
     info = describe(spec, size, fps)
     if no_audio:
         info.has_audio = False
     stage1 = LiveStage1(params, info)
-    check_backbones(ckpt, Path(checkpoint), stage1)
-    causal = CausalModel(model, ckpt["params"]["train"]["window"], widths, tasks)
+    trained.check_backbones(stage1.built())
+    causal = CausalModel(model, trained.window, trained.widths, tasks)
     stage1.warm_up()   # first calls are slow (kernels chosen, memory set up): not on the first frames
     causal.warm_up()
     source = Source(info, sample_rate=params.audio.sample_rate, realtime=realtime, max_queue=max_queue,

@@ -1,4 +1,4 @@
-"""Audio backbones over each video frame's log-mel window (B, W, n_mels)."""
+"""Backbones over each video frame's log-mel window (B, W, n_mels): logmel_stats, vggish."""
 
 from __future__ import annotations
 

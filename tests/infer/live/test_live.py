@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.live.source import Source, describe
+from pipeline.infer.live.source import Source, describe
 from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
 from pipeline.stage1.faces import run_faces
-from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import predict_entry_causal
 from pipeline.stage2.data import load_entries, mask_key
 from pipeline.stage2.evaluate import anything_present
-from pipeline.stage2.predict import _stage1_params
+from pipeline.infer.model import from_checkpoint
 from pipeline.tasks import tasks_of
 
 from .conftest import live_lines, outputs_of
@@ -32,13 +31,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def offline_causal(ckpt_path, video, work):
     """Offline stage 1 on the video, then the causal protocol: {task: (n, width)}, masks, times."""
-    ckpt = checkpoints.read(ckpt_path)
+    trained = from_checkpoint(ckpt_path)
     work.mkdir(parents=True, exist_ok=True)
-    params = _stage1_params(ckpt, work, {"video": video})
+    params = trained.stage1_params(work, {"video": video})
     run_faces(params), run_audio(params), run_embed(params)
-    model = checkpoints.build(ckpt, ckpt_path).eval()
+    model = trained.model.eval()
     entry = load_entries(params.path(params.embed.out), None, model.tasks, names=["video"])[0]
-    raw = predict_entry_causal(model, entry, ckpt["params"]["train"]["window"], torch.device("cpu"))
+    raw = predict_entry_causal(model, entry, trained.window, torch.device("cpu"))
     tasks = tasks_of(model.tasks, params.tasks)
     masks = {s: entry.read(0, entry.n, (mask_key(s),))[mask_key(s)] for s in entry.streams}
     return {t: tasks[t].activate(raw[t]) for t in tasks}, masks
@@ -144,7 +143,7 @@ def test_between_keyframes_the_last_face_is_held(live_ckpt, tiny_corpus, tmp_pat
 
 
 def test_live_with_the_onnx_head_gives_the_torch_lines(live_ckpt, tiny_corpus, tmp_path):
-    from pipeline.stage2.export import export_checkpoint
+    from pipeline.infer.export import export_checkpoint
 
     graph = tmp_path / "model.onnx"
     export_checkpoint(live_ckpt, graph)

@@ -19,14 +19,16 @@ from pipeline.cli import app
 from pipeline.errors import JmtError
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.data import load_entries, predict_entry, read_window, stream_widths
-from pipeline.stage2.export import (INT8_BOUND, OnnxModel, export_checkpoint, export_head, gemm_to_matmul,
-                                    input_names, load_model, quantize_int8)
+from pipeline.infer.export import INT8_BOUND, export_checkpoint
+from pipeline.infer.graphs import export_head, gemm_to_matmul, input_names, quantize_int8
+from pipeline.infer.model import from_checkpoint
+from pipeline.infer.runtime import OnnxModel
 from pipeline.stage2.heads import HEADS, build_head
-from pipeline.stage2.predict import predict_video
+from pipeline.infer.predict import predict_video
 from pipeline.stage2.train import train_model
 from pipeline.tasks import TASKS
 
-from .multitask import params_for, synthetic_cache
+from ..stage2.multitask import params_for, synthetic_cache
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/stage2/conftest.py
 
@@ -179,7 +181,7 @@ def test_cli_export_then_predict_with_onnxruntime(trained, tiny_corpus, tiny_cac
     entry = load_entries(params.path(params.embed.out), None, ["va"])[0]
     window = c["params"]["train"]["window"]
     torch_out = predict_entry(checkpoints.build(c, ckpt).eval(), entry, window, window // 2, torch.device("cpu"))
-    onnx_out = predict_entry(load_model(c, ckpt, "onnx", out), entry, window, window // 2, torch.device("cpu"))
+    onnx_out = predict_entry(from_checkpoint(ckpt, "onnx", out).model, entry, window, window // 2, torch.device("cpu"))
     assert np.abs(torch_out["va"] - onnx_out["va"]).max() <= ATOL
 
 
@@ -192,7 +194,7 @@ def test_predict_refuses_a_graph_of_another_checkpoint(trained, tmp_path):
     export_head(model, path, widths, 16, {"streams": json.dumps(widths), "tasks": '["va"]',
                                           "checkpoint_sha256": "0" * 64})
     with pytest.raises(JmtError, match="not exported from"):
-        load_model(c, ckpt, "onnx", path)
+        from_checkpoint(ckpt, "onnx", path).model
     result = CliRunner().invoke(app, ["predict", "x.mp4", "--checkpoint", str(ckpt), "--runtime", "onnx",
                                       "--onnx", str(tmp_path / "missing.onnx")])
     assert result.exit_code == 2 and "not found" in result.output
