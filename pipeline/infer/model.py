@@ -21,18 +21,13 @@ import torch
 
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2 import checkpoints
+from pipeline.stage2.windows import inference_hop
 
 if TYPE_CHECKING:
     from pipeline.config import Params
     from pipeline.infer.runtime import OnnxModel
 
 RUNTIMES = ("torch", "onnx")
-
-
-def inference_hop(window: int) -> int:
-    """The hop between prediction windows when a model is applied: half a window, so every frame
-    but the first half-window's is predicted with context on both sides (stage2/data.predict_entry)."""
-    return window // 2
 
 
 @dataclass
@@ -65,7 +60,7 @@ class Trained:
 
     @property
     def hop(self) -> int:
-        """The hop between prediction windows (`inference_hop`)."""
+        """The hop between prediction windows (windows.inference_hop)."""
         return inference_hop(self.window)
 
     @property

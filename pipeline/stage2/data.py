@@ -9,10 +9,9 @@ why); each task of T is validated and tested on its own split's entries; an entr
 task only on the frames that task labels (an unlabelled task has no valid frame there).
 
 Training: fixed-length windows of `window` frames every `hop` frames (plus one window ending
-at the last frame); a video shorter than a window is padded, with every mask False on the
-padding. Evaluation: every frame is covered by overlapping windows whose outputs are averaged
-(`predict_entry`, a batch of windows at a time, so a long video streams through in bounded
-memory).
+at the last frame: windows.window_starts); a video shorter than a window is padded, with every
+mask False on the padding. Prediction reads its windows here too (`read_window`); how windows
+become per-frame outputs (offline, causal, live) is windows.py's.
 
 The cache is preloaded into memory when it is smaller than `train.preload_max_mb`. Otherwise
 only the masks and labels (a few bytes a frame) are held in memory and the features are read per
@@ -35,6 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline import cache
 from pipeline.errors import InputError
+# predict_entry lives in windows.py; still importable from here for jmt predict, the export tests and the benches
+from pipeline.stage2.windows import predict_entry, window_starts  # noqa: F401
 from pipeline.tasks import TASKS
 
 SPLITS = ("train", "validation", "test")
@@ -372,16 +373,6 @@ def stream_widths(entries: list[Entry]) -> dict[str, int]:
     return dict(found.pop())
 
 
-def window_starts(n: int, window: int, hop: int) -> list[int]:
-    """Window starts covering frames 0..n-1: every `hop`, plus one ending at the last frame."""
-    if n <= window:
-        return [0]
-    starts = list(range(0, n - window + 1, hop))
-    if starts[-1] != n - window:
-        starts.append(n - window)
-    return starts
-
-
 def _pad(entry: Entry, arrays: dict[str, np.ndarray], window: int) -> dict[str, dict[str, torch.Tensor]]:
     """One window's arrays -> {streams, masks, labels, valid} of tensors of `window` frames
     (features float32); a short video is padded, every mask False on the padding."""
@@ -445,30 +436,3 @@ def window_loader(dataset: WindowDataset, *, batch_size: int, generator: torch.G
                       drop_last=len(dataset) > batch_size, num_workers=workers,
                       persistent_workers=workers > 0, prefetch_factor=4 if workers else None,
                       pin_memory=device.type == "cuda")
-
-
-@torch.no_grad()
-def predict_entry(model: torch.nn.Module, entry: Entry, window: int, hop: int,
-                  device: torch.device, *, drop: str | None = None, batch: int = 32) -> dict[str, np.ndarray]:
-    """Per-frame outputs {task: (n, width)} for a whole entry: overlapping windows, averaged.
-
-    Windows are read and run `batch` at a time, so memory holds one batch of windows plus the
-    (n, width) sums whatever the video's length. `drop` (a stream's name) masks that stream
-    everywhere (robustness checks)."""
-    total = {t: np.zeros((entry.n, TASKS.get(t).width), np.float64) for t in model.tasks}
-    count = np.zeros(entry.n, np.float64)
-    starts = window_starts(entry.n, window, hop)
-    for i in range(0, len(starts), batch):
-        group = starts[i:i + batch]
-        items = [read_window(entry, s, window) for s in group]
-        x = {part: {k: torch.stack([it[part][k] for it in items]).to(device) for k in items[0][part]}
-             for part in ("streams", "masks")}                                   # (b, window, ...)
-        if drop:
-            x["masks"][drop] = torch.zeros_like(x["masks"][drop])
-        out = {t: y.float().cpu().numpy() for t, y in model(x["streams"], x["masks"]).items()}  # (b, window, width)
-        for j, s in enumerate(group):
-            m = min(window, entry.n - s)
-            for t in total:
-                total[t][s:s + m] += out[t][j, :m]
-            count[s:s + m] += 1
-    return {t: (v / count[:, None]).astype(np.float32) for t, v in total.items()}

@@ -37,9 +37,10 @@ from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.infer.model import from_checkpoint
-from pipeline.stage2.causal import PROTOCOLS, predict_split, protocol_paths
+from pipeline.stage2.causal import protocol_paths
 from pipeline.stage2.data import Entry, load_splits, preload
 from pipeline.stage2.protocol import availability_of, labels_of, score, score_subsets, subsets_of
+from pipeline.stage2.windows import PROTOCOLS, predict_split
 from pipeline.tasks import Task, tasks_of
 
 SPLITS = ("validation", "test")

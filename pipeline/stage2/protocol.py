@@ -1,5 +1,6 @@
-"""The evaluation protocol: predict every frame of a split, then score each task on all valid
-frames of its split concatenated across videos (the official ABAW way), with the task's metric.
+"""The evaluation protocol: predict every frame of a split (windows.predict_split), then score
+each task on all valid frames of its split concatenated across videos (the official ABAW way),
+with the task's metric.
 
 Also the one place that slices a split by stream availability, generated from the cache's
 streams: `all_streams` (every stream present) and `no_<stream>` for each stream (that stream missing,
@@ -15,23 +16,12 @@ import torch
 
 from pipeline import cache
 from pipeline.errors import InputError
-from pipeline.stage2.data import Entry, mask_key, predict_entry, valid_key
+from pipeline.stage2.data import Entry, mask_key, valid_key
+from pipeline.stage2.windows import predict_split
 from pipeline.tasks import Task
 
 MIN_SUBSET_FRAMES = 50  # below this a subset's metric is too noisy to report: say so instead
 ALL = "all_streams"
-
-
-def predict_split(model: torch.nn.Module, entries: list[Entry], window: int, hop: int, device: torch.device,
-                  tasks: dict[str, Task], *, drop: str | None = None) -> dict[str, dict[str, np.ndarray]]:
-    """Per entry and task, the task's outputs (n, width) (activated: none, softmax, sigmoid),
-    model in eval mode."""
-    model.eval()
-    out = {}
-    for e in entries:
-        raw = predict_entry(model, e, window, hop, device, drop=drop)
-        out[e.name] = {t: tasks[t].activate(raw[t]) for t in tasks}
-    return out
 
 
 def labels_of(entries: list[Entry], task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:

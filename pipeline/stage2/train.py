@@ -39,6 +39,7 @@ from pipeline.stage2.data import (Entry, WindowDataset, feature_stats, load_spli
                                   to_device, valid_key, window_loader)
 from pipeline.stage2.heads import build_head, count_parameters
 from pipeline.stage2.protocol import score_split
+from pipeline.stage2.windows import inference_hop
 from pipeline.tasks import Task, tasks_of
 
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ def train_model(params: Params, *, quiet: bool = False, max_steps: int | None = 
                 timing["frames"] += ep.frames
                 v0 = time.time()
                 preload(val_entries, cfg.preload_max_mb)
-                val = score_split(model, splits.validation, tasks, cfg.window, cfg.window // 2, device)
+                val = score_split(model, splits.validation, tasks, cfg.window, inference_hop(cfg.window), device)
                 timing["validation_s"] += time.time() - v0
                 sched.epoch(val["score"])
                 row = {"epoch": epoch, "train_loss": ep.loss, "lr": sched.lr, "val_score": val["score"],

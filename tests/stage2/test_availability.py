@@ -18,10 +18,11 @@ from pipeline.errors import InputError
 from pipeline.report import build_report, load_comparison
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.compare import load_predictions, markdown
-from pipeline.stage2.data import Entry, load_entries, predict_entry
+from pipeline.stage2.data import Entry, load_entries
 from pipeline.stage2.evaluate import evaluate_model
 from pipeline.stage2.protocol import availability_of, labels_of, score_subsets
 from pipeline.stage2.verdicts import VERDICTS, annotate, paired_blocks
+from pipeline.stage2.windows import inference_hop, predict_entry
 from pipeline.stats import Part, bootstrap_videos
 from pipeline.tasks import TASKS, build_task
 
@@ -179,7 +180,7 @@ def test_evaluate_scores_each_subset_of_each_split(trained, given):
     model, _ = checkpoints.load(trained.path(trained.train.out), trained.path(trained.embed.out))
     window = trained.train.window
     entries = load_entries(trained.path(trained.embed.out), trained.path(trained.labels.out), ["va"])
-    preds = {e.name: np.clip(predict_entry(model.eval(), e, window, window // 2, torch.device("cpu"))["va"], -1, 1)
+    preds = {e.name: np.clip(predict_entry(model.eval(), e, window, inference_hop(window), torch.device("cpu"))["va"], -1, 1)
              for e in entries}                                                       # tasks.va.clip
     for split in ("validation", "test"):
         got = result[split]["va"]["availability"]

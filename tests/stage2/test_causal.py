@@ -1,6 +1,7 @@
-"""The causal protocol (pipeline/stage2/causal.py) for every head on the tiny demo cache: frame t
-depends on frames <= t only, each frame's output is its own window's last one, and evaluate and
-compare select it without touching the offline results."""
+"""The causal protocol (pipeline/stage2/windows.py) for every head on the tiny demo cache: frame t
+depends on frames <= t only, each frame's output is its own window's last one, live's rolling
+window computes the same one frame at a time, and evaluate and compare select it without
+touching the offline results."""
 
 import json
 
@@ -9,11 +10,12 @@ import pytest
 import torch
 
 from pipeline.config import load_params
-from pipeline.stage2.causal import predict_entry_causal, predict_split, protocol_paths
-from pipeline.stage2.data import feature_key, mask_key, predict_entry, read_window
+from pipeline.stage2.causal import protocol_paths
+from pipeline.stage2.data import feature_key, mask_key, read_window
 from pipeline.stage2.evaluate import command as evaluate_command
 from pipeline.stage2.evaluate import evaluate_model
 from pipeline.stage2.heads import build_head
+from pipeline.stage2.windows import RollingWindow, inference_hop, predict_entry, predict_entry_causal, predict_split
 from pipeline.tasks import tasks_of
 
 from .test_heads import FUSION
@@ -63,8 +65,8 @@ def test_offline_protocol_does_see_later_frames(tiny_cache):
     entry = tiny_entries(tiny_cache)[0]
     model = model_for("jmt", entry)
     t0 = entry.n // 2
-    before = predict_entry(model, entry, WINDOW, WINDOW // 2, CPU)["va"]
-    after = predict_entry(model, perturbed_after(entry, t0), WINDOW, WINDOW // 2, CPU)["va"]
+    before = predict_entry(model, entry, WINDOW, inference_hop(WINDOW), CPU)["va"]
+    after = predict_entry(model, perturbed_after(entry, t0), WINDOW, inference_hop(WINDOW), CPU)["va"]
     assert np.abs(before[:t0 + 1] - after[:t0 + 1]).max() > 1e-4
 
 
@@ -83,18 +85,49 @@ def test_each_frame_is_the_last_output_of_its_own_window(tiny_cache, name):
             np.testing.assert_allclose(out[task][t], ref[task][0, -1].numpy(), atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("name", ["jmt", "rjca"])
+def test_the_rolling_window_is_the_causal_protocol_one_frame_at_a_time(tiny_cache, name):
+    """Live's RollingWindow fed an entry frame by frame, frame 5 dropped (`skip`), gives the
+    causal protocol's outputs of the entry with nothing present at frame 5."""
+    entry = tiny_entries(tiny_cache)[0]
+    model = model_for(name, entry, ("va", "expr", "au"))
+    gone = 5
+    arrays = dict(entry.arrays)
+    for s in entry.streams:
+        x, m = arrays[feature_key(s)].copy(), arrays[mask_key(s)].copy()
+        x[gone], m[gone] = 0, False
+        arrays[feature_key(s)], arrays[mask_key(s)] = x, m
+    absent = type(entry)(**{**entry.__dict__, "arrays": arrays})
+    want = predict_entry_causal(model, absent, WINDOW, CPU)
+    rolling = RollingWindow(model, WINDOW, {s: entry.widths[s] for s in entry.streams})
+    got: dict[str, list] = {t: [] for t in want}
+    for t in range(entry.n):
+        if t == gone:
+            rolling.skip()
+            continue
+        frame = absent.read(t, t + 1)
+        out = rolling.push({s: frame[feature_key(s)][0].astype(np.float32) for s in entry.streams},
+                           {s: bool(frame[mask_key(s)][0]) for s in entry.streams})
+        for task, y in out.items():
+            got[task].append(y[0].numpy())
+    assert len(rolling.frames) == WINDOW and entry.n > 2 * WINDOW
+    kept = [t for t in range(entry.n) if t != gone]
+    for task in ("va", "expr", "au"):
+        np.testing.assert_allclose(np.stack(got[task]), want[task][kept], atol=1e-6, rtol=0)
+
+
 def test_a_dropped_stream_is_masked_in_every_causal_window(tiny_cache):
     entry = tiny_entries(tiny_cache)[0]
     model = model_for("jmt", entry)
     tasks = tasks_of(["va"])
-    dropped = predict_split(model, [entry], WINDOW, WINDOW // 2, CPU, tasks, drop="audio", protocol="causal")
+    dropped = predict_split(model, [entry], WINDOW, inference_hop(WINDOW), CPU, tasks, drop="audio", protocol="causal")
     arrays = dict(entry.arrays)
     arrays[mask_key("audio")] = np.zeros_like(arrays[mask_key("audio")])
     masked = type(entry)(**{**entry.__dict__, "arrays": arrays})
-    ref = predict_split(model, [masked], WINDOW, WINDOW // 2, CPU, tasks, protocol="causal")
+    ref = predict_split(model, [masked], WINDOW, inference_hop(WINDOW), CPU, tasks, protocol="causal")
     np.testing.assert_array_equal(dropped[entry.name]["va"], ref[entry.name]["va"])
     with pytest.raises(ValueError, match="offline, causal"):
-        predict_split(model, [entry], WINDOW, WINDOW // 2, CPU, tasks, protocol="future")
+        predict_split(model, [entry], WINDOW, inference_hop(WINDOW), CPU, tasks, protocol="future")
 
 
 def test_protocol_paths_never_reuse_the_params_outputs():

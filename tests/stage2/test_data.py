@@ -16,10 +16,11 @@ from pipeline.corpus.entries import Entry as CorpusEntry
 from pipeline.corpus.entries import Label
 from pipeline.errors import InputError
 from pipeline.stage2 import data
-from pipeline.stage2.data import (WindowDataset, check_complete, feature_stats, load_entries, predict_entry,
-                                  read_window, split_entries, stream_widths, window_loader, window_starts)
+from pipeline.stage2.data import (WindowDataset, check_complete, feature_stats, load_entries, read_window,
+                                  split_entries, stream_widths, window_loader)
 from pipeline.stage2.heads import build_head
 from pipeline.stage2.protocol import availability_of, labels_of
+from pipeline.stage2.windows import predict_entry, window_starts
 
 from ..embeddings import STREAMS, write_entry
 

@@ -21,9 +21,10 @@ from pipeline.cli import app
 from pipeline.errors import InputError, JmtError
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.compare import run_folder
-from pipeline.stage2.data import load_entries, predict_entry
+from pipeline.stage2.data import load_entries
 from pipeline.stage2.evaluate import evaluate_model
 from pipeline.stage2.protocol import score
+from pipeline.stage2.windows import inference_hop, predict_entry
 from pipeline.tasks import TASKS, build_task
 from pipeline.tasks.au import AUS, GRID
 from pipeline.tasks.expr import CLASSES
@@ -431,7 +432,7 @@ def _sigmoid_predictions(params, ckpt, names):
     model, raw_ckpt = checkpoints.load(ckpt, params.path(params.embed.out))
     entries = load_entries(params.path(params.embed.out), params.path(params.labels.out), ["au"], names=names)
     window = raw_ckpt["params"]["train"]["window"]
-    return {e.name: 1 / (1 + np.exp(-predict_entry(model.eval(), e, window, window // 2, torch.device("cpu"))["au"]
+    return {e.name: 1 / (1 + np.exp(-predict_entry(model.eval(), e, window, inference_hop(window), torch.device("cpu"))["au"]
                                     .astype(np.float64))) for e in entries}
 
 

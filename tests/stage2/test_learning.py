@@ -14,8 +14,9 @@ import torch
 from pipeline import cache
 from pipeline.stage2.checkpoints import load as load_checkpoint
 from pipeline.stage2.data import load_entries, split_entries
-from pipeline.stage2.protocol import labels_of, predict_split
+from pipeline.stage2.protocol import labels_of
 from pipeline.stage2.train import train_model
+from pipeline.stage2.windows import predict_split
 from pipeline.tasks import tasks_of
 
 from ..reference import split_ccc_np

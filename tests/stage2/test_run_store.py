@@ -41,7 +41,7 @@ def _edit(path: Path) -> None:
 def test_a_run_executes_its_own_head_and_tasks_and_the_shared_stage2_code():
     names = {str(p.relative_to(PACKAGE.parent)) for p in code_files("jca", ["va", "expr"])}
     shared = {"pipeline/stage2/compare/execute.py", "pipeline/stage2/train.py", "pipeline/stage2/data.py",
-              "pipeline/stage2/layers.py", "pipeline/stage2/protocol.py", "pipeline/stage2/causal.py",
+              "pipeline/stage2/layers.py", "pipeline/stage2/protocol.py", "pipeline/stage2/windows.py",
               "pipeline/stage2/heads/__init__.py", "pipeline/tasks/__init__.py", "pipeline/metrics.py"}
     assert shared <= names
     assert {"pipeline/stage2/heads/jca.py", "pipeline/tasks/va.py", "pipeline/tasks/expr.py"} <= names

@@ -13,10 +13,11 @@ import torch
 from pipeline import cache
 from pipeline.errors import InputError
 from pipeline.stage2.data import (WindowDataset, check_complete, corpus_of, load_entries, split_entries,
-                                  stream_widths, window_starts)
+                                  stream_widths)
 from pipeline.stage2.heads import build_head
 from pipeline.stage2.protocol import score
 from pipeline.stage2.train import Objective, drop_streams, head_kwargs, train_model
+from pipeline.stage2.windows import window_starts
 from pipeline.tasks import TASKS, tasks_of
 from pipeline.tasks.au import AUOptions
 from pipeline.tasks.expr import ExprOptions

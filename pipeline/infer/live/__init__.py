@@ -34,7 +34,6 @@ exit code is errors.DAMAGED_EXIT (3). A second Ctrl-C stops at once.
 
 from __future__ import annotations
 
-import collections
 import json
 import signal
 import sys
@@ -52,39 +51,32 @@ from pipeline.engine import torch_threads
 from pipeline.errors import DAMAGED_EXIT, InputError, JmtError
 from pipeline.infer.live.features import LiveStage1
 from pipeline.infer.live.source import Dropped, Frame, Source, describe
-from pipeline.stage2.causal import last_outputs
 from pipeline.stage2.evaluate import anything_present
+from pipeline.stage2.windows import RollingWindow
 from pipeline.infer.graphs import fold_parametrizations
 from pipeline.infer.model import from_checkpoint
 from pipeline.tasks import tasks_of
 
 
 class CausalModel:
-    """The model over the last `window` frames, one frame at a time (causal.predict_entry_causal's
-    rule: at frame t, frames [max(0, t - window + 1), t])."""
+    """The model in eval mode over the last `window` frames, one frame at a time
+    (windows.RollingWindow: the causal protocol's rule), each task's outputs activated."""
 
     def __init__(self, model: torch.nn.Module, window: int, widths: dict[str, int], tasks: dict) -> None:
-        self.model, self.window, self.widths, self.tasks = model.eval(), window, widths, tasks
-        self.frames: collections.deque = collections.deque(maxlen=window)
+        self.rolling = RollingWindow(model.eval(), window, widths)
+        self.tasks = tasks
 
     def warm_up(self) -> None:
         """One pass over a full window and one over a single frame, outputs discarded."""
-        for length in (self.window, 1):
-            streams = {s: torch.zeros(1, length, d) for s, d in self.widths.items()}
-            masks = {s: torch.ones(1, length, dtype=torch.bool) for s in self.widths}
-            last_outputs(self.model, streams, masks)
+        self.rolling.warm_up()
 
     def skip(self) -> None:
         """A dropped frame: in the window as a frame where no stream is present; no output."""
-        self.frames.append(({s: np.zeros(d, np.float32) for s, d in self.widths.items()},
-                            {s: False for s in self.widths}))
+        self.rolling.skip()
 
     def push(self, features: dict[str, np.ndarray], masks: dict[str, bool]) -> dict[str, np.ndarray]:
         """Adds a frame and returns each task's outputs for it."""
-        self.frames.append((features, masks))
-        streams = {s: torch.as_tensor(np.stack([f[s] for f, _ in self.frames]))[None] for s in self.widths}
-        present = {s: torch.as_tensor([m[s] for _, m in self.frames])[None] for s in self.widths}
-        raw = last_outputs(self.model, streams, present)                    # {task: (1, width)}
+        raw = self.rolling.push(features, masks)                              # {task: (1, width)}
         return {t: task.activate(raw[t].float().numpy())[0] for t, task in self.tasks.items()}
 
 

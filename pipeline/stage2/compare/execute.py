@@ -26,10 +26,10 @@ from pipeline.config import Params
 from pipeline.device import resolve_device
 from pipeline.engine import check_storage, threads_for, torch_threads
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.causal import predict_split
 from pipeline.stage2.data import Splits, load_splits
 from pipeline.stage2.protocol import conditions_of, labels_of, score, task_outputs
 from pipeline.stage2.train import train_model
+from pipeline.stage2.windows import inference_hop, predict_split
 from pipeline.tasks import tasks_of
 
 SPLITS = ("validation", "test")
@@ -76,7 +76,7 @@ def _train_and_score(params: Params, run: Params, tmp: Path, splits: Splits) -> 
             continue
         scores[split] = {}
         for condition, drop in conditions_of(model.streams).items():
-            raw = predict_split(model, entries, window, window // 2, device, tasks, drop=drop,
+            raw = predict_split(model, entries, window, inference_hop(window), device, tasks, drop=drop,
                                 protocol=params.compare.protocol)
             post = {n: {t: tasks[t].postprocess(p[t]) for t in tasks} for n, p in raw.items()}
             row = {t: score(task_outputs(post, t), labels_of(by_task[t], t), tasks[t], split) for t in by_task}

@@ -18,9 +18,9 @@ from pipeline.infer.live.source import Source, describe
 from pipeline.stage1.audio import run_audio
 from pipeline.stage1.embed import run_embed
 from pipeline.stage1.faces import run_faces
-from pipeline.stage2.causal import predict_entry_causal
 from pipeline.stage2.data import load_entries, mask_key
 from pipeline.stage2.evaluate import anything_present
+from pipeline.stage2.windows import predict_entry_causal
 from pipeline.infer.model import from_checkpoint
 from pipeline.tasks import tasks_of
 
