@@ -69,7 +69,7 @@ def tasks_report(tmp_path_factory):
     params = params.updated(report={"out": str(tmp_path_factory.mktemp("tasks_report"))})
     drawn, colours = {}, {}
     with pytest.MonkeyPatch.context() as mp:
-        for name in ("confusion_figure", "au_f1_figure", "va_scatter_figure"):
+        for name in ("confusion_figure", "label_f1_figure", "scatter_figure"):
             original = getattr(report, name)
 
             def spy(*args, _name=name, _original=original, **kwargs):
@@ -128,7 +128,7 @@ def test_the_confusion_matrix_counts_the_references_validation_frames_of_expr(ta
 
 def test_the_va_scatter_holds_vas_validation_frames_only(tasks_report):
     params, result, _, drawn = tasks_report
-    truth, predicted = drawn["va_scatter_figure"][0:2]
+    truth, predicted = drawn["scatter_figure"][0:2]
     assert sorted(truth) == sorted(predicted) == members("validation", "va")   # not mixed2 (va: training)
     for name, xy in truth.items():
         labels = _cached(params, name, "va")
@@ -138,7 +138,7 @@ def test_the_va_scatter_holds_vas_validation_frames_only(tasks_report):
 
 def test_the_au_bars_are_each_aus_validation_f1_averaged_over_seeds(tasks_report):
     _, result, _, drawn = tasks_report
-    per_head = drawn["au_f1_figure"][0]
+    per_head = drawn["label_f1_figure"][0]
     assert list(per_head) == sorted(result["heads"],
                                     key=lambda h: -result["results"][h]["validation"]["score"]["full"]["score"]["mean"])
     for head, f1 in per_head.items():

@@ -63,15 +63,14 @@ INT8_ON = "activated outputs: va clipped to [-1, 1], expr softmax, au sigmoid"
 
 
 def activated(task: str, raw: np.ndarray) -> np.ndarray:
-    """Raw outputs (n, width) -> what the int8 bound is on (INT8_ON): va clipped to [-1, 1] (its
-    labels' range, as `jmt predict` clips it), expr and au their task's activation
-    (probabilities). A logit's error means nothing by itself: far from 0 it barely moves a
-    probability."""
-    from pipeline.tasks import TASKS
+    """Raw outputs (n, width) -> what the int8 bound is on (INT8_ON): the task's activation, then
+    its clipping with the default options (`Task.clipped`: va clipped to [-1, 1], its labels'
+    range, as `jmt predict` clips it; expr and au probabilities). A logit's error means nothing
+    by itself: far from 0 it barely moves a probability."""
+    from pipeline.tasks import build_task
 
-    if task == "va":
-        return np.clip(raw, -1.0, 1.0)
-    return TASKS.get(task)().activate(raw)
+    spec = build_task(task)
+    return spec.clipped(spec.activate(raw))
 
 
 @dataclass

@@ -2,14 +2,16 @@
 
 Each decoded frame (`media.iter_frames` at the video's size: the frames stage 1 saw, whose
 `boxes` are in the faces cache) is kept untouched but for the face box, and a panel to its right
-shows, one column per task the model has:
+shows, one column per task the model has (headed by its `title`, as wide as its `panel_width`,
+in the order of the tasks' kinds, pipeline.tasks.KINDS), drawn as its `kind` says:
 
-- `va`: the circumplex (valence on x, arousal on y, the unit circle), the current point and a
-  trace of the last `trace_s` seconds fading into the background, the two values in figures;
-- `expr`: one bar per class, its softmax probability, the most probable class highlighted (and
-  written above the face box);
-- `au`: one bar per action unit, its sigmoid probability, the ones at or above 0.5 (the
-  decision threshold) highlighted, a tick at 0.5.
+- dimensional (va): the plane of its two axes (the first on x, the second on y, the unit circle:
+  the circumplex), the current point and a trace of the last `trace_s` seconds fading into the
+  background, the two values in figures;
+- categorical (expr): one bar per class, its probability, the most probable class highlighted
+  (and written above the face box);
+- multilabel (au): one bar per label, its probability, the ones at or above the task's
+  `threshold` (0.5) highlighted, a tick at the threshold.
 
 A side panel rather than panels over the picture: the face is never covered (Aff-Wild2 has
 two-person videos with faces at either edge), the text sits on a plain background whatever the
@@ -40,11 +42,10 @@ from PIL import Image, ImageDraw, ImageFont
 from pipeline.console import console, progress
 from pipeline.errors import InputError, JmtError
 from pipeline.media import iter_frames, probe_video, require_ffmpeg
-from pipeline.tasks.au import AUS
-from pipeline.tasks.expr import CLASSES
+from pipeline.tasks import KINDS, TASKS, Task
 
 DESIGN_HEIGHT = 240                      # px; the panel's layout at this height, scaled by H / 240
-COLUMN_WIDTHS = {"va": 124, "expr": 132, "au": 100}   # design px per task column
+NO_TASK = ("no task", 124)               # the one column's title and design width without a task
 BG, LINE, TEXT, DIM = (22, 24, 30), (88, 92, 104), (228, 228, 232), (140, 144, 156)
 TRACE, POINT, BAR, HIGHLIGHT, BOX = (255, 160, 60), (255, 110, 40), (86, 136, 214), (255, 204, 64), (70, 230, 120)
 
@@ -75,10 +76,14 @@ class Panel:
     """The side panel for one video: static parts drawn once, the per-frame ones by `draw`."""
 
     def __init__(self, height: int, tasks: list[str]) -> None:
-        """A panel `height` px high with a column for each of `tasks` that it draws (va, expr, au)."""
+        """A panel `height` px high with a column for each of `tasks` (registered task names), in
+        the order of their kinds (KINDS)."""
         self.u = height / DESIGN_HEIGHT
-        self.tasks = [t for t in COLUMN_WIDTHS if t in tasks] or ["none"]
-        widths = [round(COLUMN_WIDTHS.get(t, 124) * self.u) for t in self.tasks]
+        order = sorted(dict.fromkeys(tasks), key=lambda t: KINDS.index(TASKS.get(t).kind))
+        self.specs: dict[str, type[Task]] = {t: TASKS.get(t) for t in order}
+        self.tasks = order or ["none"]
+        column = {t: (spec.title, spec.panel_width) for t, spec in self.specs.items()} or {"none": NO_TASK}
+        widths = [round(column[t][1] * self.u) for t in self.tasks]
         width = sum(widths)
         self.width, self.height = width + (width % 2), height
         self.x0 = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()   # each column's left edge
@@ -88,16 +93,17 @@ class Panel:
         self.body = (s(24), height - s(28))      # rows between the titles and the footer line
         self.base = Image.new("RGB", (self.width, height), BG)
         d = ImageDraw.Draw(self.base)
-        titles = {"va": "valence / arousal", "expr": "expression", "au": "action units", "none": "no task"}
         for t, (x, w) in self.cols.items():
-            d.text((x + s(6), s(6)), titles[t], font=self.title, fill=TEXT)
+            d.text((x + s(6), s(6)), column[t][0], font=self.title, fill=TEXT)
             if x:
                 d.line([(x, s(4)), (x, height - s(4))], fill=LINE)
-        if "va" in self.cols:
-            self._circumplex(d)
-        for t, names in (("expr", CLASSES), ("au", AUS)):
-            if t in self.cols:
-                self._bar_rows(t, names, d)
+        self.planes: dict[str, tuple] = {}   # dimensional task -> (centre, radius, readout position), px
+        self.rows: dict[str, tuple] = {}     # a task drawn as bars -> (names, rows, bar's x span, step)
+        for t, spec in self.specs.items():
+            if spec.kind == "dimensional":
+                self._plane(t, d)
+            else:
+                self._bar_rows(t, spec.names, d)
 
     def s(self, px: float) -> int:
         """Design pixels -> this panel's pixels."""
@@ -105,19 +111,20 @@ class Panel:
 
     # ---- static parts ------------------------------------------------------------------------
 
-    def _circumplex(self, d: ImageDraw.ImageDraw) -> None:
-        x, w = self.cols["va"]
+    def _plane(self, task: str, d: ImageDraw.ImageDraw) -> None:
+        """A dimensional task's plane: its first axis on x, its second on y, the circle at the bounds."""
+        x, w = self.cols[task]
         s = self.s
         side = min(w - s(12), self.body[1] - self.body[0] - s(18))
-        self.r = (side - s(8)) / 2
-        self.c = (x + w / 2, self.body[0] + side / 2)                   # the circle's centre, px
-        cx, cy, r = *self.c, self.r
+        r = (side - s(8)) / 2
+        cx, cy = (x + w / 2, self.body[0] + side / 2)                   # the circle's centre, px
         d.ellipse([cx - r, cy - r, cx + r, cy + r], outline=LINE, width=s(1))
         d.line([(cx - r, cy), (cx + r, cy)], fill=LINE)
         d.line([(cx, cy - r), (cx, cy + r)], fill=LINE)
-        d.text((cx + r, cy + s(2)), "valence", font=self.small, fill=DIM, anchor="rt")
-        d.text((cx + s(3), cy - r), "arousal", font=self.small, fill=DIM, anchor="lt")
-        self.readout = (x + s(6), cy + side / 2 + s(2))
+        across, up = self.specs[task].names[:2]
+        d.text((cx + r, cy + s(2)), across, font=self.small, fill=DIM, anchor="rt")
+        d.text((cx + s(3), cy - r), up, font=self.small, fill=DIM, anchor="lt")
+        self.planes[task] = ((cx, cy), r, (x + s(6), cy + side / 2 + s(2)))
 
     def _bar_rows(self, task: str, names: tuple[str, ...], d: ImageDraw.ImageDraw) -> None:
         x, w = self.cols[task]
@@ -129,14 +136,15 @@ class Panel:
         rows = [(top + k * step, top + (k + 1) * step) for k in range(len(names))]
         for a, b in rows:   # the labels are drawn per frame (the highlighted one in bold)
             d.rectangle([bar[0], a + 0.2 * step, bar[1], b - 0.2 * step], outline=LINE)
-        setattr(self, f"{task}_rows", (names, rows, bar, step))
+        self.rows[task] = (names, rows, bar, step)
 
     # ---- per frame ---------------------------------------------------------------------------
 
-    def draw(self, t: float, face: bool, va: np.ndarray | None, trace: np.ndarray | None,
-             expr: np.ndarray | None, au: np.ndarray | None) -> Image.Image:
-        """The panel at time t: va (2,), trace (k, 2) oldest first, expr (8,), au (12,); None (or
-        NaN) where a task has no prediction for the frame."""
+    def draw(self, t: float, face: bool, outputs: dict[str, np.ndarray | None],
+             traces: dict[str, np.ndarray | None] | None = None) -> Image.Image:
+        """The panel at time t: outputs, task -> its (width,) outputs for the frame, None (or NaN,
+        or no key) where it has none; traces, dimensional task -> its last (k, width) outputs,
+        oldest first."""
         img = self.base.copy()
         d = ImageDraw.Draw(img)
         s = self.s
@@ -145,53 +153,61 @@ class Panel:
         if not face:
             d.text((x + self.cols[self.tasks[0]][1] - s(6), self.height - s(6)), "no face", font=self.bold,
                    fill=(236, 96, 96), anchor="rb")
-        if "va" in self.cols:
-            self._draw_va(d, va, trace)
-        for task, p in (("expr", expr), ("au", au)):
-            if task in self.cols:
+        for task, spec in self.specs.items():
+            p = outputs.get(task)
+            if spec.kind == "dimensional":
+                self._draw_plane(d, task, p, (traces or {}).get(task))
+            else:
                 self._draw_bars(d, task, p if p is not None and np.isfinite(p).all() else None)
         return img
 
     def _draw_bars(self, d: ImageDraw.ImageDraw, task: str, p: np.ndarray | None) -> None:
-        """Labels and bars of probabilities p (k,); labels only where p is None."""
-        names, rows, (b0, b1), step = getattr(self, f"{task}_rows")
-        on = [] if p is None else [int(np.argmax(p))] if task == "expr" else np.flatnonzero(p >= 0.5).tolist()
+        """Labels and bars of probabilities p (k,); labels only where p is None. Lit: the most
+        probable class (categorical), the labels at or above the threshold (multilabel)."""
+        names, rows, (b0, b1), step = self.rows[task]
+        spec = self.specs[task]
+        multilabel = spec.kind == "multilabel"
+        on = [] if p is None else np.flatnonzero(p >= spec.threshold).tolist() if multilabel else [int(np.argmax(p))]
         for k, (a, b) in enumerate(rows):
             lit = k in on
             d.text((self.cols[task][0] + self.s(6), (a + b) / 2), names[k], font=self.bold if lit else self.small,
                    fill=HIGHLIGHT if lit else DIM, anchor="lm")
             if p is not None:
-                d.rectangle([b0, a + 0.2 * step, b0 + float(np.clip(p[k], 0, 1)) * (b1 - b0), b - 0.2 * step],
-                            fill=HIGHLIGHT if lit else BAR)
-        if task == "au":   # the decision threshold, over the bars
-            mid = (b0 + b1) / 2
-            d.line([(mid, rows[0][0]), (mid, rows[-1][1])], fill=DIM if p is not None else LINE, width=1)
+                d.rectangle([b0, a + 0.2 * step, b0 + float(np.clip(p[k], *spec.bounds)) * (b1 - b0),
+                             b - 0.2 * step], fill=HIGHLIGHT if lit else BAR)
+        if multilabel:   # the decision threshold, over the bars
+            at = b0 + spec.threshold * (b1 - b0)
+            d.line([(at, rows[0][0]), (at, rows[-1][1])], fill=DIM if p is not None else LINE, width=1)
 
-    def _point(self, v: float, a: float) -> tuple[float, float]:
-        cx, cy = self.c
-        return cx + float(np.clip(v, -1, 1)) * self.r, cy - float(np.clip(a, -1, 1)) * self.r
+    def _point(self, task: str, v: float, a: float) -> tuple[float, float]:
+        """A dimensional task's values -> px in its plane (clipped to the bounds: its circle)."""
+        (cx, cy), r, _ = self.planes[task]
+        lo, hi = self.specs[task].bounds
+        return cx + float(np.clip(v, lo, hi)) / hi * r, cy - float(np.clip(a, lo, hi)) / hi * r
 
-    def _draw_va(self, d: ImageDraw.ImageDraw, va: np.ndarray | None, trace: np.ndarray | None) -> None:
+    def _draw_plane(self, d: ImageDraw.ImageDraw, task: str, p: np.ndarray | None, trace: np.ndarray | None) -> None:
         s = self.s
+        readout = self.planes[task][2]
+        across, up = (n[0] for n in self.specs[task].names[:2])   # the axes' initials
         if trace is not None and len(trace) > 1:
-            pts = [self._point(*p) if np.isfinite(p).all() else None for p in trace]
+            pts = [self._point(task, *q) if np.isfinite(q).all() else None for q in trace]
             for k in range(1, len(pts)):
                 if pts[k - 1] is not None and pts[k] is not None:
                     f = k / (len(pts) - 1)             # 0 oldest -> 1 newest: fades into the background
                     colour = tuple(round(b + f * (c - b)) for b, c in zip(BG, TRACE))
                     d.line([pts[k - 1], pts[k]], fill=colour, width=s(2))
-        if va is None or not np.isfinite(va).all():
-            d.text(self.readout, "v -  a -", font=self.small, fill=DIM)
+        if p is None or not np.isfinite(p).all():
+            d.text(readout, f"{across} -  {up} -", font=self.small, fill=DIM)
             return
-        px, py = self._point(*va)
+        px, py = self._point(task, *p)
         r = s(4)
         d.ellipse([px - r, py - r, px + r, py + r], fill=POINT, outline=TEXT, width=max(1, s(1)))
-        d.text(self.readout, f"v {va[0]:+.2f}   a {va[1]:+.2f}", font=self.small, fill=TEXT)
+        d.text(readout, f"{across} {p[0]:+.2f}   {up} {p[1]:+.2f}", font=self.small, fill=TEXT)
 
 
 class _Frames:
-    """Decoded frame i -> the output frame: the picture (its box, the top expression above it)
-    and the panel beside it."""
+    """Decoded frame i -> the output frame: the picture (its box, the most probable class of the
+    first categorical task above it) and the panel beside it."""
 
     def __init__(self, panel: Panel, times: np.ndarray, outputs: dict[str, np.ndarray], boxes: np.ndarray,
                  size: tuple[int, int], frame_height: int, trace_s: float, t0: float, rate: float) -> None:
@@ -199,6 +215,9 @@ class _Frames:
         self.trace_s, self.t0, self.rate = trace_s, t0, rate
         self.line = max(2, round(2 * frame_height / DESIGN_HEIGHT))
         self.font = _font(max(9, round(11 * frame_height / DESIGN_HEIGHT)), bold=True)
+        specs = panel.specs
+        self.caption = next((t for t, spec in specs.items() if spec.kind == "categorical"), None)
+        self.traced = [t for t, spec in specs.items() if spec.kind == "dimensional"]
 
     def at(self, task: str, i: int) -> np.ndarray | None:
         """A task's outputs at frame i; None where it has none."""
@@ -214,16 +233,18 @@ class _Frames:
         t = float(self.times[i]) if i < len(self.times) else self.t0 + i / self.rate
         box = self.boxes[i] if i < len(self.boxes) else np.full(4, np.nan)
         face = bool(np.isfinite(box).all())
-        expr = self.at("expr", i)
+        now = {task: self.at(task, i) for task in self.panel.specs}
         if face:
-            self._box(canvas[:h, :w], box, CLASSES[int(np.argmax(expr))]
-                      if expr is not None and np.isfinite(expr).all() else None)
-        va, trace = self.outputs.get("va"), None
-        if va is not None and i < len(va):   # the last trace_s seconds, oldest first
-            lo = int(np.searchsorted(self.times[:len(va)], t - self.trace_s, side="right"))
-            trace = np.asarray(va[lo:i + 1], np.float64)
-        canvas[:, self.size[0] - self.panel.width:] = self.panel.draw(t, face, self.at("va", i), trace, expr,
-                                                                     self.at("au", i))
+            p = now.get(self.caption)
+            self._box(canvas[:h, :w], box, self.panel.specs[self.caption].names[int(np.argmax(p))]
+                      if p is not None and np.isfinite(p).all() else None)
+        traces = {}
+        for task in self.traced:
+            y = self.outputs.get(task)
+            if y is not None and i < len(y):   # the last trace_s seconds, oldest first
+                lo = int(np.searchsorted(self.times[:len(y)], t - self.trace_s, side="right"))
+                traces[task] = np.asarray(y[lo:i + 1], np.float64)
+        canvas[:, self.size[0] - self.panel.width:] = self.panel.draw(t, face, now, traces)
         return canvas
 
     def _box(self, img: np.ndarray, box: np.ndarray, label: str | None) -> None:
@@ -277,7 +298,7 @@ def write_overlay(video: Path, out: Path, *, times: np.ndarray, outputs: dict[st
                   boxes: np.ndarray, trace_s: float = 2.0, crf: int = 20) -> Overlay:
     """Writes `out` (mp4): `video` with the face box and a side panel of the outputs (module
     docstring). times: (n,) s, each frame's time (the cache's timestamps); outputs: task ->
-    (n, k) activated outputs (va values, expr or au probabilities; other tasks are not drawn);
+    (n, k) outputs of registered tasks (values, probabilities: as each task's `kind` says);
     boxes: (n, 4) x0, y0, x1, y1 in frame px, NaN where no face was found."""
     require_ffmpeg()
     video, out = Path(video), Path(out)

@@ -47,8 +47,6 @@ from pipeline.stage2.data import load_entries, mask_key, predict_entry
 from pipeline.stage2.evaluate import anything_present, write_predictions
 from pipeline.infer.overlay import write_overlay
 from pipeline.tasks import Task, tasks_of
-from pipeline.tasks.au import AUS
-from pipeline.tasks.expr import CLASSES
 
 
 @dataclass
@@ -63,6 +61,7 @@ class Prediction:
     damaged: str | None = None   # the video decoded with errors (media.damaged_message): outputs cover what decoded
 
 
+AXIS_COLOURS = ("tab:orange", "tab:purple")   # predict's plot: a dimensional task's axes, in turn
 OVERLAY_SUFFIXES = (".mp4", ".mkv", ".mov", ".m4v")   # containers ffmpeg writes H.264 + AAC into
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
@@ -319,23 +318,26 @@ def _earlier_skips(path: Path, this_run: set[str]) -> list[dict]:
 
 def plot(path: Path, times: np.ndarray, tasks: dict[str, Task], outputs: dict[str, np.ndarray],
          present: dict[str, np.ndarray], title: str) -> None:
-    """One panel per task over time (valence and arousal; expression probabilities; AU
-    probabilities), the stretches where a stream is missing shaded."""
+    """One panel per task over time, the stretches where a stream is missing shaded: a
+    dimensional task's values as curves (valence and arousal), the others' probabilities as an
+    image, a row per class or label (`names`)."""
     plt = pyplot()
     fig, axes = plt.subplots(len(tasks), 1, figsize=(10, 3.2 * len(tasks)), sharex=True, constrained_layout=True,
                              squeeze=False)
     for ax, (name, y) in zip(axes[:, 0], outputs.items()):
-        if name == "va":
-            ax.plot(times, y[:, 0], label="valence", color="tab:orange")
-            ax.plot(times, y[:, 1], label="arousal", color="tab:purple")
-            ax.set(ylim=(-1.05, 1.05), ylabel="valence / arousal")
+        task = tasks[name]
+        lo, hi = task.bounds
+        if task.kind == "dimensional":
+            for k, axis in enumerate(task.names):
+                ax.plot(times, y[:, k], label=axis, color=AXIS_COLOURS[k % len(AXIS_COLOURS)])
+            ax.set(ylim=(lo - 0.05, hi + 0.05), ylabel=task.title)
             ax.axhline(0, color="grey", lw=0.5)
             shade_missing(ax, times, present)
             ax.legend(loc="upper right", ncol=6, fontsize=8)
-        else:  # class or AU probabilities as an image: rows = classes / AUs
-            rows = CLASSES if name == "expr" else AUS if name == "au" else tasks[name].outputs
+        else:  # class or label probabilities as an image: a row per name
+            rows = task.names
             step = float(np.median(np.diff(times))) if len(times) > 1 else 0.04
-            im = ax.imshow(y.T, aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma",
+            im = ax.imshow(y.T, aspect="auto", origin="lower", vmin=lo, vmax=hi, cmap="magma",
                            extent=(times[0], times[-1] + step, -0.5, len(rows) - 0.5), interpolation="nearest")
             ax.set_yticks(range(len(rows)), rows, fontsize=7)
             ax.set_ylabel(f"{name} probability")

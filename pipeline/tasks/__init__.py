@@ -12,7 +12,14 @@ a metric in one class and Hugging Face heads declare their problem type):
   that counts (`metric`: summed over tasks for early stopping and the multi-task measure), and
   additive per-video statistics for bootstrap intervals (`sums` -> `from_sums`);
 - its output activation (none; softmax; sigmoid), its reported post-processing options
-  (va's clipping and smoothing) and its submission file.
+  (va's clipping and smoothing) and its submission file;
+- how its outputs are shown, so that no code outside this folder names a task: its `kind` (one
+  of `KINDS`: values on axes, one class of several, labels each on or off), the words for it
+  (`title`, `table_title`, `item`), the names of its outputs in figures (`names`), their
+  `bounds`, the decision `threshold` of a multi-label task, its column's width in the overlay
+  (`panel_width`), the outputs as shown (`clipped`) and its options in words (`describe_options`).
+  `jmt predict`'s CSV, plot and overlay, `jmt live`'s lines, `jmt export`'s int8 bound, the report
+  and the comparison tables take all of it from the task.
 
 A task's options are the `tasks.<name>` section of params.yaml (`Options`, validated with the
 rest of the params). Labels are float32 arrays (frames, values); a frame is valid for a
@@ -39,6 +46,13 @@ if TYPE_CHECKING:  # torch is imported where a head or a loss is made: stage 1 a
     import torch.nn as nn
 
 TASKS: Registry = Registry("task")
+
+# What a task's outputs are, hence how they are drawn (the overlay's columns in this order,
+# predict's plot, the report's figures): "dimensional", values on axes (va: a point of the
+# valence-arousal plane, its curves over time); "categorical", the probabilities of one class of
+# several, the most probable the decision (expr: bars, a confusion matrix); "multilabel", a
+# probability per label, each label on at or above `threshold` (au: bars, F1 per label).
+KINDS = ("dimensional", "categorical", "multilabel")
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,16 @@ class Task:
     submission: ClassVar[tuple[str, ...]]  # the submission file's columns after image_location
     label_format: ClassVar[str] = "{:.0f}"   # how a label value is written in CSV files
     Options: ClassVar[type[TaskOptions]] = TaskOptions
+    # how the outputs are shown (the module docstring; KINDS)
+    kind: ClassVar[str]                   # one of KINDS
+    title: ClassVar[str]                  # the task in words, lower case: the overlay's column, predict's plot
+    table_title: ClassVar[str]            # the comparison tables' heading: the task and its metric in words
+    names: ClassVar[tuple[str, ...]]      # each of the `width` outputs as figures name it: axes, classes, labels
+    item: ClassVar[str]                   # what one of `names` is, in the report's words ("F1 per AU")
+    bounds: ClassVar[tuple[float, float]]  # the outputs' range: an axis's ends (dimensional: symmetric about
+    #                                       0, the plane's centre), a probability's (0, 1)
+    threshold: ClassVar[float | None] = None  # multilabel: a label is on at or above it (the overlay, the report)
+    panel_width: ClassVar[int]            # the overlay's column for the task, px at its 240-px design height
 
     def __init__(self, options: TaskOptions | None = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -150,6 +174,18 @@ class Task:
         """One video's outputs (n, width) -> what `jmt evaluate` scores as `post` and writes: the
         task's explicit, reported post-processing options (va: clipping, smoothing); none by default."""
         return np.asarray(outputs, np.float32)
+
+    def clipped(self, outputs: np.ndarray) -> np.ndarray:
+        """Outputs (..., width) clipped to `bounds` where the task's options say so (va's `clip`):
+        what `postprocess`, `jmt live`'s lines and `jmt export`'s int8 bound (default options) use;
+        unchanged by default."""
+        return outputs
+
+    @classmethod
+    def describe_options(cls, options: dict) -> str:
+        """The reported post-processing options (a params `tasks.<name>` section as a dict) in
+        words for the comparison's paragraph; "" when the task has none."""
+        return ""
 
     def score(self, pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Metrics over the valid frames of a split concatenated: pred (N, width) activated

@@ -52,6 +52,14 @@ class ActionUnits(Task):
     outputs = tuple(f"p_{a.lower()}" for a in AUS)
     submission = AUS
     Options = AUOptions
+    kind = "multilabel"
+    title = "action units"
+    table_title = f"Action units (mean F1 over {len(AUS)} AUs at {THRESHOLD:g})"
+    names = AUS
+    item = "AU"
+    bounds = (0.0, 1.0)
+    threshold = THRESHOLD
+    panel_width = 100
 
     def parse_line(self, parts: list[str]) -> list[float]:
         if len(parts) != len(AUS):

@@ -48,6 +48,13 @@ class Expression(Task):
     outputs = tuple(f"p_{c.lower()}" for c in CLASSES)
     submission = CLASSES
     Options = ExprOptions
+    kind = "categorical"
+    title = "expression"
+    table_title = f"Expression (macro F1 over {len(CLASSES)} classes; accuracy)"
+    names = CLASSES
+    item = "class"
+    bounds = (0.0, 1.0)
+    panel_width = 132
 
     def parse_line(self, parts: list[str]) -> list[float]:
         if len(parts) != 1:

@@ -54,6 +54,13 @@ class ValenceArousal(Task):
     submission = AXES
     label_format = "{:.4f}"
     Options = VAOptions
+    kind = "dimensional"
+    title = "valence / arousal"
+    table_title = "Valence-arousal (CCC)"
+    names = AXES
+    item = "axis"
+    bounds = (-1.0, 1.0)
+    panel_width = 124
 
     def parse_line(self, parts: list[str]) -> list[float]:
         if len(parts) != 2:
@@ -100,15 +107,22 @@ class ValenceArousal(Task):
     def postprocess(self, pred: np.ndarray) -> np.ndarray:
         """Clip and/or smooth one video's predictions (n, 2), as the options say."""
         o = self.options
-        out = np.asarray(pred).astype(np.float64).copy()
-        if o.clip:
-            out = np.clip(out, -1, 1)
+        out = self.clipped(np.asarray(pred).astype(np.float64).copy())
         for k, width in enumerate((o.smooth_valence, o.smooth_arousal)):
             if width > 1:
                 kernel = np.ones(width) / width
                 padded = np.pad(out[:, k], (width // 2, width - 1 - width // 2), mode="edge")
                 out[:, k] = np.convolve(padded, kernel, mode="valid")
         return out.astype(np.float32)
+
+    def clipped(self, outputs: np.ndarray) -> np.ndarray:
+        """Clipped to [-1, 1] (the labels' range) when `clip` is on."""
+        return np.clip(outputs, *self.bounds) if self.options.clip else outputs
+
+    @classmethod
+    def describe_options(cls, options: dict) -> str:
+        return (f"{cls.name} predictions clipped: {options.get('clip')}, smoothing: "
+                f"{options.get('smooth_valence') or 'off'}/{options.get('smooth_arousal') or 'off'}")
 
     def score(self, pred: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """CCC (and PCC, RMSE) per axis over the frames given, and the CCC mean."""

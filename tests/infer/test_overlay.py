@@ -98,10 +98,10 @@ def test_panel_scales_with_the_frame_and_draws_the_values_where_they_belong(heig
     assert panel.width == pytest.approx(356 * height / 240, abs=2) and panel.small.size >= 10
     expr = np.array([0.05, 0.1, 0.05, 0.05, 0.6, 0.05, 0.05, 0.05])
     au = np.linspace(0.05, 0.95, 12)
-    img = np.asarray(panel.draw(1.0, True, np.array([0.5, -0.5]), None, expr, au)).astype(int)
+    img = np.asarray(panel.draw(1.0, True, {"va": np.array([0.5, -0.5]), "expr": expr, "au": au})).astype(int)
 
     def length(task, k, colour):   # pixels of `colour` along row k's middle, within its bar's span
-        _, rows, (b0, b1), _ = getattr(panel, f"{task}_rows")
+        _, rows, (b0, b1), _ = panel.rows[task]
         y = round(sum(rows[k]) / 2)
         line = img[y, round(b0):round(b1) + 1]
         return int((np.abs(line - colour).max(-1) < 8).sum()), b1 - b0
@@ -114,9 +114,9 @@ def test_panel_scales_with_the_frame_and_draws_the_values_where_they_belong(heig
         assert (lit if p >= 0.5 else plain) == pytest.approx(p * au_span, abs=2), (k, lit, plain)
         assert (plain if p >= 0.5 else lit) == 0
     ys, xs = np.nonzero((np.abs(img - POINT).max(-1) < 8))       # the current point: right, below the centre
-    (cx, cy), r = panel.c, panel.r
+    (cx, cy), r, _ = panel.planes["va"]
     assert np.mean(xs) == pytest.approx(cx + 0.5 * r, abs=2) and np.mean(ys) == pytest.approx(cy + 0.5 * r, abs=2)
-    assert (np.abs(np.asarray(Panel(height, []).draw(0, False, None, None, None, None)) - BG).max(-1) > 0).any()
+    assert (np.abs(np.asarray(Panel(height, []).draw(0, False, {})) - BG).max(-1) > 0).any()
 
 
 def test_no_audio_a_variable_frame_rate_and_missing_predictions(tiny_corpus, tmp_path):
@@ -174,7 +174,7 @@ def test_folder_form_with_a_multi_task_model_draws_its_bars(every_task, tiny_cor
     table, k, w = rows(out / "talk" / "talk.csv"), 30, src["width"]
     probs = np.array([float(table[k][f"p_{c.lower()}"]) for c in CLASSES])
     img = frame(overlays / "talk.mp4", k, 240)[:, w:]
-    _, spans, (b0, b1), _ = panel.expr_rows
+    _, spans, (b0, b1), _ = panel.rows["expr"]
     top = int(np.argmax(probs))
     for c, (a, b) in enumerate(spans):
         line = img[round((a + b) / 2), round(b0) + 2:round(b1) - 1]

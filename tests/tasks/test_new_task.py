@@ -1,7 +1,8 @@
 """Adding a task is one new file: a copy of the package with one file dropped into
 pipeline/tasks/ (and nothing else edited) has the task in the registry, in the params
 (`tasks.<name>` options, `train.tasks`), in the Aff-Wild2 adapter (its folder), in the heads
-(its output width) and in the training objective."""
+(its output width), in the training objective, and shown by its own words and names (predict's
+plot, the comparison tables' heading)."""
 
 import shutil
 import subprocess
@@ -39,6 +40,13 @@ class ArousalOnly(Task):
     outputs = ("arousal",)
     submission = ("arousal",)
     Options = ArousalOptions
+    kind = "dimensional"
+    title = "arousal"
+    table_title = "Arousal (CCC)"
+    names = ("arousal",)
+    item = "axis"
+    bounds = (-1.0, 1.0)
+    panel_width = 124
 
     def parse_line(self, parts):
         return [float(parts[0])]
@@ -98,6 +106,12 @@ batch = {"labels": {"va": torch.rand(2, 5, 2), "arousal_only": torch.rand(2, 5, 
 loss = Objective(tasks).loss(out, batch)
 assert torch.isfinite(loss)
 loss.backward()
+
+from pipeline.infer.predict import plot
+from pipeline.stage2.compare.tables import title
+plot(root / "plot.png", np.arange(4) / 25, tasks, {t: np.zeros((4, tasks[t].width)) for t in tasks},
+     {"a": np.ones(4, bool)}, "toy")
+assert (root / "plot.png").stat().st_size > 1000 and title("arousal_only") == "Arousal (CCC)"
 print("OK")
 '''
 

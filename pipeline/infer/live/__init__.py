@@ -11,7 +11,8 @@ its last output). One JSON line per frame goes to stdout or `--out`, flushed as 
      "latency_ms": 41.3}
 
 `present` is each stream's mask (a face found; audio inside the track and voiced), the task
-outputs are activated (va clipped to [-1, 1] as `tasks.va.clip` says; softmax; sigmoid), and
+outputs are activated (expr softmax, au sigmoid) and clipped as the task's options say
+(`Task.clipped`: va to [-1, 1] when `tasks.va.clip`), and
 `latency_ms` runs from the frame leaving the decoder to its line. A frame with no stream present
 (no face, no voiced audio: evaluate.anything_present) has no input at all: its task fields are
 null (`"va": null, "expr": null`), never a confident-looking value; it still enters the model's
@@ -88,10 +89,7 @@ def frame_line(frame: Frame, out, outputs: dict[str, np.ndarray], tasks: dict, l
         if not known:
             line[name] = None
             continue
-        values = outputs[name]
-        if name == "va" and getattr(task.options, "clip", False):
-            values = np.clip(values, -1, 1)
-        line[name] = {k: float(v) for k, v in zip(task.outputs, values)}
+        line[name] = {k: float(v) for k, v in zip(task.outputs, task.clipped(outputs[name]))}
     line["latency_ms"] = round(latency_ms, 2)
     return line
 

@@ -12,10 +12,10 @@ from scipy import stats
 from pipeline.stage2.compare.aggregate import SCORE, TIE
 from pipeline.stage2.verdicts import (INDICATIVE, KINDS, MARKS, MEANING, VERDICTS, family_id, mark_of, paired_blocks,
                                       seeds_needed_of)
+from pipeline.tasks import TASKS
 
 SHORT = {"validation": "val", "test": "test"}  # column labels
-TITLES = {"va": "Valence-arousal (CCC)", "expr": "Expression (macro F1 over 8 classes; accuracy)",
-          "au": "Action units (mean F1 over 12 AUs at 0.5)", SCORE: "Multi-task score (the sum of the tasks' metrics)"}
+TITLES = {SCORE: "Multi-task score (the sum of the tasks' metrics)"}   # a task's: its `table_title`
 WORDS = {"ccc_mean": "CCC mean", "f1": "F1", SCORE: "score"}
 
 
@@ -41,6 +41,11 @@ def what(result: dict, key: str) -> str:
     """A measure in words: `va CCC mean`, `expr F1`, `score`."""
     metric = main(result, key)
     return WORDS[SCORE] if key == SCORE else f"{key} {WORDS.get(metric, metric)}"
+
+
+def title(key: str) -> str:
+    """A measure's table heading: a task's `table_title`, or the multi-task score's."""
+    return TASKS.get(key).table_title if key in TASKS else TITLES.get(key, key)
 
 
 def _pm(s: dict, digits: int = 3, shift: float = 0) -> str:
@@ -88,9 +93,8 @@ def describe(result: dict) -> str:
     train, model = p["train"], p["model"]
     seeds = ", ".join(map(str, result["seeds"]))
     n = len(result["seeds"])
-    va = p["tasks"].get("va", {})
-    post = (f"; va predictions clipped: {va.get('clip')}, smoothing: {va.get('smooth_valence') or 'off'}/"
-            f"{va.get('smooth_arousal') or 'off'}" if "va" in result["tasks"] else "")
+    said = (TASKS.get(t).describe_options(p["tasks"].get(t, {})) for t in result["tasks"])
+    post = "".join(f"; {words}" for words in said if words)   # the tasks' post-processing options
     n_left = len(c.get("left_out", []))
     left = (f" {n_left} entr{'y' if n_left == 1 else 'ies'} in a training split {'was' if n_left == 1 else 'were'} "
             "left out (in a scored task's validation or test split: never trained on).") if n_left else ""
@@ -292,7 +296,7 @@ def _measure_tables(result: dict, order: list[str], splits: list[str], name: dic
     metrics = measures(result)[key]
     have = [s for s in splits if key in res[ref][s]]
     conf = f"{result['confidence']:.0%}"
-    lines = ["", f"**{TITLES.get(key, key)}** (mean ± std over seeds; heads sorted by validation "
+    lines = ["", f"**{title(key)}** (mean ± std over seeds; heads sorted by validation "
              f"{what(result, ranking_key(result))})", ""]
     lines += _table([f"{SHORT[s]} {_column(k)}" for s in have for k in metrics],
                     [[name[h], *(_pm(res[h][s][key]["full"][k]) for s in have for k in metrics)] for h in order])
