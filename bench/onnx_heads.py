@@ -125,7 +125,7 @@ def main() -> None:
             model.eval()
             names = list(model.tasks)
             tasks = tasks_of(names, params.tasks)
-            window = int(ckpt["params"]["train"]["window"])
+            window = ckpt.window
             splits = load_splits(params, names, preload_max_mb=0)
             val = sorted({e.name: e for t in names for e in splits.validation[t]}.values(), key=lambda e: e.name)
             preload(val, params.train.preload_max_mb)

@@ -191,8 +191,8 @@ def main() -> None:
                              "not the same comparison")
     else:
         # the only difference allowed between the two comparisons is the perturbation
-        now = {"cache": cache.fingerprint(base.path(base.embed.out)),
-               "labels": cache.fingerprint(base.path(base.labels.out)),
+        now = {"cache": cache.folder_fingerprint(base.path(base.embed.out)),
+               "labels": cache.folder_fingerprint(base.path(base.labels.out)),
                "code": {h: code_fingerprint(h, base.train.tasks) for h in original["heads"]}}
         what = {"cache": "embeddings cache", "labels": "labels cache", "code": "stage-2 training code"}
         stale = [what[key] for key in now if original["fingerprints"].get(key) != now[key]]

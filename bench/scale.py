@@ -261,7 +261,7 @@ def run_child(args: argparse.Namespace) -> dict:
     folder = args.work / "long"
     model, ckpt = load_checkpoint(params.path(params.train.out), folder)
     model.eval()
-    window, device = ckpt["params"]["train"]["window"], torch.device("cpu")
+    window, device = ckpt.window, torch.device("cpu")
     tasks = tasks_of(model.tasks, params.tasks)
     entry = load_entries(folder, None, list(tasks), names=[args.entry])[0]   # no labels, as `jmt predict`
     t0 = time.time()   # the first forward pass sets up kernels: a fixed cost, timed apart
@@ -308,7 +308,7 @@ def loader_child(args: argparse.Namespace) -> dict:
 
 
 def window_reads(folder: Path, window: int, batches: int, batch: int) -> dict:
-    """Seconds per batch of `batch` random windows read by `Entry.read` (every stream's features
+    """Seconds per batch of `batch` random windows read by `CachedEntry.read` (every stream's features
     and mask; no labels), cold page cache."""
     from pipeline.stage2.data import load_entries, window_starts
 
@@ -405,7 +405,7 @@ def main() -> None:
 
     evict(folder)
     t0 = time.time()
-    cache.fingerprint(folder)
+    cache.folder_fingerprint(folder)
     recorded = time.time() - t0
     evict(folder)
     t0 = time.time()

@@ -9,7 +9,7 @@ One process writes a stage's folder; readers open files lazily and never share h
 Every file carries its provenance as root attributes: schema, stage, entry, the stage's
 config (JSON) and its hash, package versions, and the stage's own facts (fps, backbone...),
 and the sha256 of its content, recorded when it is written (`content_sha256`): a cache's
-fingerprint (`fingerprint`) is built from those without re-reading the data, and
+fingerprint (`folder_fingerprint`) is built from those without re-reading the data, and
 `jmt cache verify` recomputes them to catch a file edited afterwards.
 """
 
@@ -136,7 +136,7 @@ def content_hash(f: h5py.File) -> str:
     """sha256 of an entry file's content: every root attribute except `content_sha256`, then
     every dataset's name, dtype, shape and values, in name order (values as stored, so the
     hash does not depend on chunking or compression; variable-length rows with their lengths).
-    Reads every byte of data: `fingerprint` uses the recorded hash instead."""
+    Reads every byte of data: `folder_fingerprint` uses the recorded hash instead."""
     h = hashlib.sha256()
     for key in sorted(f.attrs):
         if key != CONTENT_HASH:
@@ -185,7 +185,7 @@ def recorded_hash(f: h5py.File) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def fingerprint(folder: Path) -> str:
+def folder_fingerprint(folder: Path) -> str:
     """sha256 over a stage folder's entries: each name and content hash, in name order.
 
     Reads one attribute per file: the hash recorded at write time. Entries written before

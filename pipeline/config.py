@@ -555,16 +555,18 @@ def _rebased(data: dict, folder: Path, root: Path) -> dict:
     return data
 
 
-WHOLE = {("embed", "streams"), ("train", "task_weights")}  # taken whole from the file that gives them
+# (section, key) mappings a variant replaces whole instead of merging key by key: the file that gives
+# them gives all of them
+REPLACED_WHOLE = {("embed", "streams"), ("train", "task_weights")}
 
 
 def _merge(base: dict, over: dict, at: tuple = ()) -> dict:
     """`over` laid onto `base`: mappings merged key by key, anything else replaced; the mappings
-    in WHOLE replace the base's, so a variant lists exactly its streams."""
+    in REPLACED_WHOLE replace the base's, so a variant lists exactly its streams."""
     out = dict(base)
     for key, value in over.items():
         here = (*at, key)
-        merge = isinstance(value, dict) and isinstance(out.get(key), dict) and here not in WHOLE
+        merge = isinstance(value, dict) and isinstance(out.get(key), dict) and here not in REPLACED_WHOLE
         out[key] = _merge(out[key], value, here) if merge else value
     return out
 

@@ -45,46 +45,46 @@ def test_the_hash_covers_values_not_storage(tmp_path):
 
 
 def test_fingerprint_of_an_untouched_cache_reads_no_data(folder, monkeypatch):
-    before = cache.fingerprint(folder)
+    before = cache.folder_fingerprint(folder)
 
     def read_data(f):
         raise AssertionError(f"{f.filename}: dataset bytes hashed")
 
     monkeypatch.setattr(cache, "content_hash", read_data)
-    assert cache.fingerprint(folder) == before
+    assert cache.folder_fingerprint(folder) == before
 
 
 def test_a_rewritten_entry_changes_the_fingerprint(folder):
-    before = cache.fingerprint(folder)
+    before = cache.folder_fingerprint(folder)
     _write(folder, "e1", seed=7)               # the stage wrote it again, with other numbers
-    rewritten = cache.fingerprint(folder)
+    rewritten = cache.folder_fingerprint(folder)
     assert rewritten != before
     (folder / "e2.h5").unlink()                # an entry gone
-    assert cache.fingerprint(folder) not in (before, rewritten)
+    assert cache.folder_fingerprint(folder) not in (before, rewritten)
 
 
 def test_a_hand_edit_is_caught_by_verify(folder):
-    before = cache.fingerprint(folder)
+    before = cache.folder_fingerprint(folder)
     with h5py.File(folder / "e1.h5", "r+") as f:
         key = cache.stream_key("audio", "features")
         f[key][10, 2] = f[key][10, 2] + 1           # a plausible value: only the hash can tell
     faults = verify(folder)
     assert len(faults) == 1 and "e1.h5: content differs from its recorded content_sha256" in faults[0]
     # the fingerprint trusts the recorded hashes: that is what makes it cheap (docs/cache.md)
-    assert cache.fingerprint(folder) == before
+    assert cache.folder_fingerprint(folder) == before
     with h5py.File(folder / "e2.h5", "r+") as f:
         f.attrs["split"] = "validation"            # attributes are content too
     assert any("e2.h5: content differs" in fault for fault in verify(folder))
 
 
 def test_entries_written_before_hashes_were_recorded(folder, monkeypatch):
-    recorded = cache.fingerprint(folder)
+    recorded = cache.folder_fingerprint(folder)
     with h5py.File(folder / "e0.h5", "r+") as f:
         del f.attrs[cache.CONTENT_HASH]
     calls = []
     real = cache.content_hash
     monkeypatch.setattr(cache, "content_hash", lambda f: calls.append(f.filename) or real(f))
-    assert cache.fingerprint(folder) == recorded     # hashed from the data: the same content, the same value
+    assert cache.folder_fingerprint(folder) == recorded     # hashed from the data: the same content, the same value
     assert [p.endswith("e0.h5") for p in calls] == [True]
     assert verify(folder) == []                      # nothing recorded, nothing to contradict
 
@@ -94,10 +94,10 @@ def test_the_fingerprint_includes_the_entry_names(folder, tmp_path):
     another cache: stage 2 reads labels and splits by entry name."""
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    assert cache.fingerprint(copy) == cache.fingerprint(folder)
+    assert cache.folder_fingerprint(copy) == cache.folder_fingerprint(folder)
     (copy / "e1.h5").rename(copy / "e1b.h5")      # still between e0 and e2
     assert cache.entries(copy) == ["e0", "e1b", "e2"]
-    assert cache.fingerprint(copy) != cache.fingerprint(folder)
+    assert cache.folder_fingerprint(copy) != cache.folder_fingerprint(folder)
 
 
 def _jpeg_rows(path, rows):

@@ -38,8 +38,9 @@ class Label:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """One annotated person in one video."""
+class CorpusEntry:
+    """One annotated person in one video, as the corpus lists it (stage 2 reads what the caches hold
+    of it as `stage2.data.CachedEntry`)."""
 
     name: str                 # unique key, e.g. "video5_left" (the annotation files' stem)
     video: Path
@@ -63,12 +64,12 @@ class Corpus:
     """The entries found, and the problems that made others unusable."""
 
     root: Path
-    entries: list[Entry] = field(default_factory=list)
+    entries: list[CorpusEntry] = field(default_factory=list)
     problems: list[dict] = field(default_factory=list)  # {"entry": name, "file": ..., "error": ...}
 
-    def videos(self) -> dict[Path, list[Entry]]:
+    def videos(self) -> dict[Path, list[CorpusEntry]]:
         """Entries grouped by video file (a two-person video has two)."""
-        groups: dict[Path, list[Entry]] = {}
+        groups: dict[Path, list[CorpusEntry]] = {}
         for e in self.entries:
             groups.setdefault(e.video, []).append(e)
         return groups
@@ -177,7 +178,7 @@ def _add(corpus: Corpus, name: str, labels: dict[str, Label], videos: dict[str, 
         corpus.problems.append({"entry": name, "file": origin,
                                 "error": f"no video named {stem!r} under the videos folder"})
         return
-    corpus.entries.append(Entry(name=name, video=videos[stem], side=side,
+    corpus.entries.append(CorpusEntry(name=name, video=videos[stem], side=side,
                                 source=_relative(videos[stem], corpus.root), labels=labels))
 
 
@@ -252,7 +253,7 @@ def manifest(path: Path) -> Corpus:
             if not video.is_file():
                 corpus.problems.append({"entry": name, "file": str(video), "error": "video file not found"})
                 continue
-            corpus.entries.append(Entry(name=name, video=video, side=side, source=_relative(video, corpus.root),
+            corpus.entries.append(CorpusEntry(name=name, video=video, side=side, source=_relative(video, corpus.root),
                                         labels=labels))
     names = [e.name for e in corpus.entries]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -305,7 +306,7 @@ def _sha(path: Path | None) -> str | None:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def fingerprint(entry: Entry, *, labels: bool = False) -> dict:
+def inputs_fingerprint(entry: CorpusEntry, *, labels: bool = False) -> dict:
     """What identifies an entry's inputs: its name, side and the sha256 of its video; with
     `labels`, also each task's split and annotation file's sha256 (only the labels stage reads
     them, so editing an annotation or moving an entry between splits reruns nothing else)."""

@@ -24,7 +24,7 @@ import typer
 
 from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
-from pipeline.corpus.entries import Entry, load_corpus
+from pipeline.corpus.entries import CorpusEntry, load_corpus
 from pipeline.errors import InputError
 from pipeline.media import audio_span, estimate_frames, frame_times, place_track, probe_video, read_audio
 from pipeline.stage1.runner import StageResult, run_stage
@@ -142,7 +142,7 @@ def energy_db(audio: np.ndarray, timestamps: np.ndarray, fps: float, sr: int) ->
     return out
 
 
-def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+def process_video(video: Path, entries: list[CorpusEntry], hashes: dict[str, str], params: Params,
                   advance: Callable[[int], None]) -> dict[str, dict]:
     """Computes one video's spectrogram and frame windows; writes one file per entry."""
     cfg, out = params.audio, params.path(params.audio.out)
@@ -199,7 +199,7 @@ class AudioProcess:
     def __init__(self, params: Params) -> None:
         self.params = params
 
-    def __call__(self, video: Path, entries: list[Entry], hashes: dict[str, str],
+    def __call__(self, video: Path, entries: list[CorpusEntry], hashes: dict[str, str],
                  advance: Callable[[int], None]) -> dict[str, dict]:
         return process_video(video, entries, hashes, self.params, advance)
 

@@ -26,7 +26,7 @@ import typer
 from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.console import console
-from pipeline.corpus.entries import Entry, load_corpus
+from pipeline.corpus.entries import CorpusEntry, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.media import estimate_frames
@@ -213,7 +213,7 @@ def _open_input(folder: Path, name: str, stage: str) -> h5py.File:
     return f
 
 
-def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+def process_entries(video: Path, entries: list[CorpusEntry], hashes: dict[str, str], params: Params,
                     nets: Backbones, advance: Callable[[int], None]) -> dict[str, dict]:
     """Embeds each entry of one video, every stream; one output file per entry."""
     cfg, out = params.embed, params.path(params.embed.out)
@@ -269,7 +269,7 @@ class EmbedProcess:
         self.params = params
         self.nets = nets or Backbones(params)
 
-    def __call__(self, video: Path, entries: list[Entry], hashes: dict[str, str],
+    def __call__(self, video: Path, entries: list[CorpusEntry], hashes: dict[str, str],
                  advance: Callable[[int], None]) -> dict[str, dict]:
         return process_entries(video, entries, hashes, self.params, self.nets, advance)
 

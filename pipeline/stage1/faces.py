@@ -23,7 +23,7 @@ import typer
 from PIL import Image
 
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
-from pipeline.corpus.entries import Entry, load_corpus
+from pipeline.corpus.entries import CorpusEntry, load_corpus
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline import cache
@@ -57,7 +57,7 @@ def orientation_attrs(info: MediaInfo) -> dict:
 FRAME_DATASETS = ["crops_jpeg", "found", "detected", "scores", "boxes", "landmarks"]
 
 
-def _finish(f: h5py.File, entry: Entry, n: int, timing: FrameTimes) -> dict:
+def _finish(f: h5py.File, entry: CorpusEntry, n: int, timing: FrameTimes) -> dict:
     """Writes the timestamps once the frame count is known; returns stats."""
     if len(timing.times) != n:  # frame_times and the decoder disagree: never guess
         raise InputError(f"{entry.source}: {n} frames decoded but {len(timing.times)} frame times "
@@ -103,7 +103,7 @@ def jpeg_roundtrip(crops: np.ndarray, found: np.ndarray, quality: int) -> np.nda
     return cache.read_crops(_JpegRows(cache.encode_jpeg(crops, found, quality), crops.shape[1]))
 
 
-def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+def process_video(video: Path, entries: list[CorpusEntry], hashes: dict[str, str], params: Params,
                   detector: Detector, advance: Callable[[int], None]) -> dict[str, dict]:
     """Detects, tracks and aligns the faces of one video's entries and writes their files."""
     cfg, out = params.faces, params.path(params.faces.out)
@@ -157,7 +157,7 @@ def process_video(video: Path, entries: list[Entry], hashes: dict[str, str], par
     return stats
 
 
-def process_cropped(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+def process_cropped(video: Path, entries: list[CorpusEntry], hashes: dict[str, str], params: Params,
                     advance: Callable[[int], None]) -> dict[str, dict]:
     """Reads Aff-Wild2's `cropped_aligned/<entry>/%05d.jpg` crops instead of detecting."""
     cfg, out = params.faces, params.path(params.faces.out)
@@ -222,7 +222,7 @@ class FacesProcess:
     def __init__(self, params: Params) -> None:
         self.params = params
 
-    def __call__(self, video: Path, entries: list[Entry], hashes: dict[str, str],
+    def __call__(self, video: Path, entries: list[CorpusEntry], hashes: dict[str, str],
                  advance: Callable[[int], None]) -> dict[str, dict]:
         if self.params.faces.source == "cropped_aligned":
             return process_cropped(video, entries, hashes, self.params, advance)

@@ -28,7 +28,7 @@ import typer
 from pipeline import cache
 from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.console import console
-from pipeline.corpus.entries import Entry, Label, align_labels, load_corpus
+from pipeline.corpus.entries import CorpusEntry, Label, align_labels, load_corpus
 from pipeline.errors import InputError
 from pipeline.stage1.runner import StageResult, run_stage
 from pipeline.tasks import TASKS
@@ -62,7 +62,7 @@ def task_labels(task_name: str, label: Label, n: int, tolerance: int, root: Path
                      "valid_frames": int(task.valid(aligned).sum())}
 
 
-def dropped_task(entry: Entry, task_name: str, label: Label, error: InputError) -> dict:
+def dropped_task(entry: CorpusEntry, task_name: str, label: Label, error: InputError) -> dict:
     """The record of a task left out of an entry's labels for a bad file (report.json and the
     file's `dropped` attribute), with a warning line naming the entry and the task."""
     warnings.warn(f"{entry.name}: labels of task {task_name} dropped: {error}", stacklevel=2)
@@ -70,7 +70,7 @@ def dropped_task(entry: Entry, task_name: str, label: Label, error: InputError) 
             "error": str(error)}
 
 
-def process_entries(video: Path, entries: list[Entry], hashes: dict[str, str], params: Params,
+def process_entries(video: Path, entries: list[CorpusEntry], hashes: dict[str, str], params: Params,
                     advance: Callable[[int], None]) -> dict[str, dict]:
     """Reads, aligns and writes the labels of one video's entries. A bad annotation file drops
     its task from its entry only (recorded under the entry's `dropped`); with `on_error: fail` it
@@ -122,7 +122,7 @@ class LabelsProcess:
     def __init__(self, params: Params) -> None:
         self.params = params
 
-    def __call__(self, video: Path, entries: list[Entry], hashes: dict[str, str],
+    def __call__(self, video: Path, entries: list[CorpusEntry], hashes: dict[str, str],
                  advance: Callable[[int], None]) -> dict[str, dict]:
         return process_entries(video, entries, hashes, self.params, advance)
 

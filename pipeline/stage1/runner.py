@@ -22,7 +22,7 @@ from typing import Any
 from pipeline import cache
 from pipeline.console import console, progress
 from pipeline.config import ActorResources, Resources, RunParams
-from pipeline.corpus.entries import Corpus, Entry, fingerprint
+from pipeline.corpus.entries import Corpus, CorpusEntry, inputs_fingerprint
 from pipeline.engine import (Unit, check_storage, run_on_actors, run_units, shared_storage, threads_for,
                              torch_threads)
 from pipeline.errors import InputError, JmtError
@@ -47,13 +47,13 @@ class StageResult:
                 "seconds": round(self.seconds, 2)}
 
 
-def entry_hash(stage_config: dict, entry: Entry, *, with_labels: bool = False) -> str:
+def entry_hash(stage_config: dict, entry: CorpusEntry, *, with_labels: bool = False) -> str:
     """Config hash of one entry: the stage's content-relevant params and the entry's inputs (its
     video; with `with_labels`, its annotation files and splits too: only the labels stage's).
     A video shown turned or mirrored (media.Orientation) also hashes its orientation: entries
     of such videos cached before jmt applied it (squeezed frames) are rebuilt, and an upright
     video's hash is what it always was."""
-    what = {"stage": stage_config, "entry": fingerprint(entry, labels=with_labels)}
+    what = {"stage": stage_config, "entry": inputs_fingerprint(entry, labels=with_labels)}
     turn = _orientation(entry.video)
     if turn is not None and not turn.identity:
         what["orientation"] = [turn.transpose, turn.hflip, turn.vflip]
@@ -76,10 +76,10 @@ def _probed_orientation(path: str, size: int, mtime_ns: int) -> Orientation | No
         return None
 
 
-Process = Callable[[Path, list[Entry], dict[str, str], Callable[[int], None]], dict[str, dict]]
+Process = Callable[[Path, list[CorpusEntry], dict[str, str], Callable[[int], None]], dict[str, dict]]
 
 
-def attempt(process: Process, out: Path, marker: str | None, video: Path, need: list[Entry],
+def attempt(process: Process, out: Path, marker: str | None, video: Path, need: list[CorpusEntry],
             hashes: dict[str, str], advance: Callable[[int], None] | None = None) -> dict[str, Any]:
     """Runs `process` on one video where it runs (this process or a Ray worker).
 
@@ -104,7 +104,7 @@ def attempt(process: Process, out: Path, marker: str | None, video: Path, need: 
     return outcome
 
 
-def video_task(process: Process, out: Path, marker: str, video: Path, need: list[Entry],
+def video_task(process: Process, out: Path, marker: str, video: Path, need: list[CorpusEntry],
                hashes: dict[str, str]) -> dict[str, Any]:
     """One video as a Ray task (faces, audio)."""
     return attempt(process, out, marker, video, need, hashes)
@@ -117,7 +117,7 @@ class VideoActor:
     def __init__(self, factory: Callable[..., Process], *args: Any) -> None:
         self.process = factory(*args)
 
-    def run(self, out: Path, marker: str, video: Path, need: list[Entry], hashes: dict[str, str]) -> dict:
+    def run(self, out: Path, marker: str, video: Path, need: list[CorpusEntry], hashes: dict[str, str]) -> dict:
         return attempt(self.process, out, marker, video, need, hashes)
 
 
@@ -149,7 +149,7 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
         console.print(f"{stage}: removed {removed} partial file(s) left by an interrupted run")
     for problem in corpus.problems:
         _problem(result, problem, on_error)
-    todo: list[tuple[Path, list[Entry], dict[str, str]]] = []
+    todo: list[tuple[Path, list[CorpusEntry], dict[str, str]]] = []
     for video, entries in corpus.videos().items():
         hashes = {e.name: entry_hash(stage_config, e, with_labels=with_labels) for e in entries}
         need = [e for e in entries if not cache.is_current(out, e.name, hashes[e.name])]
@@ -205,7 +205,7 @@ def _advancer(bar, task, stage: str, video: Path) -> Callable[[int], None]:
     return lambda n: bar.advance(task, n)
 
 
-def _record(result: StageResult, video: Path, need: list[Entry], outcome: dict, on_error: str) -> None:
+def _record(result: StageResult, video: Path, need: list[CorpusEntry], outcome: dict, on_error: str) -> None:
     """Adds one video's outcome to the stage result (and prints its warnings)."""
     result.done.update(outcome["done"])
     result.cached += outcome["cached"]

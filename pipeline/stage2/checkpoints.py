@@ -11,15 +11,25 @@ They hold only tensors and plain data (dicts, lists, strings, numbers), so they 
 `torch.load(weights_only=True)`, whose unpickler refuses anything else: a crafted pickle that
 would call a function while loading is refused with a one-line error before it can run. A file
 without the expected keys gets a one-line error naming the file and what is missing.
+
+`read` gives the file typed, as a `Checkpoint` (head, its arguments, window, stream widths and
+provenance, tasks, validated params, sha256), with what is done with one: check it against a
+cache or against the backbones built here, rebuild its model, point its stage 1 at other videos.
+No module outside this one looks inside a checkpoint's contents (pipeline/infer/model.py adds the
+runtime that applies the model).
 """
 
 from __future__ import annotations
 
 import copy
+import csv
+import hashlib
 import os
 import pickle
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -64,10 +74,9 @@ def save(path: Path, *, model: torch.nn.Module, params: dict, cache_provenance: 
     os.replace(tmp, path)
 
 
-def read(path: Path) -> dict[str, Any]:
+def _read_contents(path: Path) -> dict[str, Any]:
     """A checkpoint's contents, loaded without running any code from the file; JmtError (one
     line, naming the file) for a missing, crafted, corrupt or incomplete file."""
-    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found; run `jmt train` first")
     try:
@@ -100,43 +109,124 @@ def read(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def params_of(ckpt: dict) -> Params:
-    """A checkpoint's params, validated, with relative paths (a backbone's weights file) taken
-    from the working folder: the folder of the params it was trained with is not recorded."""
-    from pipeline.config import parse_params
-
-    return parse_params(copy.deepcopy(ckpt["params"]), source="checkpoint params", root=Path.cwd())
+_C = TypeVar("_C", bound="Checkpoint")
 
 
-def check_cache(ckpt: dict, path: Path, cache_folder: Path) -> None:
-    """The cache must hold the streams the model was trained on: the same names in the same
-    order, from the same backbones and weights, of the same widths."""
-    want = ckpt["cache"].get("streams")
-    if not isinstance(want, list):
-        raise JmtError(f"{path}: a checkpoint of an older jmt (no streams recorded); retrain it")
-    have = provenance(cache_folder)["streams"]
-    if [[s.get(k) for k in MATCH] for s in want] != [[s.get(k) for k in MATCH] for s in have]:
-        same = [s["name"] for s in want] == [s["name"] for s in have] and all(
-            s.get(k) == h.get(k) for s, h in zip(want, have) for k in ("backbone", "dim"))
-        what = "other backbone weights" if same else f"the streams {_streams(have)}"
-        raise JmtError(f"{path} was trained on the streams {_streams(want)} but {cache_folder} has "
-                       f"{what}; re-embed with the checkpoint's streams or use a matching checkpoint")
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A checkpoint, read and typed (`read`): what evaluate, compare, predict, live and export need
+    from the file. The one place that looks inside a checkpoint's contents."""
+
+    path: Path
+    head: str                         # the head's registry name
+    head_kwargs: dict[str, Any]       # its constructor arguments (heads.build_head)
+    window: int                       # train.window: the frames the model sees at once
+    widths: dict[str, int]            # stream -> embedding width, in the head's order
+    streams: list[dict] | None        # each stream's provenance in the cache it learned from (None: an older jmt's)
+    _contents: dict[str, Any] = field(repr=False)   # the file as read: plain data and tensors
+
+    @classmethod
+    def read(cls: type[_C], path: Path, **more: Any) -> _C:
+        """The checkpoint at `path`, read (never executed: `torch.load(weights_only=True)`) and
+        typed; `more`: a subclass's own fields. JmtError naming the file when it is missing,
+        crafted, corrupt or incomplete."""
+        path = Path(path)
+        contents = _read_contents(path)
+        head = contents["head"]
+        return cls(path=path, head=head["name"], head_kwargs=head["kwargs"],
+                   window=int(contents["params"]["train"]["window"]),
+                   widths={s: int(d) for s, d in head["kwargs"]["streams"].items()},
+                   streams=contents["cache"].get("streams"), _contents=contents, **more)
+
+    @cached_property
+    def sha256(self) -> str:
+        """sha256 of the file: an export or a prediction names its model by it."""
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    @cached_property
+    def tasks(self) -> list[str]:
+        """The tasks the model predicts, in its output order (the head's arguments; a checkpoint
+        that does not record them: those of the head it builds)."""
+        if "tasks" in self.head_kwargs:
+            return list(self.head_kwargs["tasks"])
+        return list(self.build().tasks)
+
+    @cached_property
+    def params(self) -> Params:
+        """The params it was trained with, validated, with relative paths (a backbone's weights
+        file) taken from the working folder: the folder of the params it was trained with is not
+        recorded."""
+        from pipeline.config import parse_params
+
+        return parse_params(copy.deepcopy(self._contents["params"]), source="checkpoint params", root=Path.cwd())
+
+    def stage1_params(self, work: Path, videos: dict[str, Path], *, on_error: str = "fail",
+                      engine: str | None = None, threads: int = 1) -> Params:
+        """The model's stage-1 params pointed at a manifest of `videos` (entry name -> file) and a
+        cache under `work`: `engine` (local | ray) overrides the checkpoint's run.engine;
+        `threads`: torch's threads per stage-1 unit (run.<stage>.cpus)."""
+        from pipeline.config import parse_params
+
+        data = copy.deepcopy(self._contents["params"])   # the checkpoint's own dict stays as read
+        work = Path(work).resolve()   # every path below is absolute: the params' root is `work` itself
+        manifest = work / "videos.csv"
+        with open(manifest, "w", newline="") as f:  # csv quotes a path holding commas or quotes
+            csv.writer(f).writerows([["video", "annotation", "split", "name"],
+                                     *([str(v.resolve()), "", "test", name] for name, v in videos.items())])
+        data["corpus"] = {**data["corpus"], "layout": "manifest", "manifest": str(manifest)}
+        for stage in ("faces", "audio", "embed"):
+            data[stage] = {**data[stage], "out": str(work / stage), "on_error": on_error}
+        data["run"] = {**data["run"], **({"engine": engine} if engine is not None else {}),
+                       **{stage: {**data["run"][stage], "cpus": threads} for stage in ("faces", "audio", "embed")}}
+        # a backbone's weights file was relative to the training params' folder, which the checkpoint
+        # does not record: taken from the working folder (run from there); its hash is checked after
+        data["embed"]["streams"] = {name: {**bp, "checkpoint": str(Path(bp["checkpoint"]).resolve())}
+                                    if bp.get("checkpoint") else bp for name, bp in data["embed"]["streams"].items()}
+        return parse_params(data, source="checkpoint params", root=work)
+
+    def check_cache(self, folder: Path) -> None:
+        """The embeddings cache at `folder` holds the streams the model was trained on: the same
+        names in the same order, from the same backbones and weights, of the same widths;
+        JmtError naming both otherwise."""
+        want, folder = self.streams, Path(folder)
+        if not isinstance(want, list):
+            raise JmtError(f"{self.path}: a checkpoint of an older jmt (no streams recorded); retrain it")
+        have = provenance(folder)["streams"]
+        if [[s.get(k) for k in MATCH] for s in want] != [[s.get(k) for k in MATCH] for s in have]:
+            same = [s["name"] for s in want] == [s["name"] for s in have] and all(
+                s.get(k) == h.get(k) for s, h in zip(want, have) for k in ("backbone", "dim"))
+            what = "other backbone weights" if same else f"the streams {_streams(have)}"
+            raise JmtError(f"{self.path} was trained on the streams {_streams(want)} but {folder} has "
+                           f"{what}; re-embed with the checkpoint's streams or use a matching checkpoint")
+
+    def check_backbones(self, built: dict[str, tuple[str, str]]) -> None:
+        """The backbones built here (stream -> (backbone, weights' sha256), in stream order) are
+        the ones the model was trained on; JmtError otherwise (live, which has no cache)."""
+        want = [[s["name"], s["backbone"], s["weights_sha256"]] for s in self.streams or []]
+        have = [[name, backbone, sha] for name, (backbone, sha) in built.items()]
+        if want != have:
+            raise JmtError(f"{self.path}: trained on the streams {want}, but its params build {have} here; "
+                           "are the backbone weight files the same?")
+
+    def build(self) -> torch.nn.Module:
+        """A fresh torch model as the checkpoint describes it, with its weights."""
+        try:
+            model = build_head(self.head, **self.head_kwargs)
+            model.load_state_dict(self._contents["state_dict"])
+        except (RuntimeError, TypeError, ValueError, KeyError) as exc:
+            raise JmtError(f"{self.path}: arguments or weights do not fit head {self.head!r} "
+                           f"({str(exc).splitlines()[0]})") from None
+        return model
 
 
-def build(ckpt: dict, path: Path) -> torch.nn.Module:
-    """The model a checkpoint describes, with its weights."""
-    name = ckpt["head"]["name"]
-    try:
-        model = build_head(name, **ckpt["head"]["kwargs"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (RuntimeError, TypeError, ValueError, KeyError) as exc:
-        raise JmtError(f"{path}: arguments or weights do not fit head {name!r} "
-                       f"({str(exc).splitlines()[0]})") from None
-    return model
+def read(path: Path) -> Checkpoint:
+    """The checkpoint at `path`, read without running any code from the file, typed
+    (`Checkpoint.read`)."""
+    return Checkpoint.read(path)
 
 
-def load(path: Path, cache_folder: Path) -> tuple[torch.nn.Module, dict]:
-    """Reads a checkpoint, checks it against the cache and rebuilds the model: (model, contents)."""
+def load(path: Path, cache_folder: Path) -> tuple[torch.nn.Module, Checkpoint]:
+    """Reads a checkpoint, checks it against the cache and rebuilds the model: (model, checkpoint)."""
     ckpt = read(path)
-    check_cache(ckpt, Path(path), cache_folder)
-    return build(ckpt, Path(path)), ckpt
+    ckpt.check_cache(cache_folder)
+    return ckpt.build(), ckpt

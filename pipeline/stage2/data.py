@@ -65,9 +65,10 @@ class Span:
 
 
 @dataclass(eq=False)
-class Entry:
-    """One entry's arrays (in memory), or the file to read its features from (lazy), with its
-    streams (in the cache's order) and its split for each task of the run."""
+class CachedEntry:
+    """What stage 2 reads of one entry from the caches (the corpus's entry: `corpus.entries.CorpusEntry`):
+    its arrays (in memory), or the file to read its features from (lazy), with its streams (in the
+    cache's order) and its split for each task of the run."""
 
     name: str
     path: Path                                      # the embeddings file
@@ -77,7 +78,7 @@ class Entry:
     tasks: list[str]                                # the run's tasks (labels of the others are not read)
     splits: dict[str, str]                          # task -> split, for the tasks that list the entry
     arrays: dict[str, np.ndarray] | None = None     # every field, preloaded
-    small: dict[str, np.ndarray] | None = None      # lazy: masks and labels, in memory
+    masks_and_labels: dict[str, np.ndarray] | None = None   # lazy: every field but the features, in memory
     spans: dict[str, Span | None] = field(default_factory=dict)  # lazy: features at a byte offset (None: h5py)
     widths: dict[str, int] = field(default_factory=dict)         # stream -> D
     identity: tuple = ()                            # (device, inode, mtime, size) of the file when loaded
@@ -100,8 +101,8 @@ class Entry:
             return {k: self.arrays[k][start:stop] for k in fields}
         out = {}
         for k in fields:
-            if self.small is not None and k in self.small:
-                out[k] = self.small[k][start:stop]
+            if self.masks_and_labels is not None and k in self.masks_and_labels:
+                out[k] = self.masks_and_labels[k][start:stop]
             elif self.spans.get(k) is not None:
                 out[k] = _pread_rows(self, self.spans[k], start, min(stop, self.n))
             else:
@@ -138,7 +139,7 @@ def _fd(path: Path, identity: tuple) -> int:
     return _FDS[key]
 
 
-def _pread_rows(entry: Entry, span: Span, start: int, stop: int) -> np.ndarray:
+def _pread_rows(entry: CachedEntry, span: Span, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) of a contiguous dataset: one pread -> (rows, width), read-only."""
     rows = max(0, stop - start)
     row_bytes = span.width * span.dtype.itemsize
@@ -157,7 +158,7 @@ def _span(ds: h5py.Dataset) -> Span | None:
     return None if offset is None else Span(int(offset), ds.dtype, int(ds.shape[1]))
 
 
-def _check(entry: Entry, arrays: dict[str, np.ndarray], offset: int = 0) -> None:
+def _check(entry: CachedEntry, arrays: dict[str, np.ndarray], offset: int = 0) -> None:
     """NaN/inf embeddings are an error naming the entry, the stream and the (absolute) frame."""
     for stream in entry.streams:
         k = feature_key(stream)
@@ -202,7 +203,7 @@ def _labels(folder: Path | None, name: str, n: int, tasks: list[str]) -> tuple[d
 
 
 def load_entries(embeddings: Path, labels: Path | None, tasks: list[str], *, preload_max_mb: float = 0.0,
-                 names: list[str] | None = None) -> list[Entry]:
+                 names: list[str] | None = None) -> list[CachedEntry]:
     """Every entry of an embeddings folder (or the `names` given) with its labels for `tasks`
     (`labels` None: none, every frame invalid, no split).
 
@@ -227,19 +228,21 @@ def load_entries(embeddings: Path, labels: Path | None, tasks: list[str], *, pre
         with cache.open_entry(path) as f:
             streams = [s["name"] for s in streams_of(f)]
             n = int(f.attrs["n_frames"])
-            splits, small = _labels(labels, name, n, tasks)
-            small.update({mask_key(s): f[mask_key(s)][...] for s in streams})
-            e = Entry(name, path, n, float(f.attrs["fps"]), streams, list(tasks), splits, small=small,
-                      spans={feature_key(s): _span(f[feature_key(s)]) for s in streams},
-                      widths={s: int(f[feature_key(s)].shape[1]) for s in streams},
-                      identity=_identity(path.stat()))
-            e.nbytes = sum(f[k].size * f[k].dtype.itemsize for k in e.features) + sum(a.nbytes for a in small.values())
+            splits, masks_and_labels = _labels(labels, name, n, tasks)
+            masks_and_labels.update({mask_key(s): f[mask_key(s)][...] for s in streams})
+            e = CachedEntry(name, path, n, float(f.attrs["fps"]), streams, list(tasks), splits,
+                            masks_and_labels=masks_and_labels,
+                            spans={feature_key(s): _span(f[feature_key(s)]) for s in streams},
+                            widths={s: int(f[feature_key(s)].shape[1]) for s in streams},
+                            identity=_identity(path.stat()))
+            e.nbytes = (sum(f[k].size * f[k].dtype.itemsize for k in e.features)
+                        + sum(a.nbytes for a in masks_and_labels.values()))
         entries.append(e)
     preload(entries, preload_max_mb)
     return entries
 
 
-def preload(entries: list[Entry], max_mb: float) -> bool:
+def preload(entries: list[CachedEntry], max_mb: float) -> bool:
     """Reads the entries' features into memory (float16, checked for NaN/inf) when all their
     fields take at most `max_mb` MB; returns whether they are (now) in memory."""
     if all(e.arrays is not None for e in entries):
@@ -248,8 +251,8 @@ def preload(entries: list[Entry], max_mb: float) -> bool:
         return False
     for e in (e for e in entries if e.arrays is None):
         with cache.open_entry(e.path) as f:
-            e.arrays = {**e.small, **{k: f[k][...] for k in e.features}}
-        e.small = None
+            e.arrays = {**e.masks_and_labels, **{k: f[k][...] for k in e.features}}
+        e.masks_and_labels = None
         _check(e, e.arrays)
     return True
 
@@ -259,24 +262,24 @@ class Splits:
     """The entries a run on some tasks trains, validates and tests on (the rule: module docstring)."""
 
     tasks: list[str]
-    train: list[Entry]
-    validation: dict[str, list[Entry]]   # task -> its validation split's entries
-    test: dict[str, list[Entry]]         # task -> its test split's entries
+    train: list[CachedEntry]
+    validation: dict[str, list[CachedEntry]]   # task -> its validation split's entries
+    test: dict[str, list[CachedEntry]]         # task -> its test split's entries
     left_out: list[dict]                 # {"entry", "why"}: in a training split but never trained on
 
-    def of(self, split: str) -> dict[str, list[Entry]]:
+    def of(self, split: str) -> dict[str, list[CachedEntry]]:
         """task -> entries of one split (train: the same training entries for every task)."""
         if split == "train":
             return {t: self.train for t in self.tasks}
         return self.validation if split == "validation" else self.test
 
-    def union(self, split: str) -> list[Entry]:
+    def union(self, split: str) -> list[CachedEntry]:
         """Every entry of a split over the tasks, once each, in name order."""
         seen = {e.name: e for entries in self.of(split).values() for e in entries}
         return [seen[n] for n in sorted(seen)]
 
 
-def split_entries(entries: list[Entry], tasks: list[str]) -> Splits:
+def split_entries(entries: list[CachedEntry], tasks: list[str]) -> Splits:
     """The run's splits over loaded entries (see the module docstring for the rule)."""
     train, left_out = [], []
     for e in entries:
@@ -292,7 +295,7 @@ def split_entries(entries: list[Entry], tasks: list[str]) -> Splits:
     return Splits(list(tasks), train, by["validation"], by["test"], left_out)
 
 
-def check_complete(entries: list[Entry], corpus, tasks: list[str]) -> None:
+def check_complete(entries: list[CachedEntry], corpus, tasks: list[str]) -> None:
     """Every corpus entry a task of the run lists must be in the caches: an error naming those
     missing (a stage skipped them: its report.json says why), so a run never trains or scores
     silently on part of the corpus. `corpus` None (not at hand): nothing to check."""
@@ -333,7 +336,7 @@ def load_splits(params, tasks: list[str] | None = None, *, preload_max_mb: float
     return splits
 
 
-def feature_stats(entries: list[Entry], stream: str,
+def feature_stats(entries: list[CachedEntry], stream: str,
                   max_frames: int = STATS_MAX_FRAMES) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std (population) of a stream over the frames where it is present,
     across entries (float64 sums). A feature that never varies gets std 1, so it passes through
@@ -365,7 +368,7 @@ def feature_stats(entries: list[Entry], stream: str,
     return mean.astype(np.float32), np.where(std > 1e-6, std, 1.0).astype(np.float32)
 
 
-def stream_widths(entries: list[Entry]) -> dict[str, int]:
+def stream_widths(entries: list[CachedEntry]) -> dict[str, int]:
     """{stream: width} of the cache, in its order, checked to agree across entries."""
     found = {tuple((s, e.widths[s]) for s in e.streams) for e in entries}
     if len(found) != 1:
@@ -373,7 +376,7 @@ def stream_widths(entries: list[Entry]) -> dict[str, int]:
     return dict(found.pop())
 
 
-def _pad(entry: Entry, arrays: dict[str, np.ndarray], window: int) -> dict[str, dict[str, torch.Tensor]]:
+def _pad(entry: CachedEntry, arrays: dict[str, np.ndarray], window: int) -> dict[str, dict[str, torch.Tensor]]:
     """One window's arrays -> {streams, masks, labels, valid} of tensors of `window` frames
     (features float32); a short video is padded, every mask False on the padding."""
     def tensor(k: str, dtype=None) -> torch.Tensor:
@@ -388,7 +391,7 @@ def _pad(entry: Entry, arrays: dict[str, np.ndarray], window: int) -> dict[str, 
             "valid": {t: tensor(valid_key(t)) for t in entry.tasks}}
 
 
-def read_window(entry: Entry, start: int, window: int) -> dict[str, dict[str, torch.Tensor]]:
+def read_window(entry: CachedEntry, start: int, window: int) -> dict[str, dict[str, torch.Tensor]]:
     """The window of `window` frames from `start` (padded past the end), lazy reads checked."""
     arrays = entry.read(start, start + window)
     if entry.arrays is None:
@@ -405,7 +408,7 @@ def to_device(batch: dict, device: torch.device) -> dict:
 class WindowDataset(Dataset):
     """Training windows over a list of entries."""
 
-    def __init__(self, entries: list[Entry], window: int, hop: int) -> None:
+    def __init__(self, entries: list[CachedEntry], window: int, hop: int) -> None:
         self.entries, self.window = entries, window
         self.index = [(i, s) for i, e in enumerate(entries) for s in window_starts(e.n, window, hop)]
 
@@ -417,7 +420,7 @@ class WindowDataset(Dataset):
         return read_window(self.entries[i], start, self.window)
 
 
-def loader_workers(entries: list[Entry]) -> int:
+def loader_workers(entries: list[CachedEntry]) -> int:
     """DataLoader worker processes: none for a preloaded cache (a window is a slice of memory)
     nor on a machine with 2 cores or fewer (a worker then takes CPU from the training step:
     bench/scale.py measured it, docs/measurements.md); else half the cores, at most 8."""

@@ -36,11 +36,11 @@ from pipeline.config import DEFAULT_PARAMS, Params, load_params
 from pipeline.console import console
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
-from pipeline.infer.model import from_checkpoint
+from pipeline.stage2 import checkpoints
 from pipeline.stage2.causal import protocol_paths
-from pipeline.stage2.data import Entry, load_splits, preload
+from pipeline.stage2.data import CachedEntry, load_splits, preload
 from pipeline.stage2.protocol import availability_of, labels_of, score, score_subsets, subsets_of
-from pipeline.stage2.windows import PROTOCOLS, predict_split
+from pipeline.stage2.windows import PROTOCOLS, inference_hop, predict_split
 from pipeline.tasks import Task, tasks_of
 
 SPLITS = ("validation", "test")
@@ -86,7 +86,7 @@ def write_submission(folder: Path, name: str, task: Task, outputs: np.ndarray) -
     (folder / f"{name}.txt").write_text("\n".join(lines) + "\n")
 
 
-def _score_task(task: Task, raw: dict[str, np.ndarray], post: dict[str, np.ndarray], entries: list[Entry],
+def _score_task(task: Task, raw: dict[str, np.ndarray], post: dict[str, np.ndarray], entries: list[CachedEntry],
                 split: str, min_subset_frames: int) -> dict | None:
     """One task on one split: raw and post-processed metrics and the availability subsets."""
     labels = labels_of(entries, task.name)
@@ -125,15 +125,15 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
         min_subset_frames = params.compare.min_subset_frames
     folder = params.path(params.embed.out)
     path = checkpoint or params.path(params.train.out)
-    trained = from_checkpoint(path)   # read, never executed
-    trained.check_cache(folder)
-    model = trained.model
+    ckpt = checkpoints.read(path)   # read, never executed
+    ckpt.check_cache(folder)
+    model = ckpt.build()
     device = resolve_device(params.train.device)
     model.to(device)
     names = list(model.tasks)
     tasks = tasks_of(names, params.tasks)  # post-processing options: this run's params
     splits = load_splits(params, names, preload_max_mb=0)
-    result: dict = {"checkpoint": str(checkpoint or params.train.out), "head": trained.head,
+    result: dict = {"checkpoint": str(checkpoint or params.train.out), "head": ckpt.head,
                     "tasks": names, "streams": list(model.streams), "protocol": params.evaluate.protocol,
                     "postprocess": {t: tasks[t].options.as_dict() for t in names}}
     out = params.path(params.evaluate.out)
@@ -147,7 +147,8 @@ def evaluate_model(params: Params, *, checkpoint: Path | None = None, write: boo
             result[split] = None  # no test entries in this cache
             continue
         preload(entries, params.train.preload_max_mb)
-        raw = predict_split(model, entries, trained.window, trained.hop, device, tasks, protocol=params.evaluate.protocol)
+        raw = predict_split(model, entries, ckpt.window, inference_hop(ckpt.window), device, tasks,
+                            protocol=params.evaluate.protocol)
         post = {n: {t: tasks[t].postprocess(p[t]) for t in names} for n, p in raw.items()}
         post_all[split] = post
         result[split] = {"entries": len(entries)}

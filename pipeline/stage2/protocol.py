@@ -16,7 +16,7 @@ import torch
 
 from pipeline import cache
 from pipeline.errors import InputError
-from pipeline.stage2.data import Entry, mask_key, valid_key
+from pipeline.stage2.data import CachedEntry, mask_key, valid_key
 from pipeline.stage2.windows import predict_split
 from pipeline.tasks import Task
 
@@ -24,7 +24,7 @@ MIN_SUBSET_FRAMES = 50  # below this a subset's metric is too noisy to report: s
 ALL = "all_streams"
 
 
-def labels_of(entries: list[Entry], task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def labels_of(entries: list[CachedEntry], task: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per entry, one task's (labels (n, values), valid (n,)) (held in memory: no feature is read)."""
     out = {}
     for e in entries:
@@ -49,7 +49,7 @@ def task_outputs(preds: dict[str, dict[str, np.ndarray]], task: str) -> dict[str
     return {n: p[task] for n, p in preds.items()}
 
 
-def score_split(model: torch.nn.Module, by_task: dict[str, list[Entry]], tasks: dict[str, Task], window: int,
+def score_split(model: torch.nn.Module, by_task: dict[str, list[CachedEntry]], tasks: dict[str, Task], window: int,
                 hop: int, device: torch.device) -> dict[str, dict[str, float]]:
     """Each task's metrics on its own entries of a split (`Splits.validation`), every entry
     predicted once, plus `score`: the sum of the tasks' metrics (early stopping)."""
@@ -71,7 +71,7 @@ def conditions_of(streams: list[str]) -> dict[str, str | None]:
     return {"full": None, **{f"no_{s}": s for s in streams}}
 
 
-def availability_of(entries: list[Entry]) -> dict[str, dict[str, np.ndarray]]:
+def availability_of(entries: list[CachedEntry]) -> dict[str, dict[str, np.ndarray]]:
     """subset -> entry name -> frame membership (n,) bool, from the cache's stream masks."""
     streams = entries[0].streams if entries else []
     out: dict[str, dict[str, np.ndarray]] = {s: {} for s in subsets_of(streams)}

@@ -35,7 +35,7 @@ from pipeline.console import console, progress
 from pipeline.device import resolve_device
 from pipeline.errors import InputError
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.data import (Entry, WindowDataset, feature_stats, load_splits, preload, stream_widths,
+from pipeline.stage2.data import (CachedEntry, WindowDataset, feature_stats, load_splits, preload, stream_widths,
                                   to_device, valid_key, window_loader)
 from pipeline.stage2.heads import build_head, count_parameters
 from pipeline.stage2.protocol import score_split
@@ -70,7 +70,7 @@ class Objective:
     states: dict[str, dict] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, tasks: dict[str, Task], weights: dict[str, float], train: list[Entry]) -> Objective:
+    def of(cls, tasks: dict[str, Task], weights: dict[str, float], train: list[CachedEntry]) -> Objective:
         """The objective with each task's loss state from the training entries' valid labels."""
         states = {}
         for name, task in tasks.items():
@@ -257,8 +257,8 @@ def train_model(params: Params, *, quiet: bool = False, max_steps: int | None = 
     val_entries = splits.union("validation")
     streams = stream_widths(splits.train + val_entries)
     # which cache the model learned from: recorded content hashes, not a re-read of the data
-    provenance = {**checkpoints.provenance(folder), "fingerprint": cache.fingerprint(folder),
-                  "labels_fingerprint": cache.fingerprint(params.path(params.labels.out))}
+    provenance = {**checkpoints.provenance(folder), "fingerprint": cache.folder_fingerprint(folder),
+                  "labels_fingerprint": cache.folder_fingerprint(params.path(params.labels.out))}
     device = resolve_device(cfg.device)
     model = build_head(mcfg.fusion, **head_kwargs(mcfg, streams, cfg.tasks))
     if mcfg.standardize:  # stored as buffers: evaluate and predict reuse the training split's statistics

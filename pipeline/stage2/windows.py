@@ -35,7 +35,7 @@ import torch
 from pipeline.tasks import TASKS, Task
 
 if TYPE_CHECKING:
-    from pipeline.stage2.data import Entry
+    from pipeline.stage2.data import CachedEntry
 
 PROTOCOLS = ("offline", "causal")
 
@@ -56,7 +56,7 @@ def window_starts(n: int, window: int, hop: int) -> list[int]:
     return starts
 
 
-def read_windows(entry: Entry, starts: list[int], length: int, device: torch.device, *,
+def read_windows(entry: CachedEntry, starts: list[int], length: int, device: torch.device, *,
                  drop: str | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """The windows of `length` frames from each of `starts` (data.read_window: padded past the
     end), stacked: {streams, masks} of (b, length, ...) tensors on `device`; `drop` (a stream's
@@ -79,7 +79,7 @@ def last_outputs(model: torch.nn.Module, streams: dict[str, torch.Tensor],
 
 
 @torch.no_grad()
-def predict_entry(model: torch.nn.Module, entry: Entry, window: int, hop: int,
+def predict_entry(model: torch.nn.Module, entry: CachedEntry, window: int, hop: int,
                   device: torch.device, *, drop: str | None = None, batch: int = 32) -> dict[str, np.ndarray]:
     """Per-frame outputs {task: (n, width)} for a whole entry, offline: overlapping windows,
     averaged.
@@ -103,7 +103,7 @@ def predict_entry(model: torch.nn.Module, entry: Entry, window: int, hop: int,
 
 
 @torch.no_grad()
-def predict_entry_causal(model: torch.nn.Module, entry: Entry, window: int, device: torch.device, *,
+def predict_entry_causal(model: torch.nn.Module, entry: CachedEntry, window: int, device: torch.device, *,
                          drop: str | None = None, batch: int = 32) -> dict[str, np.ndarray]:
     """Per-frame raw outputs {task: (n, width)} of one entry, frame t from window(t) (module
     docstring). The full windows run `batch` at a time; the shorter ones at a video's start one
@@ -123,7 +123,7 @@ def predict_entry_causal(model: torch.nn.Module, entry: Entry, window: int, devi
     return out
 
 
-def predict_split(model: torch.nn.Module, entries: list[Entry], window: int, hop: int, device: torch.device,
+def predict_split(model: torch.nn.Module, entries: list[CachedEntry], window: int, hop: int, device: torch.device,
                   tasks: dict[str, Task], *, drop: str | None = None,
                   protocol: str = "offline") -> dict[str, dict[str, np.ndarray]]:
     """Per entry and task, the task's outputs (n, width) activated (none, softmax, sigmoid) under

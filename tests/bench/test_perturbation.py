@@ -124,7 +124,7 @@ def test_perturb_cache_moves_every_embedding_value_by_one_ulp(tmp_path):
             # the copy's recorded content hash is its own: its fingerprint differs, `jmt cache verify` agrees
             assert cache.recorded_hash(b) == cache.content_hash(b) != cache.recorded_hash(a)
     assert 0.4 < np.mean(ups) < 0.6
-    assert cache.fingerprint(tmp_path / "copy") != cache.fingerprint(src)
+    assert cache.folder_fingerprint(tmp_path / "copy") != cache.folder_fingerprint(src)
     again = perturbation.perturb_cache(src, tmp_path / "again", seed=3)
     with h5py.File(tmp_path / "copy/v1.h5") as b, h5py.File(tmp_path / "again/v1.h5") as c:
         key = cache.stream_key("visual", "features")

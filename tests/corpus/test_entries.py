@@ -1,6 +1,6 @@
 """Corpus adapters (pipeline/corpus/entries.py): the Aff-Wild2 layout with its three task folders
 and per-task splits, the CSV manifest with per-task columns, the label alignment rule with each
-task's invalid marker, and the entry fingerprint (with and without labels)."""
+task's invalid marker, and the entry's inputs fingerprint (with and without labels)."""
 
 import hashlib
 import shutil
@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from pipeline.corpus.entries import Label, affwild2, align_labels, fingerprint, manifest, task_folder
+from pipeline.corpus.entries import Label, affwild2, align_labels, inputs_fingerprint, manifest, task_folder
 from pipeline.errors import InputError
 from pipeline.stage1.audio import run_audio
 from pipeline.tasks import TASKS
@@ -288,38 +288,38 @@ def _sha256(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_fingerprint_with_and_without_labels(tmp_path):
+def test_inputs_fingerprint_with_and_without_labels(tmp_path):
     va, expr, _ = three_task_layout(tmp_path)
     a = {x.name: x for x in affwild2(tmp_path).entries}["a"]
-    plain = fingerprint(a)
+    plain = inputs_fingerprint(a)
     assert plain == {"name": "a", "side": None, "video_sha256": _sha256(tmp_path / "videos/a.mp4")}
-    full = fingerprint(a, labels=True)
+    full = inputs_fingerprint(a, labels=True)
     assert full == {**plain, "labels": {"expr": {"split": "validation", "sha256": _sha256(expr / "Validation_Set/a.txt")},
                                         "va": {"split": "train", "sha256": _sha256(va / "Train_Set/a.txt")}}}
     t = {x.name: x for x in affwild2(tmp_path).entries}["t"]
-    assert fingerprint(t, labels=True)["labels"] == {"expr": {"split": "test", "sha256": None},
-                                                     "va": {"split": "test", "sha256": None}}
+    assert inputs_fingerprint(t, labels=True)["labels"] == {"expr": {"split": "test", "sha256": None},
+                                                            "va": {"split": "test", "sha256": None}}
     # editing an annotation or moving the entry to another split changes only the labelled fingerprint
     (va / "Train_Set/a.txt").write_text(f"{HEADER['va']}\n0.5,0\n")
     edited = {x.name: x for x in affwild2(tmp_path).entries}["a"]
-    assert fingerprint(edited) == plain and fingerprint(edited, labels=True) != full
+    assert inputs_fingerprint(edited) == plain and inputs_fingerprint(edited, labels=True) != full
     (va / "Train_Set/a.txt").rename(va / "Validation_Set/a.txt")
     moved = {x.name: x for x in affwild2(tmp_path).entries}["a"]
-    assert fingerprint(moved) == plain
-    assert fingerprint(moved, labels=True)["labels"]["va"]["split"] == "validation"
+    assert inputs_fingerprint(moved) == plain
+    assert inputs_fingerprint(moved, labels=True)["labels"]["va"]["split"] == "validation"
 
 
-def test_fingerprint_follows_the_video_and_audio_ignores_the_labels(tiny_corpus, tmp_path):
+def test_inputs_fingerprint_follows_the_video_and_audio_ignores_the_labels(tiny_corpus, tmp_path):
     """Stable while the files are unchanged; a re-muxed video (same frames and sound, other
     bytes) changes it and the audio stage rebuilds exactly that video's entries; an edited
     annotation changes nothing the audio stage reads (only `jmt labels` reads it)."""
     corpus = tmp_path / "corpus"
     shutil.copytree(tiny_corpus, corpus)
     entries = {e.name: e for e in affwild2(corpus).entries}
-    before = {name: fingerprint(e) for name, e in entries.items()}
+    before = {name: inputs_fingerprint(e) for name, e in entries.items()}
     left = entries["demo_00_left"]
     assert before["demo_00_left"]["video_sha256"] == _sha256(left.video)
-    assert {n: fingerprint(e) for n, e in entries.items()} == before        # stable
+    assert {n: inputs_fingerprint(e) for n, e in entries.items()} == before   # stable
     params = params_at(tmp_path / "work", corpus)
     assert len(run_audio(params).done) == 4
 
@@ -327,19 +327,19 @@ def test_fingerprint_follows_the_video_and_audio_ignores_the_labels(tiny_corpus,
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(left.video), "-c", "copy", "-metadata",
                     "comment=edited", str(remuxed)], check=True)
     remuxed.replace(left.video)
-    after = fingerprint(left)
+    after = inputs_fingerprint(left)
     assert after["video_sha256"] == _sha256(left.video) != before["demo_00_left"]["video_sha256"]
     again = run_audio(params)                    # one video, two entries: both rebuilt
     assert sorted(again.done) == ["demo_00_left", "demo_00_right"]
     assert sorted(again.cached) == ["demo_01", "demo_02"]
 
     ann = entries["demo_02"].labels["va"].path
-    labelled = fingerprint(entries["demo_02"], labels=True)
+    labelled = inputs_fingerprint(entries["demo_02"], labels=True)
     lines = ann.read_text().splitlines()
     lines[5] = "0.5,-0.5"
     ann.write_text("\n".join(lines) + "\n")
-    assert fingerprint(entries["demo_02"]) == before["demo_02"]
-    assert fingerprint(entries["demo_02"], labels=True)["labels"]["va"]["sha256"] == _sha256(ann) != \
+    assert inputs_fingerprint(entries["demo_02"]) == before["demo_02"]
+    assert inputs_fingerprint(entries["demo_02"], labels=True)["labels"]["va"]["sha256"] == _sha256(ann) != \
         labelled["labels"]["va"]["sha256"]
     third = run_audio(params)
     assert third.done == {} and len(third.cached) == 4

@@ -154,8 +154,8 @@ def test_cli_export_then_predict_with_onnxruntime(trained, tiny_corpus, tiny_cac
     assert json.loads(OnnxModel(tmp_path / "model.int8.onnx").meta["int8_error"])["max_abs"] <= INT8_BOUND
     m = OnnxModel(out)
     c = checkpoints.read(ckpt)
-    assert m.meta["head"] == "jmt" and int(m.meta["window"]) == c["params"]["train"]["window"]
-    assert m.widths == c["head"]["kwargs"]["streams"] and m.tasks == c["head"]["kwargs"]["tasks"]
+    assert m.meta["head"] == "jmt" and int(m.meta["window"]) == c.window
+    assert m.widths == c.widths and m.tasks == c.tasks
     assert m.meta["checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     # the stage-1 graphs of the default streams and the front end all export (checked against torch
     # inside export_stage1); a graph that failed would be reported as "not exported" instead
@@ -179,8 +179,8 @@ def test_cli_export_then_predict_with_onnxruntime(trained, tiny_corpus, tiny_cac
     # unrounded, through the same windowed prediction code (predict_entry), on the tiny cache
     params, _ = tiny_cache
     entry = load_entries(params.path(params.embed.out), None, ["va"])[0]
-    window = c["params"]["train"]["window"]
-    torch_out = predict_entry(checkpoints.build(c, ckpt).eval(), entry, window, window // 2, torch.device("cpu"))
+    window = c.window
+    torch_out = predict_entry(c.build().eval(), entry, window, window // 2, torch.device("cpu"))
     onnx_out = predict_entry(from_checkpoint(ckpt, "onnx", out).model, entry, window, window // 2, torch.device("cpu"))
     assert np.abs(torch_out["va"] - onnx_out["va"]).max() <= ATOL
 
@@ -188,8 +188,8 @@ def test_cli_export_then_predict_with_onnxruntime(trained, tiny_corpus, tiny_cac
 def test_predict_refuses_a_graph_of_another_checkpoint(trained, tmp_path):
     ckpt = trained.path(trained.train.out)
     c = checkpoints.read(ckpt)
-    model = checkpoints.build(c, ckpt)
-    widths = c["head"]["kwargs"]["streams"]
+    model = c.build()
+    widths = c.widths
     path = tmp_path / "other.onnx"
     export_head(model, path, widths, 16, {"streams": json.dumps(widths), "tasks": '["va"]',
                                           "checkpoint_sha256": "0" * 64})

@@ -136,15 +136,15 @@ def test_a_backbones_weights_file_is_found_from_the_working_folder(tmp_path, mon
     folder (the weights' hashes are checked against the checkpoint's afterwards)."""
     import yaml
 
-    from pipeline.infer.model import Trained
+    from pipeline.stage2.checkpoints import Checkpoint
 
     from ..conftest import REPO
 
     data = yaml.safe_load((REPO / "params.yaml").read_text())
     data["embed"]["streams"]["audio"] = {"name": "resnet18_logmel", "checkpoint": "weights/audio.pt"}
     monkeypatch.chdir(tmp_path)
-    model = Trained(path=tmp_path / "m.pt", sha256="0" * 64, head="jmt", window=16, widths={}, streams=[],
-                    _contents={"params": data})
+    model = Checkpoint(path=tmp_path / "m.pt", head="jmt", head_kwargs={}, window=16, widths={}, streams=[],
+                       _contents={"params": data})
     params = model.stage1_params(tmp_path, {"video": tmp_path / "v.mp4"})
     assert params.embed.streams["audio"].checkpoint == str(tmp_path / "weights" / "audio.pt")
     assert params.embed.streams["visual"].checkpoint is None

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.errors import DAMAGED_EXIT, InputError
-from pipeline.stage2 import checkpoints
 from pipeline.infer.model import from_checkpoint
 from pipeline.infer.predict import plan_outputs, predict_video, predict_videos
 
@@ -196,7 +195,7 @@ def test_local_engine_and_threads_reach_stage_1(trained, demo_02, tmp_path, monk
     `--threads` sets stage 1's threads per unit and torch's (restored after)."""
     from pipeline import engine
 
-    ckpt = checkpoints.read(trained.path(trained.train.out))
+    ckpt = torch.load(trained.path(trained.train.out), weights_only=True)
     ckpt["params"]["run"]["engine"] = "ray"
     path = tmp_path / "ray.pt"
     torch.save(ckpt, path)

@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from pipeline import cache, engine
-from pipeline.corpus.entries import Entry, Label
+from pipeline.corpus.entries import CorpusEntry, Label
 from pipeline.engine import EngineError
 from pipeline.errors import InputError
 from pipeline.stage1.runner import attempt, entry_hash
@@ -37,7 +37,7 @@ class Recorder:
 def _entries(tmp_path):
     video = tmp_path / "v.mp4"
     video.write_bytes(b"frames")
-    entries = [Entry(name=f"v_{side}", video=video, side=side, source="v.mp4",
+    entries = [CorpusEntry(name=f"v_{side}", video=video, side=side, source="v.mp4",
                      labels={"va": Label("train", None)}) for side in ("left", "right")]
     return video, entries, {e.name: entry_hash({"stage": 1}, e) for e in entries}
 
@@ -94,13 +94,13 @@ def test_only_the_labels_stage_hashes_the_annotations(tmp_path):
     ann.write_text("valence,arousal\n0,0\n")
     video = tmp_path / "v.mp4"
     video.write_bytes(b"frames")
-    e = Entry(name="v", video=video, labels={"va": Label("train", ann)})
-    moved = Entry(name="v", video=video, labels={"va": Label("validation", ann)})
+    e = CorpusEntry(name="v", video=video, labels={"va": Label("train", ann)})
+    moved = CorpusEntry(name="v", video=video, labels={"va": Label("validation", ann)})
     assert entry_hash({"s": 1}, e) == entry_hash({"s": 1}, moved)
     assert entry_hash({"s": 1}, e, with_labels=True) != entry_hash({"s": 1}, moved, with_labels=True)
     before = entry_hash({"s": 1}, e, with_labels=True)
     ann.write_text("valence,arousal\n0.5,0\n")
     assert entry_hash({"s": 1}, e, with_labels=True) != before
     assert entry_hash({"s": 2}, e) != entry_hash({"s": 1}, e)
-    renamed = Entry(name="w", video=video, labels=e.labels)
+    renamed = CorpusEntry(name="w", video=video, labels=e.labels)
     assert entry_hash({"s": 1}, renamed) != entry_hash({"s": 1}, e)

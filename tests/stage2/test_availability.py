@@ -18,7 +18,7 @@ from pipeline.errors import InputError
 from pipeline.report import build_report, load_comparison
 from pipeline.stage2 import checkpoints
 from pipeline.stage2.compare import load_predictions, markdown
-from pipeline.stage2.data import Entry, load_entries
+from pipeline.stage2.data import CachedEntry, load_entries
 from pipeline.stage2.evaluate import evaluate_model
 from pipeline.stage2.protocol import availability_of, labels_of, score_subsets
 from pipeline.stage2.verdicts import VERDICTS, annotate, paired_blocks
@@ -72,7 +72,7 @@ def _entry(name, n, visual, audio, invalid, task, rng):
     arrays = {"streams/visual/features": np.zeros((n, 3), np.float16), "streams/visual/mask": visual,
               "streams/audio/features": np.zeros((n, 3), np.float16), "streams/audio/mask": audio,
               f"labels/{task}": y, f"valid/{task}": t.valid(y)}
-    return Entry(name, None, n, 30.0, ["visual", "audio"], [task], {task: "validation"}, arrays=arrays)
+    return CachedEntry(name, None, n, 30.0, ["visual", "audio"], [task], {task: "validation"}, arrays=arrays)
 
 
 def hand_built(task):

@@ -1,6 +1,7 @@
 """Checkpoints are files from others: loading one never runs code from it, and a bad one gets a
 one-line error naming the file (pipeline/stage2/checkpoints.py)."""
 
+import hashlib
 import os
 
 import pytest
@@ -36,23 +37,37 @@ def crafted(tmp_path, trained):
 
 
 def test_a_trained_checkpoint_is_plain_data_and_describes_its_streams_and_tasks(trained):
-    ckpt = checkpoints.read(trained.path(trained.train.out))  # weights_only=True
-    assert set(checkpoints.REQUIRED) <= set(ckpt) and ckpt["head"]["name"] == "jmt"
-    kwargs = ckpt["head"]["kwargs"]
-    assert list(kwargs["streams"].items()) == [(s["name"], s["dim"]) for s in ckpt["cache"]["streams"]]
-    assert kwargs["tasks"] == ["va"] == ckpt["params"]["train"]["tasks"]
-    assert ckpt["cache"]["streams"] == checkpoints.provenance(trained.path(trained.embed.out))["streams"]
-    assert [s["name"] for s in ckpt["cache"]["streams"]] == ["visual", "audio"]
-    model, _ = checkpoints.load(trained.path(trained.train.out), trained.path(trained.embed.out))
-    assert (model.streams, model.tasks) == (["visual", "audio"], ["va"])
-    assert all(torch.equal(v, ckpt["state_dict"][k]) for k, v in model.state_dict().items())
+    path = trained.path(trained.train.out)
+    contents = torch.load(path, weights_only=True)   # the file itself: plain data and tensors
+    assert set(checkpoints.REQUIRED) <= set(contents)
+    ckpt = checkpoints.read(path)                    # the file, typed
+    assert ckpt.head == "jmt" and ckpt.head_kwargs == contents["head"]["kwargs"]
+    assert list(ckpt.widths.items()) == [(s["name"], s["dim"]) for s in ckpt.streams]
+    assert ckpt.tasks == ["va"] == list(ckpt.params.train.tasks)
+    assert ckpt.window == ckpt.params.train.window == contents["params"]["train"]["window"]
+    assert ckpt.streams == checkpoints.provenance(trained.path(trained.embed.out))["streams"]
+    assert [s["name"] for s in ckpt.streams] == ["visual", "audio"]
+    assert ckpt.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    model, loaded = checkpoints.load(path, trained.path(trained.embed.out))
+    assert (model.streams, model.tasks) == (["visual", "audio"], ["va"]) and loaded.head == "jmt"
+    assert all(torch.equal(v, contents["state_dict"][k]) for k, v in model.state_dict().items())
 
 
 def test_a_checkpoint_without_recorded_streams_is_refused(trained, tmp_path):
-    ckpt = checkpoints.read(trained.path(trained.train.out))
-    del ckpt["cache"]["streams"]
-    with pytest.raises(JmtError, match="a checkpoint of an older jmt \\(no streams recorded\\); retrain it"):
-        checkpoints.check_cache(ckpt, tmp_path / "old.pt", trained.path(trained.embed.out))
+    contents = torch.load(trained.path(trained.train.out), weights_only=True)
+    del contents["cache"]["streams"]
+    torch.save(contents, tmp_path / "old.pt")
+    ckpt = checkpoints.read(tmp_path / "old.pt")
+    assert ckpt.streams is None
+    with pytest.raises(JmtError, match="old.pt: a checkpoint of an older jmt \\(no streams recorded\\); retrain it"):
+        ckpt.check_cache(trained.path(trained.embed.out))
+
+
+def test_a_checkpoint_without_recorded_tasks_has_those_of_the_head_it_builds(trained, tmp_path):
+    contents = torch.load(trained.path(trained.train.out), weights_only=True)
+    del contents["head"]["kwargs"]["tasks"]
+    torch.save(contents, tmp_path / "untasked.pt")
+    assert checkpoints.read(tmp_path / "untasked.pt").tasks == ["va"]   # the heads' default
 
 
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(crafted, trained, tiny_corpus, tmp_path):

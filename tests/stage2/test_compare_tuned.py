@@ -88,13 +88,13 @@ def test_tuned_runs_have_their_own_keys_and_train_with_the_tuned_values(tuned):
         assert d["key"] == run_key(params, "concat", d["seed"], fingerprints)
         tuned_ckpt = checkpoints.read(runs / t["folder"] / "model.pt")
         default_ckpt = checkpoints.read(runs / d["folder"] / "model.pt")
-        assert tuned_ckpt["head"]["kwargs"]["d_model"] == tuned_ckpt["params"]["model"]["d_model"] == 8
-        assert default_ckpt["head"]["kwargs"]["d_model"] == default_ckpt["params"]["model"]["d_model"] == 16
-        assert tuned_ckpt["params"]["train"]["lr"] == LR and default_ckpt["params"]["train"]["lr"] == params.train.lr
+        assert tuned_ckpt.head_kwargs["d_model"] == tuned_ckpt.params.model.d_model == 8
+        assert default_ckpt.head_kwargs["d_model"] == default_ckpt.params.model.d_model == 16
+        assert tuned_ckpt.params.train.lr == LR and default_ckpt.params.train.lr == params.train.lr
         # the optimiser's lr per epoch: the schedule (warm-up, plateau) scales the configured one alike
         lrs = [[row["lr"] for row in run_json(params, r)["history"]] for r in (t, d)]
         assert np.allclose(np.divide(lrs[0], LR), np.divide(lrs[1], params.train.lr))
-        size = lambda ckpt: sum(v.numel() for v in ckpt["state_dict"].values())  # noqa: E731
+        size = lambda ckpt: sum(v.numel() for v in ckpt.build().state_dict().values())  # noqa: E731
         assert size(tuned_ckpt) < size(default_ckpt)
         assert run_json(params, t)["parameters"] == result["results"]["concat"]["parameters"]
     # the cost columns are of the head each side trained

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pipeline import cache
-from pipeline.corpus.entries import Entry as CorpusEntry
+from pipeline.corpus.entries import CorpusEntry
 from pipeline.corpus.entries import Label
 from pipeline.errors import InputError
 from pipeline.stage2 import data
@@ -114,8 +114,8 @@ def test_feature_stats_exact_when_small_sampled_when_large(root, monkeypatch):
     np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-6)
     np.testing.assert_allclose(std, frames.std(0), rtol=1e-5)
     read = []
-    real = data.Entry.read
-    monkeypatch.setattr(data.Entry, "read", lambda self, a, b, f=None: read.append(min(b, self.n) - a)
+    real = data.CachedEntry.read
+    monkeypatch.setattr(data.CachedEntry, "read", lambda self, a, b, f=None: read.append(min(b, self.n) - a)
                         or real(self, a, b, f))
     m, s = feature_stats(entries, "audio", max_frames=64)           # blocks of 256: one per entry here
     assert sum(read) <= 256 + LENGTHS["b"] + LENGTHS["c"] < sum(LENGTHS.values())
@@ -149,8 +149,8 @@ def test_prediction_streams_batches_of_windows(root, monkeypatch):
     assert entry.name == "a"
     one = predict_entry(model, entry, 16, 8, torch.device("cpu"), batch=1)
     spans = []
-    real = data.Entry.read
-    monkeypatch.setattr(data.Entry, "read", lambda self, a, b, f=None: spans.append(b - a) or real(self, a, b, f))
+    real = data.CachedEntry.read
+    monkeypatch.setattr(data.CachedEntry, "read", lambda self, a, b, f=None: spans.append(b - a) or real(self, a, b, f))
     batched = predict_entry(model, entry, 16, 8, torch.device("cpu"), batch=5)
     assert list(batched) == ["va", "au"]
     for t in batched:

@@ -429,9 +429,9 @@ def test_multi_task_submission_files_per_task(tasks_eval):
 
 def _sigmoid_predictions(params, ckpt, names):
     """AU probabilities of the entries, from the checkpoint's raw outputs (sigmoid written here)."""
-    model, raw_ckpt = checkpoints.load(ckpt, params.path(params.embed.out))
+    model, read = checkpoints.load(ckpt, params.path(params.embed.out))
     entries = load_entries(params.path(params.embed.out), params.path(params.labels.out), ["au"], names=names)
-    window = raw_ckpt["params"]["train"]["window"]
+    window = read.window
     return {e.name: 1 / (1 + np.exp(-predict_entry(model.eval(), e, window, inference_hop(window), torch.device("cpu"))["au"]
                                     .astype(np.float64))) for e in entries}
 

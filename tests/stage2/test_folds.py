@@ -166,23 +166,23 @@ def test_fold_views_follow_the_rule(tmp_path):
 def test_fold_fingerprints_differ_per_fold_and_are_stable(tmp_path):
     params = synthetic(tmp_path)
     root = tmp_path / "folds"
-    prints = [cache.fingerprint(folds.fold_labels(params, 3, i, root)) for i in range(3)]
-    assert len(set(prints)) == 3 and cache.fingerprint(params.path(params.labels.out)) not in prints
+    prints = [cache.folder_fingerprint(folds.fold_labels(params, 3, i, root)) for i in range(3)]
+    assert len(set(prints)) == 3 and cache.folder_fingerprint(params.path(params.labels.out)) not in prints
     # a second call rewrites nothing; a rebuild from scratch gives the same files' hashes
     stamps = snapshot(root)
     assert folds.fold_labels(params, 3, 0, root) == root.absolute() / "folds-k3" / "fold0" / "labels"
     assert snapshot(root) == stamps
     shutil.rmtree(root)
-    assert [cache.fingerprint(folds.fold_labels(params, 3, i, root)) for i in range(3)] == prints
+    assert [cache.folder_fingerprint(folds.fold_labels(params, 3, i, root)) for i in range(3)] == prints
     # another k: other views, beside these
-    assert cache.fingerprint(folds.fold_labels(params, 2, 0, root)) not in prints
+    assert cache.folder_fingerprint(folds.fold_labels(params, 2, 0, root)) not in prints
     # the source changes: the view follows (an entry moved to test, an entry gone)
     write_labels(tmp_path / "labels", "v7", {"va": "test", "au": "train"}, seed=7, n=110)
     cache.entry_path(tmp_path / "labels", "v1").unlink()
     view = folds.fold_labels(params, 3, 0, root)
     rows = view_rows(view)
     assert "v1" not in rows and rows["v7"]["va"] == "test"
-    assert cache.fingerprint(view) != prints[0]
+    assert cache.folder_fingerprint(view) != prints[0]
 
 
 def test_fold_params_give_load_splits_the_folds_validation(tmp_path):
@@ -240,5 +240,5 @@ def test_demo_cache_folds(tiny_cache, tmp_path):
                            "au": ["demo_00_left"]}
             assert [e.name for e in splits.train] == ["demo_01"]
         assert folds.fold_record(params, 2, i, tmp_path)["validation"] == val
-        seen.append(cache.fingerprint(fp.path(fp.labels.out)))
-    assert len(set(seen)) == 2 and cache.fingerprint(params.path(params.labels.out)) not in seen
+        seen.append(cache.folder_fingerprint(fp.path(fp.labels.out)))
+    assert len(set(seen)) == 2 and cache.folder_fingerprint(params.path(params.labels.out)) not in seen

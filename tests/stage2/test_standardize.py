@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.stage2.data import Entry, feature_stats, load_splits
+from pipeline.stage2.data import CachedEntry, feature_stats, load_splits
 from pipeline.stage2.heads import build_head
 from pipeline.stage2.layers import ModalityInput
 from pipeline.stage2.train import train_model
@@ -19,13 +19,13 @@ from .test_train import stage2_params
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _entry(name: str, audio: np.ndarray, mask: np.ndarray) -> Entry:
+def _entry(name: str, audio: np.ndarray, mask: np.ndarray) -> CachedEntry:
     n = len(audio)
     arrays = {"streams/audio/features": audio.astype(np.float16),
               "streams/visual/features": np.zeros((n, 2), np.float16),
               "streams/audio/mask": mask, "streams/visual/mask": np.ones(n, bool),
               "labels/va": np.zeros((n, 2), np.float32), "valid/va": np.ones(n, bool)}
-    return Entry(name=name, path=Path(name), n=n, fps=15.0, streams=["visual", "audio"], tasks=["va"],
+    return CachedEntry(name=name, path=Path(name), n=n, fps=15.0, streams=["visual", "audio"], tasks=["va"],
                  splits={"va": "train"}, arrays=arrays)
 
 

@@ -57,8 +57,8 @@ def comparison_fingerprints(params: Params) -> dict[str, str]:
     """What every run key of a comparison shares beyond its params: the embeddings and labels
     caches' fingerprints (recorded content hashes, not every byte) and, when not offline, the
     prediction protocol. The code's fingerprint is per run (`runs.run_key`)."""
-    out = {"cache": cache.fingerprint(params.path(params.embed.out)),
-           "labels": cache.fingerprint(params.path(params.labels.out))}
+    out = {"cache": cache.folder_fingerprint(params.path(params.embed.out)),
+           "labels": cache.folder_fingerprint(params.path(params.labels.out))}
     if params.compare.protocol != "offline":  # in the key only when set: offline runs keep theirs
         out["protocol"] = params.compare.protocol
     return out
