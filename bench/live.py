@@ -43,7 +43,7 @@ from common import REPO, comparison_runs, write_json  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.device import resolve_device  # noqa: E402
 from pipeline.stage2 import checkpoints  # noqa: E402
-from pipeline.stage2.causal import predict_split  # noqa: E402
+from pipeline.stage2.windows import inference_hop, predict_split  # noqa: E402
 from pipeline.stage2.data import load_splits, preload  # noqa: E402
 from pipeline.infer.export import export_checkpoint  # noqa: E402
 from pipeline.stage2.protocol import labels_of, score, task_outputs  # noqa: E402
@@ -142,7 +142,7 @@ def part_causal(compare: Path) -> dict:
             for protocol in ("offline", "causal"):
                 t0 = time.time()
                 with torch.no_grad():
-                    raw = predict_split(model, entries, window, window // 2, device, tasks, protocol=protocol)
+                    raw = predict_split(model, entries, window, inference_hop(window), device, tasks, protocol=protocol)
                 post = {n: {t: tasks[t].postprocess(p[t]) for t in tasks} for n, p in raw.items()}
                 s = score(task_outputs(post, "va"), labels, tasks["va"], split)
                 row[f"{split}/{protocol}"] = round(s["ccc_mean"], 4)

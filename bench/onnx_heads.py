@@ -41,10 +41,11 @@ from common import REPO, comparison_runs, write_json  # noqa: E402
 
 from pipeline.config import load_params  # noqa: E402
 from pipeline.stage2 import checkpoints  # noqa: E402
-from pipeline.stage2.data import load_splits, preload, read_window, window_starts  # noqa: E402
+from pipeline.stage2.data import load_splits, preload, read_window  # noqa: E402
 from pipeline.infer.export import INT8_BOUND, export_checkpoint  # noqa: E402
 from pipeline.infer.runtime import OnnxModel  # noqa: E402
-from pipeline.stage2.protocol import labels_of, predict_split, score, task_outputs  # noqa: E402
+from pipeline.stage2.protocol import labels_of, score, task_outputs  # noqa: E402
+from pipeline.stage2.windows import inference_hop, predict_split, window_starts  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402
 
 HEADS = ["jmt", "mt", "jca", "rjca", "concat", "late", "only:visual", "only:audio"]
@@ -55,7 +56,7 @@ def timed_batch(entries, window: int) -> tuple[dict, dict]:
     """The first BATCH prediction windows of the entries, stacked: ({s: (B, T, D)}, {s: (B, T)})."""
     items = []
     for e in entries:
-        items += [read_window(e, s, window) for s in window_starts(e.n, window, window // 2)]
+        items += [read_window(e, s, window) for s in window_starts(e.n, window, inference_hop(window))]
         if len(items) >= BATCH:
             break
     items = items[:BATCH]
@@ -79,7 +80,7 @@ def ms_per_call(model, streams, masks, repeats: int) -> float:
 
 def metrics(model, entries, window: int, tasks) -> dict:
     """Validation metrics of `model`: raw (activated) and post-processed, per task."""
-    preds = predict_split(model, entries, window, window // 2, torch.device("cpu"), tasks)
+    preds = predict_split(model, entries, window, inference_hop(window), torch.device("cpu"), tasks)
     out = {}
     for t, task in tasks.items():
         labels = labels_of(entries, t)

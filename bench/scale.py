@@ -255,7 +255,8 @@ def run_child(args: argparse.Namespace) -> dict:
     import torch
 
     from pipeline.stage2.checkpoints import load as load_checkpoint
-    from pipeline.stage2.data import load_entries, predict_entry
+    from pipeline.stage2.data import load_entries
+    from pipeline.stage2.windows import inference_hop, predict_entry
     from pipeline.tasks import tasks_of
 
     folder = args.work / "long"
@@ -271,7 +272,7 @@ def run_child(args: argparse.Namespace) -> dict:
     warmup = time.time() - t0
     before = _hwm()
     t0 = time.time()
-    raw = predict_entry(model, entry, window, window // 2, device)
+    raw = predict_entry(model, entry, window, inference_hop(window), device)
     pred = {t: task.postprocess(task.activate(raw[t])) for t, task in tasks.items()}   # as `jmt evaluate`
     return {"predict_s": time.time() - t0, "warmup_s": warmup, "frames": len(next(iter(pred.values()))),
             "hwm_before_mb": before / 1e6, "hwm_growth_mb": (_hwm() - before) / 1e6}
@@ -310,11 +311,12 @@ def loader_child(args: argparse.Namespace) -> dict:
 def window_reads(folder: Path, window: int, batches: int, batch: int) -> dict:
     """Seconds per batch of `batch` random windows read by `CachedEntry.read` (every stream's features
     and mask; no labels), cold page cache."""
-    from pipeline.stage2.data import load_entries, window_starts
+    from pipeline.stage2.data import load_entries
+    from pipeline.stage2.windows import inference_hop, window_starts
 
     entries = load_entries(folder, None, [TASK], preload_max_mb=0)
     rng = np.random.default_rng(0)
-    index = [(e, s) for e in entries for s in window_starts(e.n, window, window // 2)]
+    index = [(e, s) for e in entries for s in window_starts(e.n, window, inference_hop(window))]
     picks = rng.choice(len(index), batches * batch, replace=len(index) < batches * batch)
     evict(folder)
     t0 = time.time()
@@ -419,7 +421,7 @@ def main() -> None:
         r["first_step_s"] = round(r["first_step_at"] - r["started_at"], 2)
         r["load_share"] = round(r["load_s"] / (r["load_s"] + r["compute_s"]), 4)
         from pipeline.config import load_params
-        from pipeline.stage2.data import window_starts
+        from pipeline.stage2.windows import window_starts
 
         cfg = load_params(params).train
         windows = sum(len(window_starts(s["frames"], cfg.window, cfg.hop))

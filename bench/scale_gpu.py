@@ -38,7 +38,8 @@ import torch  # noqa: E402
 from pipeline.stage2.data import (WindowDataset, feature_stats, load_entries, preload, split_entries,  # noqa: E402
                                   stream_widths, window_loader)
 from pipeline.stage2.heads import build_head  # noqa: E402
-from pipeline.stage2.protocol import labels_of, predict_split, score, task_outputs  # noqa: E402
+from pipeline.stage2.protocol import labels_of, score, task_outputs  # noqa: E402
+from pipeline.stage2.windows import inference_hop, predict_split  # noqa: E402
 from pipeline.stage2.train import Objective, head_kwargs, seed_everything, train_epoch  # noqa: E402
 from pipeline.tasks import TASKS, build_task  # noqa: E402
 
@@ -123,7 +124,7 @@ def main() -> None:
     v0 = time.time()
     model.eval()
     with torch.autocast("cuda", dtype=torch.float16, enabled=device.type == "cuda"):
-        preds = predict_split(model, val, cfg.window, cfg.window // 2, device, tasks)
+        preds = predict_split(model, val, cfg.window, inference_hop(cfg.window), device, tasks)
     out["validation"] = {"seconds": round(time.time() - v0, 2), "frames": sum(e.n for e in val)}
     for name, task in tasks.items():   # each task's main metric (va: ccc_mean), on its own validation split
         s = score(task_outputs(preds, name), labels_of(splits.validation[name], name), task, "validation")

@@ -30,7 +30,8 @@ from common import REPO, write_json  # noqa: E402
 from pipeline import cache  # noqa: E402
 from pipeline.config import load_params  # noqa: E402
 from pipeline.stage1.embed import Backbones, audio_windows  # noqa: E402
-from pipeline.stage2.data import WindowDataset, load_splits, read_window, stream_widths, window_starts  # noqa: E402
+from pipeline.stage2.data import WindowDataset, load_splits, read_window, stream_widths  # noqa: E402
+from pipeline.stage2.windows import window_starts  # noqa: E402
 from pipeline.stage2.heads import HEADS, build_head, head_names  # noqa: E402
 from pipeline.stage2.train import Objective, head_kwargs  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402

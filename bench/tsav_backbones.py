@@ -42,7 +42,8 @@ from pipeline.stage1.backbones import build_backbone  # noqa: E402
 from pipeline.stage1.backbones.frames import padded_slice  # noqa: E402
 from pipeline.stage1.backbones.tsav import AUDIO_SAMPLES  # noqa: E402
 from pipeline.stage1.clips import read_clips  # noqa: E402
-from pipeline.stage2.data import load_splits, read_window, window_starts  # noqa: E402
+from pipeline.stage2.data import load_splits, read_window  # noqa: E402
+from pipeline.stage2.windows import window_starts  # noqa: E402
 from pipeline.stage2.heads import build_head  # noqa: E402
 from pipeline.stage2.train import Objective, head_kwargs  # noqa: E402
 from pipeline.tasks import tasks_of  # noqa: E402

@@ -105,7 +105,8 @@ def cache_windows(folder: Path, tasks: list[str], window: int, limit: int = INT8
     """(entry, start) of up to `limit` prediction windows (hop window / 2, as `jmt predict`) of
     the embeddings cache at `folder`, evenly spread over all of its windows (every entry of a
     small cache; a sample of a large one, read lazily)."""
-    from pipeline.stage2.data import load_entries, window_starts
+    from pipeline.stage2.data import load_entries
+    from pipeline.stage2.windows import window_starts
 
     entries = load_entries(folder, None, tasks)
     pairs = [(e, s) for e in entries if e.n > 0 for s in window_starts(e.n, window, inference_hop(window))]

@@ -43,7 +43,8 @@ from pipeline.engine import torch_threads
 from pipeline.errors import DAMAGED_EXIT, InputError, JmtError
 from pipeline.plots import pyplot, shade_missing
 from pipeline.infer.model import Trained, from_checkpoint
-from pipeline.stage2.data import load_entries, mask_key, predict_entry
+from pipeline.stage2.data import load_entries, mask_key
+from pipeline.stage2.windows import predict_entry
 from pipeline.stage2.evaluate import anything_present, write_predictions
 from pipeline.infer.overlay import write_overlay
 from pipeline.tasks import Task, tasks_of

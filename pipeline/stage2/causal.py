@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 # the protocols and their one prediction function, also importable from here (compare, bench/live.py)
-from pipeline.stage2.windows import PROTOCOLS, predict_split  # noqa: F401
 
 
 def protocol_paths(paths: dict[str, str], protocol: str) -> dict[str, str]:

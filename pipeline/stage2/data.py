@@ -34,8 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pipeline import cache
 from pipeline.errors import InputError
-# predict_entry lives in windows.py; still importable from here for jmt predict, the export tests and the benches
-from pipeline.stage2.windows import predict_entry, window_starts  # noqa: F401
+from pipeline.stage2.windows import window_starts
 from pipeline.tasks import TASKS
 
 SPLITS = ("train", "validation", "test")

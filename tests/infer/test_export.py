@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import JmtError
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.data import load_entries, predict_entry, read_window, stream_widths
+from pipeline.stage2.data import load_entries, read_window, stream_widths
+from pipeline.stage2.windows import inference_hop, predict_entry
 from pipeline.infer.export import INT8_BOUND, export_checkpoint
 from pipeline.infer.graphs import export_head, gemm_to_matmul, input_names, quantize_int8
 from pipeline.infer.model import from_checkpoint
@@ -180,8 +181,8 @@ def test_cli_export_then_predict_with_onnxruntime(trained, tiny_corpus, tiny_cac
     params, _ = tiny_cache
     entry = load_entries(params.path(params.embed.out), None, ["va"])[0]
     window = c.window
-    torch_out = predict_entry(c.build().eval(), entry, window, window // 2, torch.device("cpu"))
-    onnx_out = predict_entry(from_checkpoint(ckpt, "onnx", out).model, entry, window, window // 2, torch.device("cpu"))
+    torch_out = predict_entry(c.build().eval(), entry, window, inference_hop(window), torch.device("cpu"))
+    onnx_out = predict_entry(from_checkpoint(ckpt, "onnx", out).model, entry, window, inference_hop(window), torch.device("cpu"))
     assert np.abs(torch_out["va"] - onnx_out["va"]).max() <= ATOL
 
 

@@ -28,7 +28,8 @@ from pipeline.console import console
 from pipeline.engine import Unit, run_units, shared_storage
 from pipeline.errors import InputError, ParamsError
 from pipeline.stage2 import checkpoints
-from pipeline.stage2.causal import PROTOCOLS, protocol_paths
+from pipeline.stage2.causal import protocol_paths
+from pipeline.stage2.windows import PROTOCOLS
 from pipeline.stage2.compare.aggregate import SCORE, corpus_facts, head_results, run_availability
 from pipeline.stage2.compare.execute import execute_run, remote_run
 from pipeline.stage2.compare.runs import (SPLITS, code_fingerprint, folder_name, garbage, load_predictions, load_run,
