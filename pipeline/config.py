@@ -274,7 +274,7 @@ class EvaluateParams(Section):
     metrics: PathStr = "metrics/eval.json"
     out: PathStr = "reports/eval"
     # offline: overlapping windows, averaged; causal: frame t from the window ending at t
-    # (pipeline/stage2/causal.py)
+    # (pipeline/stage2/windows.py)
     protocol: Literal["offline", "causal"] = "offline"
 
 

@@ -3,8 +3,8 @@
 For each frame, in order: decode (pipeline/infer/live/source.py: one ffmpeg, frames and audio read
 by threads), stage 1 for that frame alone (pipeline/infer/live/features.py: MTCNN and tracking,
 alignment, the audio window and mask, every stream's backbone), then the model in causal mode
-over the last `train.window` frames (pipeline/stage2/causal.py: the window ending at the frame,
-its last output). One JSON line per frame goes to stdout or `--out`, flushed as written:
+over the last `train.window` frames (pipeline/stage2/windows.py, RollingWindow: the window
+ending at the frame, its last output). One JSON line per frame goes to stdout or `--out`, flushed as written:
 
     {"frame": 12, "time": 0.8, "present": {"visual": true, "audio": false}, "box": [x0, y0, x1, y1],
      "va": {"valence": 0.12, "arousal": -0.03}, "expr": {"p_neutral": ...}, "au": {...},

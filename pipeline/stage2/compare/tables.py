@@ -433,7 +433,7 @@ def markdown(result: dict) -> str:
     order = sorted(result["heads"], key=lambda h: -res[h]["validation"][rank]["full"][main(result, rank)]["mean"])
     name = {h: f"**`{h}`**" if h == ref else f"`{h}`" for h in order}
     causal = ["", "**Causal protocol**: every frame predicted from the window ending at it (frames <= t only; "
-              "`pipeline/stage2/causal.py`), not from overlapping windows averaged."] \
+              "`pipeline/stage2/windows.py`), not from overlapping windows averaged."] \
         if result.get("protocol") == "causal" else []
     lines = [describe(result), *causal, "", *_findings(result, order, splits), "", _legend(result)]
     for key in measures(result):
