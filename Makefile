@@ -15,7 +15,7 @@ REQS   := requirements/torch.txt requirements/nodeps.txt requirements/base.txt \
 export HF_HUB_OFFLINE ?= 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup system-deps demo compare-va three-streams tsav tune test clean-venv
+.PHONY: setup system-deps demo compare-va three-streams tsav openface text tune test clean-venv
 
 setup: system-deps $(STAMP)
 
@@ -79,6 +79,38 @@ tsav: setup
 	jmt embed --params params-tsav.yaml
 	jmt train --params params-tsav.yaml
 	jmt evaluate --params params-tsav.yaml
+
+# A stream read from files another tool wrote (params-openface.yaml): OpenFace 2.2-layout CSVs beside
+# the two computed streams, all three tasks. On the demo the CSVs are SYNTHETIC, made from the demo's
+# own AU labels plus noise (scripts/make_openface_demo.py; not OpenFace output), then embed, train
+# and evaluate; metrics/eval-openface.json against metrics/eval-tasks.json: docs/measurements.md.
+openface: setup
+	dvc repro faces audio labels
+	$(BIN)/python scripts/make_openface_demo.py --corpus data/demo --out data/openface-demo
+	jmt embed --params params-openface.yaml
+	jmt train --params params-openface.yaml
+	jmt evaluate --params params-openface.yaml
+
+# A third stream from what is said (params-text.yaml; docs/pipeline.md, "Text streams"): the demo
+# corpus with words (espeak-ng says words whose sentiment follows valence; a WebVTT transcript beside
+# each video) in data/demo-text, its stage 1 with `jmt transcribe`, then the comparison of the heads
+# with the text stream (only:text among them) beside the two-stream one on the same corpus
+# (params-text-av.yaml), both on a Ray instance on this machine, and their reports. pocketsphinx's
+# word error rate on the demo's speech: bench/transcribe_wer.py.
+text: setup
+	jmt demo --params params-text.yaml
+	jmt faces --params params-text.yaml
+	jmt audio --params params-text.yaml
+	jmt labels --params params-text.yaml
+	jmt transcribe --params params-text.yaml
+	jmt embed --params params-text.yaml
+	jmt embed --params params-text-av.yaml
+	jmt compare --params params-text-av.yaml --engine ray
+	jmt compare --params params-text.yaml --engine ray
+	jmt report --params params-text-av.yaml
+	jmt report --params params-text.yaml
+	jmt compare --params params-text-av.yaml --show
+	jmt compare --params params-text.yaml --show
 
 # Verdicts that survive tuning (params-tune.yaml; docs/compare.md, "Tuning"): every head searched
 # with the same CPU-seconds on validation (`jmt tune`: Optuna TPE + ASHA, the study in

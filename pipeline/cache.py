@@ -34,8 +34,9 @@ from pipeline.errors import InputError
 
 # Each stage's layout version (a file records `jmt.<stage>/<version>`): readers refuse another one
 # with a message saying which stage to re-run. faces 2: labels moved to their own stage; embed 2:
-# one feature array and mask per stream (`streams/<name>/...`), no labels.
-SCHEMAS = {"faces": 2, "audio": 1, "labels": 1, "embed": 2}
+# one feature array and mask per stream (`streams/<name>/...`), no labels; transcribe: the words
+# heard, with their times (the text streams' input).
+SCHEMAS = {"faces": 2, "audio": 1, "labels": 1, "transcribe": 1, "embed": 2}
 REPORT = "report.json"
 CONTENT_HASH = "content_sha256"  # root attribute: content_hash() of the file, recorded by write_entry
 _TMP = ".tmp-"

@@ -82,9 +82,11 @@ def _check_file(p: Path) -> list[str]:
     with f:
         a = cache.attrs_of(f)
         stage = a.get("stage")
-        if stage not in cache.LAYOUTS or a.get("schema") != cache.schema(stage):
-            return [f"{p}: unknown schema {a.get('schema')!r} (this jmt writes {cache.schema(stage) if stage in cache.LAYOUTS else 'no such stage'}; "
+        if stage not in cache.SCHEMAS or a.get("schema") != cache.schema(stage):
+            return [f"{p}: unknown schema {a.get('schema')!r} (this jmt writes {cache.schema(stage) if stage in cache.SCHEMAS else 'no such stage'}; "
                     f"re-run `jmt {stage}`)"]
+        if stage == "transcribe":   # per word, not per frame
+            return _check_transcript(p, f, a)
         for key in ("entry", "config", "config_hash", "versions", "n_frames", "video", "fps"):
             if key not in a:
                 faults.append(f"{p}: attribute {key!r} missing")
@@ -116,6 +118,34 @@ def _check_file(p: Path) -> list[str]:
         if recorded is not None and cache.content_hash(f) != recorded:
             faults.append(f"{p}: content differs from its recorded {cache.CONTENT_HASH} (edited after it was "
                           "written?); re-run the stage for this entry")
+    return faults
+
+
+def _check_transcript(p: Path, f: h5py.File, a: dict) -> list[str]:
+    """A transcripts-cache file (docs/cache.md, *transcripts*): its attributes, its four per-word
+    datasets of one length, times sorted and ordered, confidences in [0, 1], its content hash."""
+    faults = [f"{p}: attribute {key!r} missing" for key in ("entry", "config", "config_hash", "versions",
+                                                            "recogniser", "n_words") if key not in a]
+    words = ("words", "start", "end", "confidence")
+    faults += [f"{p}: dataset {name!r} missing" for name in words if name not in f]
+    if faults:
+        return faults
+    lengths = {name: f[name].shape for name in words}
+    if len(set(lengths.values())) != 1 or len(lengths["words"]) != 1 or lengths["words"][0] != int(a["n_words"]):
+        return [f"{p}: the per-word datasets have shapes {lengths}, n_words is {a['n_words']}"]
+    start, end, conf = f["start"][...], f["end"][...], f["confidence"][...]
+    if not (np.isfinite(start).all() and np.isfinite(end).all()):
+        faults.append(f"{p}: NaN/inf word time")
+    elif (np.diff(start) < 0).any():
+        faults.append(f"{p}: words not sorted by start (word {_first(np.diff(start) < 0) + 1})")
+    elif (end < start).any():
+        faults.append(f"{p}: a word ends before it starts (word {_first(end < start)})")
+    if not ((conf >= 0) & (conf <= 1)).all():
+        faults.append(f"{p}: confidence outside [0, 1] (word {_first(~((conf >= 0) & (conf <= 1)))})")
+    recorded = cache.recorded_hash(f)
+    if recorded is not None and cache.content_hash(f) != recorded:
+        faults.append(f"{p}: content differs from its recorded {cache.CONTENT_HASH} (edited after it was "
+                      "written?); re-run the stage for this entry")
     return faults
 
 

@@ -12,7 +12,7 @@ from pipeline import __version__
 from pipeline import cache_tools, report
 from pipeline.console import console
 from pipeline.demo import generate
-from pipeline.stage1 import audio, embed, faces, labels
+from pipeline.stage1 import audio, embed, faces, labels, transcribe
 from pipeline.infer import export, live, predict
 from pipeline.stage2 import compare, evaluate, heads_cli, train, tune
 from pipeline.stage2 import ensemble
@@ -62,6 +62,7 @@ app.command("demo")(_clear_errors(generate.command))
 app.command("faces")(_clear_errors(faces.command))
 app.command("audio")(_clear_errors(audio.command))
 app.command("labels")(_clear_errors(labels.command))
+app.command("transcribe")(_clear_errors(transcribe.command))
 app.command("embed")(_clear_errors(embed.command))
 app.command("train")(_clear_errors(train.command))
 app.command("evaluate")(_clear_errors(evaluate.command))

@@ -90,6 +90,9 @@ class DemoParams(Section):
     height: Annotated[int, Field(ge=96, le=1080, multiple_of=2)] = 240
     sample_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
     crf: Annotated[int, Field(ge=0, le=51)] = 20
+    speech: Literal["voice", "words"] = Field(
+        default="voice", description="voice: the synthetic vowel voice (bit-reproducible); words: espeak-ng says "
+                                     "words whose sentiment follows valence, with a WebVTT transcript beside each video")
     full: DemoSize
     tiny: DemoSize
 
@@ -157,6 +160,38 @@ class AudioParams(Section):
     on_error: OnError = "skip"
 
 
+class FilesParams(Section):
+    """A `files` stream (`name: files`): per-frame features another tool wrote, one file per entry
+    (pipeline/stage1/backbones/files.py; docs/pipeline.md, "Streams from other tools"). A key
+    left unset takes the preset's value, or the generic default named here."""
+
+    path: PathStr = Field(description="the entry's file: {video} (the video's stem), {entry} (the entry's "
+                                      "name) and {folder} (the video's folder under the corpus root) filled in")
+    preset: Literal["openface", "pyfeat", "wavlm"] | None = Field(
+        default=None, description="the layout of a tool's files: openface (OpenFace 2.2 CSV), pyfeat "
+                                  "(py-feat's CSV), wavlm (the JMT authors' WavLM CSVs)")
+    format: Literal["csv", "npy", "h5"] | None = Field(default=None, description="default: from the suffix")
+    numeric_header: bool | None = Field(
+        default=None, description="CSV: the header row holds numbers (pandas' default names 0, 1, ...), not data")
+    columns: list[str] | None = Field(default=None, description="CSV: the columns to take, by header name")
+    regex: str | None = Field(default=None, description="CSV: take every column whose whole name matches")
+    dataset: str | None = Field(default=None, description="HDF5: the dataset holding (n, D) features")
+    align: Literal["index", "timestamp"] | None = Field(
+        default=None, description="index (default): row -> frame by frame_column (or row order); "
+                                  "timestamp: each frame takes the row nearest in time within tolerance_s")
+    frame_column: str | None = Field(default=None, description="CSV: the frame number (default: row order)")
+    first_frame: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="the frame number of the video's first frame in frame_column (default 0)")
+    time_column: str | None = Field(default=None, description="CSV: the row's time in seconds (align: timestamp)")
+    tolerance_s: PosFloat | None = Field(
+        default=None, description="align: timestamp: the furthest a row may be from a frame (default: half a frame)")
+    confidence_column: str | None = Field(default=None, description="CSV: a row below min_confidence is masked")
+    min_confidence: Annotated[float, Field(ge=0, le=1)] | None = Field(default=None, description="default 0.5")
+    success_column: str | None = Field(default=None, description="CSV: a row where it is 0 is masked")
+    count_tolerance: Annotated[int, Field(ge=0)] = Field(
+        default=5, description="frames the file may have more or fewer than the video (as corpus.label_tolerance)")
+
+
 class BackboneParams(Section):
     """A frozen backbone by registry name, with where its weights come from."""
 
@@ -177,14 +212,36 @@ class BackboneParams(Section):
         default=None, description="clip backbones: frames between a clip's crops (default 4: 8 of the last 32)")
     append_outputs: bool | None = Field(
         default=None, description="hsemotion: append the model's own expression/VA outputs to the features")
+    files: FilesParams | None = Field(default=None, description="files: where the features are and how to read them")
+    window_s: PosFloat | None = Field(
+        default=None, description="text backbones: seconds of speech before each frame's end (default 4)")
 
-    OPTIONS: typing.ClassVar[tuple[str, ...]] = ("layer", "reduction", "clip", "clip_stride", "append_outputs")
+    OPTIONS: typing.ClassVar[tuple[str, ...]] = ("layer", "reduction", "clip", "clip_stride", "append_outputs",
+                                                 "files", "window_s")
 
     def identity(self) -> dict:
         """What the backbone's output depends on in its params: every field, less options left unset
         (None), except `layer`, which caches made before the other options recorded."""
         return {k: v for k, v in self.model_dump().items()
                 if k == "layer" or k not in self.OPTIONS or v is not None}
+
+
+class TranscribeParams(Section):
+    """`jmt transcribe`: every entry's words with their times, from a transcript file or a
+    recogniser, cached apart from the text features (changing those does not rerun recognition)."""
+
+    out: PathStr = "data/cache/transcripts"
+    source: Literal["files", "pocketsphinx", "whisper"] = Field(
+        default="files", description="files: a WebVTT, SRT or Whisper-JSON transcript per video; pocketsphinx: "
+                                     "recognised offline (English model in its wheel); whisper: faster-whisper")
+    path: PathStr | None = Field(
+        default=None, description="files: the transcript, with {video}, {entry} and {folder} filled in; "
+                                  "null: <video stem>.json, .vtt or .srt beside the video")
+    model: str | None = Field(default=None, description="whisper: a local faster-whisper model folder, "
+                                                        "or a model name (downloaded when online)")
+    device: str = "cpu"            # whisper: cpu | cuda
+    compute_type: str = "int8"     # whisper: CTranslate2's compute type
+    on_error: OnError = "skip"
 
 
 class LabelsParams(Section):
@@ -429,6 +486,7 @@ class RunParams(Section):
     max_retries: Annotated[int, Field(ge=0)] = 3   # a unit whose worker or node dies runs again
     faces: Resources = Field(default_factory=Resources)       # per video
     audio: Resources = Field(default_factory=Resources)       # per video
+    transcribe: Resources = Field(default_factory=Resources)  # per video
     embed: ActorResources = Field(default_factory=ActorResources)
     compare: Resources = Field(default_factory=Resources)     # per (head, seed) run
 
@@ -441,6 +499,7 @@ class Params(Section):
     faces: FacesParams
     audio: AudioParams
     labels: LabelsParams = Field(default_factory=LabelsParams)
+    transcribe: TranscribeParams = Field(default_factory=TranscribeParams)
     embed: EmbedParams
     model: ModelParams
     train: TrainParams

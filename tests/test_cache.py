@@ -121,7 +121,7 @@ def test_variable_length_rows_are_hashed_with_their_lengths(tmp_path):
 
 
 def test_every_stage_has_a_schema_and_files_of_another_are_refused(tmp_path):
-    assert cache.SCHEMAS == {"faces": 2, "audio": 1, "labels": 1, "embed": 2}
+    assert cache.SCHEMAS == {"faces": 2, "audio": 1, "labels": 1, "transcribe": 1, "embed": 2}
     assert cache.schema("embed") == "jmt.embed/2" and cache.schema("labels") == "jmt.labels/1"
     assert cache.stream_key("prosody", "mask") == "streams/prosody/mask" and cache.label_key("au") == "labels/au"
     path = write_labels(tmp_path, "e", {"va": "train", "au": "validation"})

@@ -39,7 +39,7 @@ import typer
 from pipeline import __version__
 from pipeline.config import DEFAULT_PARAMS, DemoParams, DemoSize, load_params
 from pipeline.console import console, progress
-from pipeline.demo import expression, face, voice
+from pipeline.demo import expression, face, speech, voice
 from pipeline.demo.trajectory import pick_stretch, speaker_turns
 from pipeline.errors import InputError
 from pipeline.media import VideoWriter, require_ffmpeg, write_wav
@@ -210,6 +210,7 @@ class VideoContent:
     occluder_colour: np.ndarray        # float32 (3,)
     # per task: (person, [start, stop)) of its stretch of invalid labels, or None
     invalid_of: dict[str, tuple[int, tuple[int, int]] | None] = field(default_factory=dict)
+    words: list[speech.Word] = field(default_factory=list)  # demo.speech 'words': what is said
 
 
 # Which videos (by index) have a stretch of invalid labels, per task (VA: every other one).
@@ -262,8 +263,13 @@ def video_content(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int) 
     ahead = np.minimum(frames + int(round(VOICE_LEAD_S * fps)), n - 1)
     val = np.array([labels[p][j, 0] for j, p in zip(ahead, speaker)])
     aro = np.array([labels[p][j, 1] for j, p in zip(ahead, speaker)])
-    audio, env, openness = voice.synthesize(val, aro, base_f0[speaker], fps, demo.sample_rate, rng,
-                                            articulation=True)
+    words: list[speech.Word] = []
+    if demo.speech == "words":
+        audio, env, openness, words = speech.speak(val, aro, speaker, base_f0, fps, demo.sample_rate, rng,
+                                                   gap=(gap[0] / fps, gap[1] / fps) if gap else None)
+    else:
+        audio, env, openness = voice.synthesize(val, aro, base_f0[speaker], fps, demo.sample_rate, rng,
+                                                articulation=True)
     lips = _per_frame(env, n, fps, demo.sample_rate)
     jaw = _per_frame(env * openness, n, fps, demo.sample_rate)
     aus = [expression.add_speech(lines[p].aus, np.where(speaker == p, lips, 0.0), np.where(speaker == p, jaw, 0.0))
@@ -276,7 +282,7 @@ def video_content(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int) 
     occluder_colour = rng.uniform(0.2, 0.8, 3).astype(np.float32)
     return VideoContent(looks, labels, [t.episodes for t in lines], [t.expr for t in lines], aus,
                         [expression.au_labels(a) for a in aus], base_f0, speaker, audio, occ_mode, occ_who,
-                        occ, gap_mode, gap, invalid_who, invalid, bg, occluder_colour, invalid_of)
+                        occ, gap_mode, gap, invalid_who, invalid, bg, occluder_colour, invalid_of, words)
 
 
 def task_labels(c: VideoContent, task: str, person: int) -> np.ndarray:
@@ -317,6 +323,11 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
                 writer.write((frame * 255 + 0.5).astype(np.uint8))
                 if on_frame:
                     on_frame()
+    words = {}
+    if demo.speech == "words":
+        speech.write_vtt(root / video_rel.with_suffix(".vtt"), c.words, plan.sides)
+        words = {"transcript": video_rel.with_suffix(".vtt").as_posix(),
+                 "words": [w.to_dict(plan.sides) for w in c.words]}
 
     persons = []
     for p, (side, name) in enumerate(zip(plan.sides, plan.annotation_names())):
@@ -344,7 +355,7 @@ def render_video(plan: VideoPlan, demo: DemoParams, size: DemoSize, seed: int,
         "sample_rate": demo.sample_rate, "n_samples": int(len(c.audio)),
         "face_hidden_mode": c.occ_mode, "audio_gap_mode": c.gap_mode,
         "audio_gap": [list(c.gap)] if c.gap else [],
-        "persons": persons,
+        "persons": persons, **words,
     }
 
 
@@ -396,6 +407,8 @@ def generate_demo(demo: DemoParams, out: Path, *, tiny: bool = False,
                   seed: int | None = None) -> DemoResult:
     """Generates the demo corpus into `out` and returns what was written."""
     require_ffmpeg()
+    if demo.speech == "words":
+        speech.require_espeak()
     size_name = "tiny" if tiny else "full"
     size = demo.tiny if tiny else demo.full
     seed = demo.seed if seed is None else seed
@@ -423,6 +436,7 @@ def generate_demo(demo: DemoParams, out: Path, *, tiny: bool = False,
             "generator": "jmt demo", "jmt_version": __version__, "layout": "affwild2",
             "size": size_name, "seed": seed, "params": demo.model_dump(),
             "voice_lead_s": VOICE_LEAD_S, "base_f0_range_hz": list(BASE_F0_HZ),
+            **({"speech": speech.manifest()} if demo.speech == "words" else {}),
             "tasks": {t: {"folder": FOLDERS[t], "columns": list(FORMATS[t].columns),
                           "invalid": FORMATS[t].invalid, "entries": entries[t]} for t in TASK_NAMES},
             "expression": {

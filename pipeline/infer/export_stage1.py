@@ -95,6 +95,9 @@ def export_stage1(params: Params, out: Path) -> list[dict]:
             else:                         # log-mel windows, around a log-mel's values
                 xs = [torch.randn(b, *shape, generator=g) * 3 - 8 for b in (2, 1, 5)]
             results.append(_try_graph(what, net, xs[0], {0: "batch"}, path, meta, xs))
+        elif kind in ("files", "words"):
+            results.append({"name": what, "path": None,
+                            "why": f"reads {'features from files' if kind == 'files' else 'a transcript'}: no graph to export"})
         else:
             results.append({"name": what, "path": None,
                             "why": f"reads {kind} (whole tracks or clips, with frame windows): not tried"})

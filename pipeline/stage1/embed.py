@@ -4,9 +4,14 @@ Reads `<faces.out>/<entry>.h5` and `<audio.out>/<entry>.h5` and runs each stream
 `embed.streams` (name -> backbone) on what its backbone reads: the aligned crops, each frame's
 clip of crops (`pipeline.stage1.clips`), each frame's log-mel window, or the whole cached
 waveform with every frame's window in samples; in batches, on CPU or CUDA (auto; mixed
-precision on CUDA). Writes one float16 feature array and one mask per stream (crops and clips:
-the face was found at the frame; audio: inside the track and voiced), with each stream's
-backbone, weights and width, to `<embed.out>/<entry>.h5` (layout: docs/cache.md). Stage 2 reads
+precision on CUDA). A files stream reads the entry's file another tool wrote instead
+(`backbones.files`), aligned to the faces cache's frame times; a text stream reads the entry's
+transcript (`<transcribe.out>/<entry>.h5`, `jmt transcribe`) and each frame's words heard in its
+window (`transcripts.frame_spans`). Writes one float16 feature array and one mask per stream
+(crops and clips: the face was found at the frame; audio: inside the track and voiced; files:
+the file has a usable row for the frame; words: a word is heard in the frame's window), with
+each stream's backbone, weights and width (and a files stream's file, its sha256 and columns; a
+text stream's transcript), to `<embed.out>/<entry>.h5` (layout: docs/cache.md). Stage 2 reads
 these files, and the labels cache beside them.
 """
 
@@ -33,6 +38,8 @@ from pipeline.media import estimate_frames
 from pipeline.stage1 import audio as audio_stage
 from pipeline.stage1 import clips
 from pipeline.stage1 import faces as faces_stage
+from pipeline.stage1 import transcribe as transcribe_stage
+from pipeline.stage1.transcripts import frame_spans
 from pipeline.stage1.backbones import build_backbone, input_of, weights_sha256
 from pipeline.stage1.backbones.frames import resample
 from pipeline.stage1.runner import StageResult, run_stage
@@ -68,11 +75,18 @@ def waveform_features(module: torch.nn.Module, af: h5py.File, device: torch.devi
 
 
 FACE_INPUTS = ("crops", "clips")   # the input kinds that read face crops; logmel and waveform read the audio
+OWN_MASK = ("files", "words")      # the input kinds whose mask comes with their features
+WHOLE_ENTRY = ("waveform", "files", "words")   # the input kinds read over the whole entry at once (FrameInputs.track)
 
 
-def stream_mask(kind: str, face: np.ndarray, voice: np.ndarray) -> np.ndarray:
+def stream_mask(kind: str, face: np.ndarray, voice: np.ndarray, own: np.ndarray | None = None) -> np.ndarray:
     """The mask of a stream whose backbone reads `kind`: where a face was found (crops, clips),
-    where the audio is inside the track and voiced (logmel, waveform)."""
+    where the audio is inside the track and voiced (logmel, waveform), or `own`: for a files
+    stream where its file has a usable row, for a words stream where a word is heard."""
+    if kind in OWN_MASK:
+        if own is None:
+            raise ValueError(f"a {kind} stream's mask comes with its features")
+        return own
     return face if kind in FACE_INPUTS else voice
 
 
@@ -94,12 +108,13 @@ class FrameInputs(Protocol):
     """A batch of b frames' backbone inputs, one method per input kind (`embed_frames` calls the
     one each backbone reads): offline from the faces and audio caches, `jmt live` from the frames
     so far. A waveform backbone reads the whole track and each frame's window in samples
-    (audio.sample_windows): the caller runs it and gives its features."""
+    (audio.sample_windows), a files backbone the entry's file, a words backbone its transcript
+    (WHOLE_ENTRY): the caller runs it and gives its features (`track`)."""
 
     def crops(self) -> np.ndarray: ...                        # uint8 (b, S, S, 3) aligned face crops, black: none
     def clips(self, k: int, stride: int) -> np.ndarray: ...   # uint8 (b, k, S, S, 3) each frame's clip (stage1.clips)
     def logmel(self) -> np.ndarray: ...                       # float32 (b, W, n_mels) each frame's log-mel window
-    def waveform(self, name: str, net: torch.nn.Module) -> np.ndarray: ...   # float32 (b, D) stream `name`'s features
+    def track(self, name: str, net: torch.nn.Module) -> np.ndarray: ...   # float32 (b, D) stream `name`'s features
 
 
 def embed_frames(nets: Backbones, inputs: FrameInputs) -> dict[str, np.ndarray]:
@@ -114,15 +129,15 @@ def embed_frames(nets: Backbones, inputs: FrameInputs) -> dict[str, np.ndarray]:
             out[name] = nets.run(net, inputs.clips(net.clip, net.clip_stride))
         elif kind == "logmel":
             out[name] = nets.run(net, inputs.logmel())
-        else:
-            out[name] = inputs.waveform(name, net)
+        else:   # WHOLE_ENTRY
+            out[name] = inputs.track(name, net)
     return out
 
 
 class _CachedFrames:
     """Frames [start, stop) of one entry, read from its faces and audio caches (FrameInputs).
     `found`: the faces file's mask; `audio`: (logmel, frame_end, window frames, log floor);
-    `tracks`: each waveform stream's features of every frame."""
+    `tracks`: each WHOLE_ENTRY stream's features of every frame."""
 
     def __init__(self, ff: h5py.File, found: np.ndarray, audio: tuple | None, tracks: dict[str, np.ndarray],
                  start: int, stop: int) -> None:
@@ -142,7 +157,7 @@ class _CachedFrames:
         logmel, frame_end, width, floor = self.audio
         return audio_windows(logmel, frame_end[self.start:self.stop], width, floor)
 
-    def waveform(self, name: str, net: torch.nn.Module) -> np.ndarray:
+    def track(self, name: str, net: torch.nn.Module) -> np.ndarray:
         return self.tracks[name][self.start:self.stop]
 
 
@@ -157,6 +172,11 @@ class Backbones:
         self.inputs = {name: input_of(net) for name, net in self.nets.items()}
         self.sha = {name: weights_sha256(net) for name, net in self.nets.items()}
         self.amp = self.device.type == "cuda"
+        self.transcripts = params.path(params.transcribe.out)   # what words streams read
+
+    @property
+    def reads_words(self) -> bool:
+        return "words" in self.inputs.values()
 
     @torch.no_grad()
     def run(self, module: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
@@ -166,14 +186,37 @@ class Backbones:
             y = module(x)
         return y.float().cpu().numpy()
 
-    def provenance(self, params: Params, dims: dict[str, int]) -> list[dict]:
-        """Per stream, in order: name, backbone, what it reads, weights (hash and source), width."""
+    def more_inputs(self, entry: CorpusEntry) -> dict:
+        """The entry's inputs besides its video and the faces and audio caches (`runner.entry_hash`):
+        each files stream's file by its sha256, the transcript of the words streams by its content
+        hash; {} without such streams."""
+        out = {name: net.file_hash(entry) for name, net in self.nets.items() if self.inputs[name] == "files"}
+        if self.reads_words:
+            out["transcript"] = _recorded_hash(cache.entry_path(self.transcripts, entry.name))
+        return out
+
+    def provenance(self, params: Params, dims: dict[str, int], more: dict[str, dict] | None = None) -> list[dict]:
+        """Per stream, in order: name, backbone, what it reads, weights (hash and source), width,
+        and what `more` holds for it under its input kind (`files`: the file, its sha256, the
+        columns; `words`: the recogniser, the words and the window)."""
+        more = more or {}
         return [{"name": name, "backbone": bp.name, "input": self.inputs[name], "weights_sha256": self.sha[name],
-                 "weights": _source(bp, self.nets[name]), "dim": int(dims[name])}
+                 "weights": _source(bp, self.nets[name]), "dim": int(dims[name]),
+                 **({self.inputs[name]: more[name]} if name in more else {})}
                 for name, bp in params.embed.streams.items()]
 
 
+def _recorded_hash(path: Path) -> str:
+    """A cache file's recorded content hash ("missing" when there is no file)."""
+    if not path.is_file():
+        return "missing"
+    with cache.open_entry(path) as f:
+        return cache.recorded_hash(f) or cache.content_hash(f)
+
+
 def _source(bp, module) -> str:
+    if bp.files is not None:
+        return "none (features read from files)"
     if bp.checkpoint:
         return f"checkpoint {bp.checkpoint}"
     if bp.pretrained:
@@ -194,9 +237,12 @@ def _source(bp, module) -> str:
 def stage_config(params: Params, nets: Backbones) -> dict:
     """Content-relevant config: the streams in order (backbone params, weights' hashes) and the
     inputs' own configs."""
-    return {"algorithm": ALGORITHM,
-            "streams": [[name, bp.identity(), nets.sha[name]] for name, bp in params.embed.streams.items()],
-            "faces": faces_stage.stage_config(params), "audio_stage": audio_stage.stage_config(params)}
+    config = {"algorithm": ALGORITHM,
+              "streams": [[name, bp.identity(), nets.sha[name]] for name, bp in params.embed.streams.items()],
+              "faces": faces_stage.stage_config(params), "audio_stage": audio_stage.stage_config(params)}
+    if nets.reads_words:   # only then: the other caches' hashes stay what they were
+        config["transcribe"] = transcribe_stage.stage_config(params)
+    return config
 
 
 def _open_input(folder: Path, name: str, stage: str) -> h5py.File:
@@ -234,6 +280,23 @@ def process_entries(video: Path, entries: list[CorpusEntry], hashes: dict[str, s
                          float(af.attrs["log_floor"]))
             tracks = {name: waveform_features(net, af, nets.device, nets.amp)   # the whole track in one call:
                       for name, net in nets.nets.items() if nets.inputs[name] == "waveform"}   # it chunks it itself
+            own, more, extra = {}, {}, {}
+            for name, net in nets.nets.items():
+                if nets.inputs[name] == "files":
+                    read = net.read(e, ff["timestamps"][...], float(ff.attrs["fps"]))
+                    tracks[name], own[name], more[name] = read.features, read.mask, read.provenance
+            if nets.reads_words:
+                with _open_input(nets.transcripts, e.name, "transcribe") as tf:
+                    words = transcribe_stage.read_words(tf)
+                    heard = {"recogniser": tf.attrs["recogniser"], "words": len(words)}
+                    extra["transcribe_config_hash"] = tf.attrs["config_hash"]
+                frame_end = ff["timestamps"][...] + 1.0 / float(ff.attrs["fps"])   # as the audio window's end
+                for name, net in nets.nets.items():
+                    if nets.inputs[name] == "words":
+                        spans = frame_spans(words, frame_end, net.window_s)      # (n, 2) [first, last)
+                        tracks[name] = np.asarray(net(words, spans), np.float32)
+                        own[name] = spans[:, 1] > spans[:, 0]
+                        more[name] = {**heard, "window_s": net.window_s}
             chunks: dict[str, list[np.ndarray]] = {name: [] for name in nets.nets}
             for start in range(0, n, cfg.batch_size):
                 stop = min(n, start + cfg.batch_size)
@@ -249,12 +312,13 @@ def process_entries(video: Path, entries: list[CorpusEntry], hashes: dict[str, s
                      "detector": ff.attrs.get("detector", ff.attrs.get("source")),
                      "crop_size": ff.attrs["crop_size"], "sample_rate": params.audio.sample_rate,
                      "faces_config_hash": ff.attrs["config_hash"], "audio_config_hash": af.attrs["config_hash"],
-                     "streams": nets.provenance(params, {k: v.shape[1] for k, v in features.items()})}
+                     **extra, "streams": nets.provenance(params, {k: v.shape[1] for k, v in features.items()}, more)}
             with cache.write_entry(out, e.name, stage="embed", config=stage_config(params, nets),
                                    hash_=hashes[e.name], attrs=attrs) as f:
                 for name, arr in features.items():
                     f.create_dataset(cache.stream_key(name, "features"), data=arr.astype(np.float16), **cache.FEATURES)
-                    f.create_dataset(cache.stream_key(name, "mask"), data=stream_mask(nets.inputs[name], found, voice))
+                    f.create_dataset(cache.stream_key(name, "mask"),
+                                     data=stream_mask(nets.inputs[name], found, voice, own.get(name)))
                 f.create_dataset("timestamps", data=ff["timestamps"][...])
         stats[e.name] = {"frames": n, **{f"{name}_dim": int(arr.shape[1]) for name, arr in features.items()},
                          "seconds": round(time.time() - t0, 2)}
@@ -287,7 +351,7 @@ def run_embed(params: Params) -> StageResult:
     process = EmbedProcess(params, nets) if params.run.engine == "local" else (EmbedProcess, (params,))
     return run_stage("embed", params.path(params.embed.out), corpus, stage_config(params, nets),
                      params.embed.on_error, process, estimate_frames, notes,
-                     run=params.run, resources=params.run.embed)
+                     run=params.run, resources=params.run.embed, more_inputs=nets.more_inputs)
 
 
 def command(params: Annotated[Path, typer.Option(help="Params file.")] = DEFAULT_PARAMS) -> None:

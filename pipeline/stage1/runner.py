@@ -47,13 +47,17 @@ class StageResult:
                 "seconds": round(self.seconds, 2)}
 
 
-def entry_hash(stage_config: dict, entry: CorpusEntry, *, with_labels: bool = False) -> str:
+def entry_hash(stage_config: dict, entry: CorpusEntry, *, with_labels: bool = False,
+               more: dict | None = None) -> str:
     """Config hash of one entry: the stage's content-relevant params and the entry's inputs (its
-    video; with `with_labels`, its annotation files and splits too: only the labels stage's).
+    video; with `with_labels`, its annotation files and splits too: only the labels stage's;
+    `more`: the entry's other inputs, e.g. the files a files stream reads, by their hashes).
     A video shown turned or mirrored (media.Orientation) also hashes its orientation: entries
     of such videos cached before jmt applied it (squeezed frames) are rebuilt, and an upright
-    video's hash is what it always was."""
+    video's hash is what it always was (as is an entry's with no other inputs)."""
     what = {"stage": stage_config, "entry": inputs_fingerprint(entry, labels=with_labels)}
+    if more:
+        what["inputs"] = more
     turn = _orientation(entry.video)
     if turn is not None and not turn.identity:
         what["orientation"] = [turn.transpose, turn.hflip, turn.vflip]
@@ -124,7 +128,8 @@ class VideoActor:
 def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_error: str,
               process: Process | tuple[Callable[..., Process], tuple], frames_of: Callable[[Path], int],
               notes: list[str] = (), run: RunParams | None = None,
-              resources: Resources | None = None, with_labels: bool = False) -> StageResult:
+              resources: Resources | None = None, with_labels: bool = False,
+              more_inputs: Callable[[CorpusEntry], dict] | None = None) -> StageResult:
     """Runs `process(video, entries_to_do, hashes, advance)` for every video needing work.
 
     `process` writes each entry's file (cache.write_entry), calls `advance(frames)` as it goes
@@ -139,6 +144,7 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
     driver shows the progress bar and writes the same report.json, and torch uses the
     resources' whole CPUs as threads: the last bits of MTCNN's and the backbones' floats
     depend on the thread count, and the cache must not depend on the engine.
+    `more_inputs(entry)`: the entry's inputs besides its video, hashed into its `entry_hash`.
     """
     t0 = time.time()
     run = run or RunParams()
@@ -151,7 +157,8 @@ def run_stage(stage: str, out: Path, corpus: Corpus, stage_config: dict, on_erro
         _problem(result, problem, on_error)
     todo: list[tuple[Path, list[CorpusEntry], dict[str, str]]] = []
     for video, entries in corpus.videos().items():
-        hashes = {e.name: entry_hash(stage_config, e, with_labels=with_labels) for e in entries}
+        hashes = {e.name: entry_hash(stage_config, e, with_labels=with_labels,
+                                     more=more_inputs(e) if more_inputs else None) for e in entries}
         need = [e for e in entries if not cache.is_current(out, e.name, hashes[e.name])]
         result.cached += [e.name for e in entries if e not in need]
         if need:

@@ -1,5 +1,5 @@
 """Every backbone in the one registry (BACKBONES): builds, declares what it reads (crops, clips,
-logmel, waveform), runs on that input without NaN; weights handling; the FER port."""
+logmel, waveform, files, words), runs on that input without NaN; weights handling; the FER port."""
 
 from pathlib import Path
 
@@ -9,13 +9,16 @@ import torch
 import torch.nn as nn
 
 from pipeline.config import BackboneParams
+from pipeline.corpus.entries import CorpusEntry
 from pipeline.errors import JmtError
 from pipeline.registry import RegistryError
 from pipeline.stage1.backbones import BACKBONES, INPUTS, build_backbone, input_of, weights_sha256
 from pipeline.stage1.backbones.fer_xception import EMOTIONS, FerXception
 from pipeline.stage1.backbones.ssl import SSL_MODELS
+from pipeline.stage1.transcripts import Words
 
 FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "fer_reference.npz"
+FEATURES = Path(__file__).resolve().parent.parent / "fixtures" / "features"   # other tools' files
 
 # registry key -> (params, what it reads); the SSL models (one factory each, ~100M parameters
 # at full size) are tested per family in test_audio_backbones.py
@@ -29,12 +32,16 @@ CASES = {
     "r2plus1d_18": (BackboneParams(name="r2plus1d_18", allow_random=True, clip=2, clip_stride=1), "clips"),
     "resnet18_logmel": (BackboneParams(name="resnet18_logmel", allow_random=True), "waveform"),
     "hsemotion": (BackboneParams(name="hsemotion:enet_b0_8_va_mtl", allow_random=True), "crops"),
+    "files": (BackboneParams(name="files", files={"path": str(FEATURES / "{video}.csv"), "preset": "openface"}),
+              "files"),
+    "text_lexicon": (BackboneParams(name="text_lexicon"), "words"),
 }
+# `sentence` needs a model folder: tested in test_text_backbones.py with a tiny one made there
 
 
 def test_one_registry_and_every_backbone_has_a_case():
-    assert set(BACKBONES.names()) == set(CASES) | set(SSL_MODELS)
-    assert INPUTS == ("crops", "clips", "logmel", "waveform")
+    assert set(BACKBONES.names()) == set(CASES) | set(SSL_MODELS) | {"sentence"}
+    assert INPUTS == ("crops", "clips", "logmel", "waveform", "files", "words")
     assert {kind for _, kind in CASES.values()} == set(INPUTS)
 
 
@@ -49,13 +56,25 @@ def _input(kind: str):
     return 0.1 * torch.randn(32000), windows
 
 
+def _run(net, kind: str) -> torch.Tensor:
+    """The backbone on 3 frames of the input its kind names."""
+    if kind == "files":   # read, not run: the fixture file in OpenFace's layout, frames 1-3
+        entry = CorpusEntry(name="x", video=Path("openface_2.2.csv"))
+        return torch.as_tensor(net.read(entry, np.arange(12) / 15, 15.0).features[:3])
+    if kind == "words":   # a transcript and each frame's span of words (the second frame hears none)
+        words = Words(text=("I", "love", "it"), start=np.array([0.0, 0.5, 1.0]), end=np.array([0.4, 0.9, 1.4]),
+                      confidence=np.ones(3, np.float32))
+        return torch.as_tensor(net(words, np.array([[0, 2], [0, 0], [1, 3]])))
+    with torch.no_grad():
+        return net(*_input(kind))
+
+
 @pytest.mark.parametrize("key", sorted(CASES))
 def test_every_backbone_declares_its_input_and_runs_on_it(key, recwarn):
     params, kind = CASES[key]
     net = build_backbone(params, Path("."))
     assert input_of(net) == net.input == kind
-    with torch.no_grad():
-        out = net(*_input(kind))
+    out = _run(net, kind)
     assert out.ndim == 2 and out.shape[0] == 3 and torch.isfinite(out).all()
     if getattr(net, "dim", None) is not None:
         assert out.shape[1] == net.dim
@@ -67,7 +86,7 @@ def test_a_backbone_that_does_not_say_what_it_reads_is_refused(monkeypatch):
         def forward(self, x):
             return x
 
-    with pytest.raises(JmtError, match="Silent: a backbone must declare input = one of crops, clips, logmel, waveform"):
+    with pytest.raises(JmtError, match="Silent: a backbone must declare input = one of crops, clips, logmel, waveform, files, words"):
         input_of(Silent())
     monkeypatch.setitem(BACKBONES._items, "silent", lambda params, root: Silent())
     with pytest.raises(JmtError, match="Silent: a backbone must declare input"):

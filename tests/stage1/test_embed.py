@@ -57,13 +57,17 @@ def test_each_backbone_reads_its_input_kind(repo_params):
         def logmel(self):
             return np.full((2, 1), 3)
 
-        def waveform(self, name, net):
+        def track(self, name, net):
             return np.full((2, 1), 4.0, np.float32)
 
     out = embed_frames(Nets(), Inputs())
     assert {k: float(v[0, 0]) for k, v in out.items()} == {"crops": 1, "clips": 32, "logmel": 3, "waveform": 4}
     face, voice = np.array([True, False]), np.array([False, True])
     assert [stream_mask(k, face, voice) is face for k in Nets.inputs] == [True, True, False, False]
+    own = np.array([True, True])
+    assert stream_mask("files", face, voice, own) is own          # a files stream's mask is its file's
+    with pytest.raises(ValueError):
+        stream_mask("files", face, voice)
     s, w = repo_params.faces.crop_size, int(round(repo_params.audio.window_s * 1000 / repo_params.audio.hop_ms))
     assert [frame_input(k, Net(k), repo_params) for k in Nets.inputs] == [
         ((s, s, 3), np.uint8), ((3, s, s, 3), np.uint8), ((w, repo_params.audio.n_mels), np.float32), None]

@@ -198,6 +198,9 @@ class LiveAudio:
         return stop - self.gap_start < self.cfg.fill_gaps_s
 
 
+NOT_LIVE = {"files": "features another tool wrote into files", "words": "a transcript"}
+
+
 class LiveStage1:
     """Per-frame faces, audio and every stream's backbone of a checkpoint's stage-1 params."""
 
@@ -212,6 +215,10 @@ class LiveStage1:
         self.every, self.count, self.held = cfg.detect_every, 0, None   # keyframes, and the face held between them
         self.size = cfg.crop_size
         self.nets = Backbones(params)
+        for name, kind in self.nets.inputs.items():
+            if kind in ("files", "words"):
+                raise InputError(f"jmt live: stream {name} reads {NOT_LIVE[kind]}, which a live source does "
+                                 "not have; train a model without it for live use")
         self.audio = LiveAudio(params, info)
         span = max([net.clip * net.clip_stride for name, net in self.nets.nets.items()
                     if self.nets.inputs[name] == "clips"] or [1])
@@ -283,8 +290,9 @@ class _FrameInputs:
     def logmel(self) -> np.ndarray:
         return self.window[None]
 
-    def waveform(self, name: str, net: torch.nn.Module) -> np.ndarray:
-        """The window of samples ending with the frame, from the track so far."""
+    def track(self, name: str, net: torch.nn.Module) -> np.ndarray:
+        """A waveform stream's features: its backbone on the window of samples ending with the
+        frame, from the track so far (LiveStage1 refuses the files and words streams)."""
         s = self.s
         (start, end), = sample_windows(np.array([self.t]), s.info.fps, s.params.audio.window_s, s.audio.sr)
         lo = max(0, int(start))

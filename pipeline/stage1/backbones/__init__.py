@@ -11,8 +11,14 @@ Each backbone module declares what it reads in an `input` attribute:
 - 'clips' (`tsav.R2Plus1D`): for every frame t the clip of the backbone's `clip` crops ending
   at t at its `clip_stride` (8 of the last 32 by default; the rule at a video's start and across
   face gaps is `pipeline.stage1.clips.clip_indices`), uint8 (B, K, S, S, 3) -> (B, D).
+- 'files' (`FilesBackbone`): per-frame features another tool wrote, one file per entry
+  (`backbones.files`), aligned to the entry's frames -> (n, D) and the stream's own mask.
+- 'words' (`WordsBackbone`): the entry's transcript (`pipeline.stage1.transcripts.Words`) and
+  each frame's span of words heard in the `window_s` seconds ending when the frame ends -> (n, D).
 A stream's mask follows its input: a crops or clips stream is present where a face was found at
-the frame, an audio stream where the frame is inside the track and voiced (docs/cache.md).
+the frame, an audio stream where the frame is inside the track and voiced, a files stream where
+its file has a usable row for the frame, a words stream where a word is heard in its window
+(docs/cache.md).
 Each factory gets the BackboneParams and returns a module with a `dim` attribute; a backbone
 with layers also has `num_layers` (then `layer` picks one; other backbones reject `layer`).
 The other per-backbone options (`reduction`, `clip`, `clip_stride`, `append_outputs`) are
@@ -29,6 +35,7 @@ import hashlib
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -37,7 +44,7 @@ from pipeline.errors import JmtError
 from pipeline.registry import Registry
 
 BACKBONES: Registry = Registry("backbone")
-INPUTS = ("crops", "clips", "logmel", "waveform")
+INPUTS = ("crops", "clips", "logmel", "waveform", "files", "words")
 
 
 def weights_sha256(module: nn.Module) -> str:
@@ -104,8 +111,22 @@ class WaveformBackbone(nn.Module):
         raise NotImplementedError
 
 
+class WordsBackbone(nn.Module):
+    """Base of the text backbones, which read an entry's transcript (see the module docstring)."""
+
+    input = "words"
+    window_s = 4.0   # seconds of speech before each frame's end that the frame's features see
+    dim: int
+
+    def forward(self, words, spans: np.ndarray) -> np.ndarray:
+        """words: `transcripts.Words` (m words, sorted by start); spans int64 (n, 2): each frame's
+        words [first, last) (`transcripts.frame_spans`) -> float32 (n, dim); a frame with no
+        word gets the features of an empty text (its mask is off)."""
+        raise NotImplementedError
+
+
 def input_of(module: nn.Module) -> str:
-    """What a backbone reads: 'crops', 'clips', 'logmel' or 'waveform' (its `input` attribute)."""
+    """What a backbone reads: one of INPUTS (its `input` attribute)."""
     kind = getattr(module, "input", None)
     if kind not in INPUTS:
         raise JmtError(f"{type(module).__name__}: a backbone must declare input = one of {', '.join(INPUTS)}")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import DAMAGED_EXIT
+from pipeline.errors import DAMAGED_EXIT, InputError
 from pipeline.infer.live import CausalModel, run_live
 from pipeline.infer.live.features import LiveStage1
 from pipeline.infer.live.source import Source, describe
@@ -133,3 +133,13 @@ def test_frames_come_out_writable(made):
     MTCNN's downscaling did it on every run of a source larger than faces.detect_max_side."""
     frames = source_frames(made["short"])
     assert len(frames) == 15 and all(f.flags.writeable for f in frames)
+
+
+@pytest.mark.parametrize(("stream", "what"), [
+    ({"name": "files", "files": {"path": "openface/{video}.csv", "preset": "openface"}}, "features another tool wrote into files"),
+    ({"name": "text_lexicon"}, "a transcript"),
+])
+def test_live_refuses_a_stream_a_live_source_cannot_have(repo_params, made, stream, what):
+    params = repo_params.updated(embed={"streams": {"visual": {"name": "fer_xception"}, "extra": stream}})
+    with pytest.raises(InputError, match=f"jmt live: stream extra reads {what}, which a live source does not have"):
+        LiveStage1(params, describe(str(made["rotated"])))
